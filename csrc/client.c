@@ -1,0 +1,384 @@
+/* The public client (lmcache_redis.h): configuration, the worker pool of
+ * connections, and each call's plan of rounds of key jobs.
+ *
+ * Layouts (stripe.h): stripes == 1 stores a value verbatim under its key;
+ * stripes > 1 stores sub-keys with headers. A reader tries its own layout
+ * first and the other one when nothing of its own is there, and a stripe
+ * header tells it the writer's stripe count, so any reader reads any value.
+ * A writer first probes the old value's stripe count, then deletes whatever
+ * the new value does not overwrite (the other layout, surplus stripes), so
+ * no stale parts linger to mislead a reader or fill the server.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <math.h>
+
+#include "conn.h"
+#include "jobs.h"
+
+/* Most jobs in one round: a stripe per sub-key plus the plain key. */
+#define ROUND_MAX (LMR_MAX_STRIPES + 1)
+
+struct lmr_client {
+  lmr_config cfg;    /* its strings point at the copies below */
+  char *host, *unix_path, *username, *password;
+  lmr_pool *pool;
+  lmr__stats stats;
+  uint64_t id_seed;
+  atomic_uint_fast64_t id_next;
+  atomic_int closed;
+};
+
+void lmr_config_init(lmr_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  cfg->host = "localhost";
+  cfg->port = 6379;
+  cfg->timeout = 10.0;
+  cfg->connect_timeout = 5.0;
+  cfg->stripes = 8;
+  cfg->connections = 4;
+}
+
+static int check_config(const lmr_config *cfg, lmr_error *err) {
+  if (cfg->unix_path == NULL && (cfg->host == NULL || cfg->host[0] == '\0'))
+    return lmr__err(err, LMR_EINVAL, "host must not be empty");
+  if (cfg->unix_path == NULL && (cfg->port < 1 || cfg->port > 65535))
+    return lmr__err(err, LMR_EINVAL, "port must be in 1..65535, got %d", cfg->port);
+  if (cfg->stripes < 1 || cfg->stripes > LMR_MAX_STRIPES)
+    return lmr__err(err, LMR_EINVAL, "stripes must be in 1..%d, got %d", LMR_MAX_STRIPES,
+                    cfg->stripes);
+  if (cfg->connections < 1 || cfg->connections > LMR_MAX_CONNECTIONS)
+    return lmr__err(err, LMR_EINVAL, "connections must be in 1..%d, got %d",
+                    LMR_MAX_CONNECTIONS, cfg->connections);
+  if (!(cfg->timeout > 0) || !isfinite(cfg->timeout) || cfg->timeout > 1e6)
+    return lmr__err(err, LMR_EINVAL, "timeout must be a positive number of seconds");
+  if (!(cfg->connect_timeout > 0) || !isfinite(cfg->connect_timeout) ||
+      cfg->connect_timeout > 1e6)
+    return lmr__err(err, LMR_EINVAL, "connect_timeout must be a positive number of seconds");
+  if (cfg->db < 0) return lmr__err(err, LMR_EINVAL, "db must be >= 0, got %d", cfg->db);
+  if (cfg->username != NULL && cfg->password == NULL)
+    return lmr__err(err, LMR_EINVAL, "a username needs a password");
+  return LMR_OK;
+}
+
+/* ---- the pool's workers: one connection each ---- */
+
+static int worker_init(void *ctx, int index, void **state, lmr_error *err) {
+  (void)index;
+  lmr_client *c = ctx;
+  lmr_conn *conn = malloc(sizeof *conn);
+  if (conn == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for a connection");
+  lmr__conn_init(conn, &c->cfg, &c->stats);
+  int rc = lmr__conn_ensure(conn, err);
+  if (rc != LMR_OK) {
+    lmr__conn_destroy(conn);
+    free(conn);
+    return rc;
+  }
+  *state = conn;
+  return LMR_OK;
+}
+
+static void worker_fini(void *ctx, void *state) {
+  (void)ctx;
+  lmr__conn_destroy(state);
+  free(state);
+}
+
+static void worker_interrupt(void *ctx, void *state) {
+  (void)ctx;
+  lmr__conn_interrupt(state);
+}
+
+static char *dup_or_null(const char *s, int *failed) {
+  if (s == NULL) return NULL;
+  char *d = strdup(s);
+  if (d == NULL) *failed = 1;
+  return d;
+}
+
+/* splitmix64: a bijection, so distinct counters give distinct set ids. */
+static uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+static uint64_t next_set_id(lmr_client *c) {
+  uint64_t n = atomic_fetch_add_explicit(&c->id_next, 1, memory_order_relaxed);
+  return mix64(c->id_seed + n);
+}
+
+int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
+  *out = NULL;
+  lmr__err_clear(err);
+  int rc = check_config(cfg, err);
+  if (rc != LMR_OK) return rc;
+  lmr_client *c = calloc(1, sizeof *c);
+  if (c == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for the client");
+  int failed = 0;
+  c->cfg = *cfg;
+  c->cfg.host = c->host = dup_or_null(cfg->host, &failed);
+  c->cfg.unix_path = c->unix_path = dup_or_null(cfg->unix_path, &failed);
+  c->cfg.username = c->username = dup_or_null(cfg->username, &failed);
+  c->cfg.password = c->password = dup_or_null(cfg->password, &failed);
+  /* Random seed: set ids of different clients must not collide. */
+  if (getrandom(&c->id_seed, sizeof c->id_seed, 0) != (ssize_t)sizeof c->id_seed)
+    c->id_seed = (uint64_t)lmr__now_ns() ^ (uint64_t)(uintptr_t)c;
+  atomic_init(&c->id_next, 0);
+  atomic_init(&c->closed, 0);
+  if (failed) {
+    lmr_client_free(c);
+    return lmr__err(err, LMR_ENOMEM, "out of memory for the client");
+  }
+  lmr_pool_config pc = {.workers = cfg->connections,
+                        .worker_init = worker_init,
+                        .worker_fini = worker_fini,
+                        .worker_interrupt = worker_interrupt,
+                        .ctx = c};
+  rc = lmr_pool_create(&c->pool, &pc, err);
+  if (rc != LMR_OK) {
+    lmr_client_free(c);
+    return rc;
+  }
+  *out = c;
+  return LMR_OK;
+}
+
+void lmr_client_close(lmr_client *c) {
+  atomic_store(&c->closed, 1);
+  if (c->pool != NULL) lmr_pool_shutdown(c->pool);
+}
+
+int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
+
+void lmr_client_free(lmr_client *c) {
+  if (c == NULL) return;
+  lmr_client_close(c);
+  lmr_pool_free(c->pool);
+  if (c->password != NULL) memset(c->password, 0, strlen(c->password));
+  free(c->host);
+  free(c->unix_path);
+  free(c->username);
+  free(c->password);
+  free(c);
+}
+
+void lmr_client_stats(const lmr_client *c, lmr_stats *out) {
+  lmr__stats *s = (lmr__stats *)&c->stats;
+  out->bytes_sent = atomic_load(&s->bytes_sent);
+  out->bytes_received = atomic_load(&s->bytes_received);
+  out->bytes_copied = atomic_load(&s->bytes_copied);
+  out->commands = atomic_load(&s->commands);
+  out->reconnects = atomic_load(&s->reconnects);
+}
+
+/* ---- rounds of jobs ---- */
+
+static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error *err) {
+  lmr__err_clear(err);
+  if (atomic_load(&c->closed)) return lmr__err(err, LMR_ECLOSED, "client is closed");
+  if (key == NULL || key_len == 0) return lmr__err(err, LMR_EINVAL, "key must not be empty");
+  if (key_len > LMR_MAX_KEY_LEN)
+    return lmr__err(err, LMR_EINVAL, "key is %zu bytes; the limit is %u", key_len,
+                    LMR_MAX_KEY_LEN);
+  return LMR_OK;
+}
+
+static lmr_key_job *alloc_jobs(int n, lmr_error *err) {
+  lmr_key_job *jobs = malloc((size_t)n * sizeof *jobs);
+  if (jobs == NULL) lmr__err(err, LMR_ENOMEM, "out of memory for %d jobs", n);
+  return jobs;
+}
+
+/* Runs jobs[0..n) on the pool and waits for all; returns the first error in
+ * job order, after every job has finished. */
+static int run_round(lmr_client *c, lmr_key_job *jobs, int n, lmr_error *err) {
+  lmr_job *ptrs[ROUND_MAX];
+  for (int i = 0; i < n; i++) ptrs[i] = &jobs[i].base;
+  lmr_batch batch;
+  lmr_batch_init(&batch);
+  lmr_pool_submit(c->pool, &batch, ptrs, n);
+  lmr_batch_wait(&batch);
+  lmr_batch_destroy(&batch);
+  for (int i = 0; i < n; i++)
+    if (jobs[i].base.status != LMR_OK) return lmr__err_copy(err, &jobs[i].base.err);
+  return LMR_OK;
+}
+
+/* Stripe count of the striped value stored under op's key, 0 if none. */
+static int probe_stripes(lmr_client *c, lmr_op *op, uint32_t *count, lmr_error *err) {
+  lmr_key_job job;
+  lmr__key_job_init(&job, op, LMR_JOB_PROBE, 0);
+  int rc = run_round(c, &job, 1, err);
+  *count = rc == LMR_OK && job.hdr_valid ? job.hdr.count : 0;
+  return rc;
+}
+
+static uint32_t max_u32(uint32_t a, uint32_t b) { return a > b ? a : b; }
+
+int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, size_t len,
+            int64_t ttl_ms, lmr_error *err) {
+  int rc = check_call(c, key, key_len, err);
+  if (rc != LMR_OK) return rc;
+  if (buf == NULL && len > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
+  if (ttl_ms < 0) return lmr__err(err, LMR_EINVAL, "ttl must be positive");
+  lmr_op op;
+  lmr__op_init(&op, key, key_len, c->cfg.timeout);
+  op.src = buf;
+  op.len = len;
+  op.count = (uint32_t)c->cfg.stripes;
+  op.set_id = next_set_id(c);
+  op.ttl_ms = ttl_ms;
+  uint32_t old = 0;
+  rc = probe_stripes(c, &op, &old, err);
+  lmr_key_job *jobs = NULL;
+  if (rc == LMR_OK) {
+    /* Sub-keys this write leaves alone that hold an older value: all old
+     * stripes for a plain write, the surplus ones for a striped write. */
+    uint32_t kept = op.count > 1 ? op.count : 0;
+    uint32_t stale_end = max_u32(old, kept);
+    int n = (int)(op.count + 1 + (stale_end - kept));
+    jobs = alloc_jobs(n, err);
+    if (jobs == NULL) rc = LMR_ENOMEM;
+    int k = 0;
+    if (op.count == 1) {
+      if (jobs != NULL) lmr__key_job_init(&jobs[k++], &op, LMR_JOB_SET, -1);
+    } else if (jobs != NULL) {
+      for (uint32_t i = 0; i < op.count; i++) lmr__key_job_init(&jobs[k++], &op, LMR_JOB_SET, (int32_t)i);
+      lmr__key_job_init(&jobs[k++], &op, LMR_JOB_DEL, -1);
+    }
+    for (uint32_t i = kept; jobs != NULL && i < stale_end; i++)
+      lmr__key_job_init(&jobs[k++], &op, LMR_JOB_DEL, (int32_t)i);
+    if (jobs != NULL) rc = run_round(c, jobs, k, err);
+  }
+  free(jobs);
+  lmr__op_destroy(&op);
+  return rc;
+}
+
+enum { READ_HIT, READ_MISS, READ_ABSENT };
+
+static int read_plain(lmr_client *c, lmr_op *op, int *outcome, uint64_t *len, lmr_error *err) {
+  lmr_key_job job;
+  lmr__key_job_init(&job, op, LMR_JOB_GET, -1);
+  int rc = run_round(c, &job, 1, err);
+  *outcome = job.nil ? READ_ABSENT : READ_HIT;
+  *len = job.value_len;
+  return rc;
+}
+
+/* Reads stripes [from, to); every one must be present and of the op's
+ * layout. On the first round (from == 0) all absent means ABSENT. */
+static int read_stripe_range(lmr_client *c, lmr_op *op, uint32_t from, uint32_t to,
+                             int *outcome, lmr_error *err) {
+  int n = (int)(to - from);
+  lmr_key_job *jobs = alloc_jobs(n, err);
+  if (jobs == NULL) return LMR_ENOMEM;
+  for (int i = 0; i < n; i++) lmr__key_job_init(&jobs[i], op, LMR_JOB_GET, (int32_t)from + i);
+  int rc = run_round(c, jobs, n, err);
+  int nil = 0, torn = 0;
+  for (int i = 0; i < n; i++) {
+    nil += jobs[i].nil;
+    torn += jobs[i].torn;
+  }
+  int stripe0_missing = from == 0 && jobs[0].nil;
+  free(jobs);
+  if (rc != LMR_OK) return rc;
+  if (from == 0 && nil == n) *outcome = READ_ABSENT;
+  else if (torn > 0 || stripe0_missing) *outcome = READ_MISS;
+  else {
+    /* Requested stripes past the writer's count must be absent: a present
+     * one is of another write and was counted as torn above. */
+    uint32_t count = op->layout.count;
+    uint32_t need = (to < count ? to : count) - from;
+    *outcome = (uint32_t)(n - nil) == need ? READ_HIT : READ_MISS;
+  }
+  return LMR_OK;
+}
+
+static int read_striped(lmr_client *c, lmr_op *op, uint32_t guess, int *outcome,
+                        uint64_t *len, lmr_error *err) {
+  int rc = read_stripe_range(c, op, 0, guess, outcome, err);
+  if (rc == LMR_OK && *outcome == READ_HIT && op->layout.count > guess)
+    rc = read_stripe_range(c, op, guess, op->layout.count, outcome, err);
+  *len = op->layout.total_len;
+  return rc;
+}
+
+int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t cap,
+            int *found, size_t *len, lmr_error *err) {
+  *found = 0;
+  *len = 0;
+  int rc = check_call(c, key, key_len, err);
+  if (rc != LMR_OK) return rc;
+  if (buf == NULL && cap > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
+  lmr_op op;
+  lmr__op_init(&op, key, key_len, c->cfg.timeout);
+  op.dst = buf;
+  op.cap = cap;
+  int outcome;
+  uint64_t value_len = 0;
+  uint32_t stripes = (uint32_t)c->cfg.stripes;
+  if (stripes == 1) {
+    rc = read_plain(c, &op, &outcome, &value_len, err);
+    if (rc == LMR_OK && outcome == READ_ABSENT)
+      rc = read_striped(c, &op, 1, &outcome, &value_len, err);
+  } else {
+    rc = read_striped(c, &op, stripes, &outcome, &value_len, err);
+    if (rc == LMR_OK && outcome == READ_ABSENT)
+      rc = read_plain(c, &op, &outcome, &value_len, err);
+  }
+  lmr__op_destroy(&op);
+  if (rc == LMR_OK && outcome == READ_HIT) {
+    *found = 1;
+    *len = (size_t)value_len;
+  }
+  return rc;
+}
+
+int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
+  *found = 0;
+  int rc = check_call(c, key, key_len, err);
+  if (rc != LMR_OK) return rc;
+  lmr_op op;
+  lmr__op_init(&op, key, key_len, c->cfg.timeout);
+  lmr_key_job jobs[2];
+  lmr__key_job_init(&jobs[0], &op, LMR_JOB_EXISTS, -1);
+  lmr__key_job_init(&jobs[1], &op, LMR_JOB_EXISTS, 0);
+  rc = run_round(c, jobs, 2, err);
+  *found = rc == LMR_OK && (jobs[0].integer > 0 || jobs[1].integer > 0);
+  lmr__op_destroy(&op);
+  return rc;
+}
+
+int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
+  *found = 0;
+  int rc = check_call(c, key, key_len, err);
+  if (rc != LMR_OK) return rc;
+  lmr_op op;
+  lmr__op_init(&op, key, key_len, c->cfg.timeout);
+  uint32_t old = 0;
+  rc = probe_stripes(c, &op, &old, err);
+  lmr_key_job *jobs = NULL;
+  if (rc == LMR_OK) {
+    /* Our own stripe count too: it also sweeps stripes left behind when
+     * stripe 0 has already expired or been evicted. */
+    uint32_t stripes = max_u32(old, (uint32_t)c->cfg.stripes);
+    int n = (int)stripes + 1;
+    jobs = alloc_jobs(n, err);
+    rc = jobs == NULL ? LMR_ENOMEM : LMR_OK;
+    if (jobs != NULL) {
+      lmr__key_job_init(&jobs[0], &op, LMR_JOB_DEL, -1);
+      for (uint32_t i = 0; i < stripes; i++) lmr__key_job_init(&jobs[i + 1], &op, LMR_JOB_DEL, (int32_t)i);
+      rc = run_round(c, jobs, n, err);
+      for (int i = 0; rc == LMR_OK && i < n; i++)
+        if (jobs[i].integer > 0) *found = 1;
+    }
+  }
+  free(jobs);
+  lmr__op_destroy(&op);
+  return rc;
+}

@@ -1,0 +1,196 @@
+/* Connections (conn.h): socket + read-ahead + parser, and the handshake. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "net.h"
+
+void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__stats *stats) {
+  c->fd = -1;
+  atomic_init(&c->interrupted, 0);
+  pthread_mutex_init(&c->fd_mu, NULL);
+  c->cfg = cfg;
+  c->stats = stats;
+  c->deadline = 0;
+  c->ever_connected = 0;
+  c->rpos = c->rlen = 0;
+  lmr_resp_parser_init(&c->parser);
+}
+
+void lmr__conn_close(lmr_conn *c) {
+  pthread_mutex_lock(&c->fd_mu);
+  if (c->fd >= 0) close(c->fd);
+  c->fd = -1;
+  pthread_mutex_unlock(&c->fd_mu);
+  c->rpos = c->rlen = 0;
+  lmr_resp_parser_init(&c->parser);
+}
+
+void lmr__conn_interrupt(lmr_conn *c) {
+  atomic_store(&c->interrupted, 1);
+  pthread_mutex_lock(&c->fd_mu);
+  if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+  pthread_mutex_unlock(&c->fd_mu);
+}
+
+void lmr__conn_destroy(lmr_conn *c) {
+  lmr__conn_close(c);
+  pthread_mutex_destroy(&c->fd_mu);
+}
+
+/* Closes after a stream failure; an interrupted connection reports
+ * LMR_ECLOSED whatever broke, since the client closing caused it. */
+static int broken(lmr_conn *c, int rc, lmr_error *err) {
+  lmr__conn_close(c);
+  if (atomic_load(&c->interrupted))
+    return lmr__err(err, LMR_ECLOSED, "client was closed during the operation");
+  return rc;
+}
+
+int lmr__conn_server_error(const lmr_reply *r, const char *context, lmr_error *err) {
+  int code = LMR_ERESPONSE;
+  if (strncmp(r->str, "NOAUTH", 6) == 0 || strncmp(r->str, "WRONGPASS", 9) == 0)
+    code = LMR_EAUTH;
+  return lmr__err(err, code, "%s: %s", context, r->str);
+}
+
+/* Sends one handshake command and expects +OK / +PONG. */
+static int handshake_step(lmr_conn *c, lmr_cmd *cmd, const char *context, int fail_code,
+                          lmr_error *err) {
+  int rc = lmr__conn_send(c, cmd, err);
+  lmr_reply r;
+  if (rc == LMR_OK) rc = lmr__conn_read_reply(c, &r, err);
+  if (rc != LMR_OK) return rc;
+  if (r.type == LMR_REPLY_STATUS) return LMR_OK;
+  if (r.type == LMR_REPLY_ERROR) {
+    rc = lmr__conn_server_error(&r, context, err);
+    if (rc == LMR_ERESPONSE) rc = lmr__err(err, fail_code, "%s: %s", context, r.str);
+    return broken(c, rc, err);
+  }
+  return broken(c, lmr__err(err, LMR_EPROTO, "%s: unexpected reply type", context), err);
+}
+
+int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
+  if (c->fd >= 0) return LMR_OK;
+  if (atomic_load(&c->interrupted)) return lmr__err(err, LMR_ECLOSED, "client is closed");
+  int64_t deadline = lmr__deadline(c->cfg->connect_timeout);
+  if (deadline > c->deadline && c->deadline != 0) deadline = c->deadline;
+  int fd;
+  int rc = lmr__net_connect(c->cfg, deadline, &fd, err);
+  if (rc != LMR_OK) return rc;
+  pthread_mutex_lock(&c->fd_mu);
+  c->fd = fd;
+  pthread_mutex_unlock(&c->fd_mu);
+  /* An interrupt that raced with connect found no fd to shut down. */
+  if (atomic_load(&c->interrupted)) return broken(c, LMR_ECLOSED, err);
+  if (c->ever_connected) LMR__COUNT(c->stats, reconnects, 1);
+  c->ever_connected = 1;
+
+  int64_t op_deadline = c->deadline;
+  c->deadline = deadline;
+  lmr_cmd cmd;
+  if (c->cfg->password != NULL) {
+    lmr_cmd_init(&cmd, c->cfg->username != NULL ? 3 : 2);
+    lmr_cmd_arg_copy(&cmd, "AUTH");
+    if (c->cfg->username != NULL) lmr_cmd_arg(&cmd, c->cfg->username, strlen(c->cfg->username));
+    lmr_cmd_arg(&cmd, c->cfg->password, strlen(c->cfg->password));
+    rc = handshake_step(c, &cmd, "authentication failed", LMR_EAUTH, err);
+  }
+  if (rc == LMR_OK && c->cfg->db > 0) {
+    lmr_cmd_init(&cmd, 2);
+    lmr_cmd_arg_copy(&cmd, "SELECT");
+    lmr_cmd_arg_int(&cmd, c->cfg->db);
+    rc = handshake_step(c, &cmd, "SELECT failed", LMR_ERESPONSE, err);
+  }
+  if (rc == LMR_OK) {
+    /* PING proves the connection usable now, and reports NOAUTH at once
+     * when the server wants a password that was not given. */
+    lmr_cmd_init(&cmd, 1);
+    lmr_cmd_arg_copy(&cmd, "PING");
+    rc = handshake_step(c, &cmd, "PING failed", LMR_ERESPONSE, err);
+  }
+  c->deadline = op_deadline;
+  return rc;
+}
+
+int lmr__conn_send(lmr_conn *c, lmr_cmd *cmd, lmr_error *err) {
+  if (cmd->overflow) return lmr__err(err, LMR_EINVAL, "command too large to encode");
+  int rc = lmr__net_send_all(c->fd, cmd->iov, cmd->iovcnt, c->deadline, err);
+  if (rc != LMR_OK) return broken(c, rc, err);
+  LMR__COUNT(c->stats, commands, 1);
+  return LMR_OK;
+}
+
+/* Refills the empty read-ahead buffer with at most `limit` bytes. */
+static int fill(lmr_conn *c, size_t limit, lmr_error *err) {
+  long k = lmr__net_recv(c->fd, c->rbuf, limit, c->deadline, err);
+  if (k < 0) return broken(c, (int)k, err);
+  c->rpos = 0;
+  c->rlen = (size_t)k;
+  return LMR_OK;
+}
+
+static int next_event(lmr_conn *c, lmr_reply *r, lmr_error *err) {
+  for (;;) {
+    if (c->rpos < c->rlen) {
+      long k = lmr_resp_feed(&c->parser, c->rbuf + c->rpos, c->rlen - c->rpos, r);
+      if (k < 0)
+        return broken(c, lmr__err(err, LMR_EPROTO, "malformed reply from the server"), err);
+      c->rpos += (size_t)k;
+      if (r->type != LMR_REPLY_NONE) return LMR_OK;
+    }
+    int rc = fill(c, LMR_HEADER_READ, err);
+    if (rc != LMR_OK) return rc;
+  }
+}
+
+int lmr__conn_read_reply(lmr_conn *c, lmr_reply *r, lmr_error *err) {
+  int rc = next_event(c, r, err);
+  if (rc == LMR_OK && r->type == LMR_REPLY_BULK_END)
+    return broken(c, lmr__err(err, LMR_EPROTO, "reply stream out of step"), err);
+  return rc;
+}
+
+int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, lmr_error *err) {
+  if ((int64_t)n > lmr_resp_payload_pending(&c->parser))
+    return broken(c, lmr__err(err, LMR_EPROTO, "payload read past the reply"), err);
+  char *out = dst;
+  /* Bytes that came in with the header: the only copy on this path. */
+  size_t k = lmr_resp_take_payload(&c->parser, c->rbuf + c->rpos, c->rlen - c->rpos, out, n);
+  c->rpos += k;
+  n -= k;
+  if (out != NULL) {
+    LMR__COUNT(c->stats, bytes_copied, k);
+    LMR__COUNT(c->stats, bytes_received, k);
+    out += k;
+  }
+  while (n > 0) {
+    if (out == NULL) {
+      int rc = fill(c, sizeof c->rbuf, err);
+      if (rc != LMR_OK) return rc;
+      k = lmr_resp_take_payload(&c->parser, c->rbuf, c->rlen, NULL, n);
+      c->rpos = k;
+    } else {
+      long got = lmr__net_recv(c->fd, out, n, c->deadline, err);
+      if (got < 0) return broken(c, (int)got, err);
+      k = (size_t)got;
+      lmr_resp_payload_done(&c->parser, k);
+      LMR__COUNT(c->stats, bytes_received, k);
+      out += k;
+    }
+    n -= k;
+  }
+  return LMR_OK;
+}
+
+int lmr__conn_end_bulk(lmr_conn *c, lmr_error *err) {
+  int64_t left = lmr_resp_payload_pending(&c->parser);
+  int rc = lmr__conn_read_payload(c, NULL, (size_t)left, err);
+  lmr_reply r;
+  if (rc == LMR_OK) rc = next_event(c, &r, err);
+  if (rc == LMR_OK && r.type != LMR_REPLY_BULK_END)
+    return broken(c, lmr__err(err, LMR_EPROTO, "bulk reply not terminated"), err);
+  return rc;
+}

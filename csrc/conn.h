@@ -1,0 +1,60 @@
+/* A connection: one socket, its read-ahead buffer and its reply parser.
+ *
+ * Replies are read header by header; a bulk payload is then moved with
+ * lmr__conn_read_payload straight into its destination. Only the bytes that
+ * arrived with a header read (at most LMR_HEADER_READ) are copied.
+ *
+ * Any failure of the stream (I/O error, timeout, malformed reply) closes the
+ * connection before returning; the next lmr__conn_ensure reconnects. Server
+ * error replies and callers' own decisions leave it open.
+ */
+#ifndef LMR_CONN_H
+#define LMR_CONN_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "internal.h"
+#include "resp.h"
+
+/* Largest read while looking for a reply header: small, so that little of a
+ * following payload lands in (and must be copied out of) the buffer. */
+#define LMR_HEADER_READ 512
+/* Read-ahead size when skipping unwanted payload bytes. */
+#define LMR_RBUF_SIZE (64 * 1024)
+
+typedef struct {
+  int fd;                     /* -1 while disconnected */
+  atomic_int interrupted;     /* set once by lmr__conn_interrupt */
+  pthread_mutex_t fd_mu;      /* guards fd against a concurrent interrupt */
+  const lmr_config *cfg;
+  lmr__stats *stats;
+  int64_t deadline;           /* of the operation being served */
+  int ever_connected;
+  size_t rpos, rlen;          /* unread bytes: rbuf[rpos..rlen) */
+  lmr_resp_parser parser;
+  char rbuf[LMR_RBUF_SIZE];
+} lmr_conn;
+
+void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__stats *stats);
+/* Connects (and authenticates, selects the db) unless already connected. */
+int lmr__conn_ensure(lmr_conn *c, lmr_error *err);
+void lmr__conn_close(lmr_conn *c);
+/* From another thread: makes current and future I/O on c fail promptly. */
+void lmr__conn_interrupt(lmr_conn *c);
+void lmr__conn_destroy(lmr_conn *c);
+
+int lmr__conn_send(lmr_conn *c, lmr_cmd *cmd, lmr_error *err);
+/* Next reply header (never LMR_REPLY_BULK_END). Text replies point into the
+ * parser and stay valid until the next read. */
+int lmr__conn_read_reply(lmr_conn *c, lmr_reply *r, lmr_error *err);
+/* Moves n pending payload bytes to dst (NULL discards them). */
+int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, lmr_error *err);
+/* Discards what is left of the payload and checks the closing CRLF. */
+int lmr__conn_end_bulk(lmr_conn *c, lmr_error *err);
+
+/* Turns a server error reply into LMR_EAUTH (NOAUTH, WRONGPASS) or
+ * LMR_ERESPONSE, the server's text as the message. */
+int lmr__conn_server_error(const lmr_reply *r, const char *context, lmr_error *err);
+
+#endif

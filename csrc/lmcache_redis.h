@@ -1,0 +1,124 @@
+/*
+ * lmcache_redis: a Redis client for huge values.
+ *
+ * One logical value is split over `stripes` sub-keys that a pool of
+ * `connections` worker threads writes and reads in parallel. Reads land
+ * directly in the caller's memory; writes are sent straight from it.
+ *
+ * Every call is thread-safe: many threads may share one client.
+ * Functions return LMR_OK (0) or a negative lmr_code; the error object,
+ * when given, receives the code and a message a person can act on.
+ */
+#ifndef LMCACHE_REDIS_H
+#define LMCACHE_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Error codes: one table generates the enum, lmr_code_name and lmr_strerror. */
+#define LMR_ERRNO_MAP(XX)                                                   \
+  XX(EINVAL, -1, "invalid argument")                                        \
+  XX(ENOMEM, -2, "out of memory")                                           \
+  XX(ECONN, -3, "connection error")                                         \
+  XX(ETIMEDOUT, -4, "operation timed out")                                  \
+  XX(EPROTO, -5, "protocol error")                                          \
+  XX(ERESPONSE, -6, "server replied with an error")                         \
+  XX(EAUTH, -7, "authentication failed")                                    \
+  XX(ETOOBIG, -8, "value does not fit the buffer")                          \
+  XX(ECLOSED, -9, "client is closed")
+
+typedef enum {
+  LMR_OK = 0,
+#define LMR_XX_ENUM(name, value, text) LMR_##name = (value),
+  LMR_ERRNO_MAP(LMR_XX_ENUM)
+#undef LMR_XX_ENUM
+} lmr_code;
+
+#define LMR_ERRSTR_SIZE 192
+
+typedef struct {
+  int code;                   /* LMR_OK or a negative lmr_code */
+  uint64_t needed;            /* LMR_ETOOBIG: the value's length in bytes */
+  char msg[LMR_ERRSTR_SIZE];  /* never contains a password */
+} lmr_error;
+
+/* Name ("ETIMEDOUT") and generic text of a code; "EUNKNOWN" for others. */
+const char *lmr_code_name(int code);
+const char *lmr_strerror(int code);
+
+/* Limits. A stored value's stripe count (from any writer) must be in range. */
+#define LMR_MAX_STRIPES 256
+#define LMR_MAX_CONNECTIONS 64
+#define LMR_MAX_KEY_LEN (64u * 1024u)
+
+typedef struct {
+  const char *host;        /* TCP host; ignored when unix_path is set */
+  int port;
+  const char *unix_path;   /* Unix socket path, or NULL for TCP */
+  const char *username;    /* ACL user, or NULL for the default user */
+  const char *password;    /* NULL: no AUTH */
+  int db;                  /* SELECT db after connecting when > 0 */
+  double timeout;          /* seconds for a whole operation; > 0 */
+  double connect_timeout;  /* seconds for connect + handshake; > 0 */
+  int stripes;             /* sub-keys per value written: 1..LMR_MAX_STRIPES */
+  int connections;         /* worker threads/connections: 1..LMR_MAX_CONNECTIONS */
+} lmr_config;
+
+/* Fills a config with the defaults (localhost:6379, 8 stripes, 4 connections). */
+void lmr_config_init(lmr_config *cfg);
+
+typedef struct lmr_client lmr_client;
+
+/* Counters since the client opened; monotonic, approximate under concurrency. */
+typedef struct {
+  uint64_t bytes_sent;          /* value bytes sent from caller memory */
+  uint64_t bytes_received;      /* value bytes received into caller memory */
+  uint64_t bytes_copied;        /* of those, bytes that passed through a
+                                   read-ahead buffer (header read spill-over) */
+  uint64_t commands;            /* commands sent */
+  uint64_t reconnects;          /* connections re-established after an error */
+} lmr_stats;
+
+/* Connects all `connections` connections (AUTH, SELECT) before returning. */
+int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err);
+
+/* Stops the workers: operations in flight fail with LMR_ECLOSED, later
+ * calls too. Idempotent. Does not free the client. */
+void lmr_client_close(lmr_client *c);
+
+/* 1 once lmr_client_close was called, else 0. */
+int lmr_client_closed(const lmr_client *c);
+
+/* Closes if needed and frees. No call may be in flight or follow. */
+void lmr_client_free(lmr_client *c);
+
+/* Stores len bytes at buf under key; ttl_ms > 0 sets an expiry, 0 none. */
+int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf,
+            size_t len, int64_t ttl_ms, lmr_error *err);
+
+/* Reads the value under key into buf (capacity cap). On a hit *found = 1
+ * and *len = its length; on a miss (absent, expired, or stripes missing or
+ * from different writes) *found = 0 and buf's contents are unspecified.
+ * LMR_ETOOBIG when the value is longer than cap (err->needed says how long). */
+int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf,
+            size_t cap, int *found, size_t *len, lmr_error *err);
+
+/* *found = 1 when a value's plain key or first stripe exists: a hint that a
+ * get would hit; get remains the authority. */
+int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found,
+               lmr_error *err);
+
+/* Deletes the value and all its stripes; *found = 1 if anything existed. */
+int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
+               lmr_error *err);
+
+void lmr_client_stats(const lmr_client *c, lmr_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

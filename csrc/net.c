@@ -1,0 +1,142 @@
+/* Sockets (net.h). Non-blocking sockets + poll give every wait a deadline:
+ * a server that stalls or drips bytes cannot hold a caller past its timeout. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "net.h"
+
+void lmr__net_endpoint(const lmr_config *cfg, char *out, size_t n) {
+  if (cfg->unix_path != NULL) snprintf(out, n, "unix:%s", cfg->unix_path);
+  else snprintf(out, n, "%s:%d", cfg->host, cfg->port);
+}
+
+/* Waits until fd is ready for `events` or the deadline passes. */
+static int wait_fd(int fd, short events, int64_t deadline, const char *what, lmr_error *err) {
+  for (;;) {
+    int64_t left_ns = deadline - lmr__now_ns();
+    if (left_ns <= 0) return lmr__err(err, LMR_ETIMEDOUT, "timed out %s", what);
+    struct pollfd pfd = {.fd = fd, .events = events};
+    /* Round up so a sub-millisecond remainder still waits. */
+    int64_t ms = (left_ns + 999999) / 1000000;
+    int rc = poll(&pfd, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+    if (rc > 0) return LMR_OK;  /* errors and hang-ups surface in the next call */
+    if (rc < 0 && errno != EINTR) return lmr__err_sys(err, LMR_ECONN, errno, "poll");
+  }
+}
+
+static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
+                       int64_t deadline, const char *endpoint, int *out, lmr_error *err) {
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return lmr__err_sys(err, LMR_ECONN, errno, "socket");
+  if (connect(fd, addr, len) != 0) {
+    if (errno != EINPROGRESS && errno != EAGAIN) {
+      int e = errno;
+      close(fd);
+      return lmr__err_sys(err, LMR_ECONN, e, "cannot connect to %s", endpoint);
+    }
+    char what[160];
+    snprintf(what, sizeof what, "connecting to %s", endpoint);
+    int rc = wait_fd(fd, POLLOUT, deadline, what, err);
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (rc == LMR_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+    if (rc == LMR_OK && soerr != 0)
+      rc = lmr__err_sys(err, LMR_ECONN, soerr, "cannot connect to %s", endpoint);
+    if (rc != LMR_OK) {
+      close(fd);
+      return rc;
+    }
+  }
+  if (family != AF_UNIX) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  *out = fd;
+  return LMR_OK;
+}
+
+int lmr__net_connect(const lmr_config *cfg, int64_t deadline, int *fd, lmr_error *err) {
+  char endpoint[160];
+  lmr__net_endpoint(cfg, endpoint, sizeof endpoint);
+  if (cfg->unix_path != NULL) {
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(cfg->unix_path) >= sizeof sa.sun_path)
+      return lmr__err(err, LMR_EINVAL, "unix socket path is longer than %zu bytes",
+                      sizeof sa.sun_path - 1);
+    strcpy(sa.sun_path, cfg->unix_path);
+    return connect_one((struct sockaddr *)&sa, sizeof sa, AF_UNIX, deadline, endpoint, fd, err);
+  }
+  struct addrinfo hints, *res = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  char port[16];
+  snprintf(port, sizeof port, "%d", cfg->port);
+  int gai = getaddrinfo(cfg->host, port, &hints, &res);
+  if (gai != 0)
+    return lmr__err(err, LMR_ECONN, "cannot resolve %s: %s", cfg->host, gai_strerror(gai));
+  int rc = LMR_ECONN;
+  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    rc = connect_one(ai->ai_addr, ai->ai_addrlen, ai->ai_family, deadline, endpoint, fd, err);
+    if (rc == LMR_OK || rc == LMR_ETIMEDOUT) break;
+  }
+  freeaddrinfo(res);
+  return rc;
+}
+
+int lmr__net_send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
+                      lmr_error *err) {
+  while (iovcnt > 0) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)(iovcnt < IOV_MAX ? iovcnt : IOV_MAX);
+    ssize_t k = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK)
+        return lmr__err_sys(err, LMR_ECONN, errno, "send");
+      int rc = wait_fd(fd, POLLOUT, deadline, "sending a command", err);
+      if (rc != LMR_OK) return rc;
+      continue;
+    }
+    /* Advance past what was sent without moving any payload bytes. */
+    size_t sent = (size_t)k;
+    while (iovcnt > 0 && sent >= iov->iov_len) {
+      sent -= iov->iov_len;
+      iov++;
+      iovcnt--;
+    }
+    if (iovcnt > 0) {
+      iov->iov_base = (char *)iov->iov_base + sent;
+      iov->iov_len -= sent;
+    }
+  }
+  return LMR_OK;
+}
+
+long lmr__net_recv(int fd, void *buf, size_t n, int64_t deadline, lmr_error *err) {
+  for (;;) {
+    ssize_t k = recv(fd, buf, n, 0);
+    if (k > 0) return (long)k;
+    if (k == 0) return lmr__err(err, LMR_ECONN, "server closed the connection");
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK)
+      return lmr__err_sys(err, LMR_ECONN, errno, "recv");
+    int rc = wait_fd(fd, POLLIN, deadline, "waiting for the server's reply", err);
+    if (rc != LMR_OK) return rc;
+  }
+}

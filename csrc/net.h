@@ -1,0 +1,29 @@
+/* Sockets: connecting with a deadline, and blocking-style send/recv on a
+ * non-blocking socket bounded by an absolute deadline (lmr__now_ns clock).
+ * Every function returns LMR_OK / a byte count, or a negative lmr_code with
+ * err naming the failing call. None of them closes the socket. */
+#ifndef LMR_NET_H
+#define LMR_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "lmcache_redis.h"
+
+/* Connects to cfg's Unix path or host:port; on success *fd is a
+ * non-blocking, close-on-exec stream socket (TCP_NODELAY for TCP). */
+int lmr__net_connect(const lmr_config *cfg, int64_t deadline, int *fd, lmr_error *err);
+
+/* Sends every byte of iov[0..iovcnt). The iovec array is consumed (its
+ * entries are advanced in place), the bytes they point at are not touched. */
+int lmr__net_send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
+                      lmr_error *err);
+
+/* Receives 1..n bytes into buf; the peer closing is an LMR_ECONN error. */
+long lmr__net_recv(int fd, void *buf, size_t n, int64_t deadline, lmr_error *err);
+
+/* Describes the endpoint ("127.0.0.1:6379" or "unix:/path") for messages. */
+void lmr__net_endpoint(const lmr_config *cfg, char *out, size_t n);
+
+#endif

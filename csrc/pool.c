@@ -1,0 +1,230 @@
+/* Worker pool (pool.h).
+ *
+ * Lock invariants: `mu` guards the queue (head/tail), `stopping`, `started`
+ * and `states[]`. A worker's state is created and destroyed on the worker's
+ * own thread; states[i] is non-NULL exactly while it may be interrupted, so
+ * lmr_pool_shutdown never touches a state that is being destroyed.
+ * A job is owned by the queue until a worker pops it, then by that worker
+ * until complete() hands it back to its batch.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "pool.h"
+
+struct lmr_pool {
+  lmr_pool_config cfg;
+  pthread_mutex_t mu;
+  pthread_cond_t work_cv;   /* a job was queued, or stopping was set */
+  pthread_cond_t start_cv;  /* a worker's init returned */
+  lmr_job *head, *tail;
+  int stopping;
+  int joined;
+  int started;              /* workers whose init has returned */
+  int nthreads;             /* threads actually created */
+  pthread_t *threads;
+  void **states;
+  lmr_error *init_err;      /* per worker: its init's result */
+};
+
+typedef struct {
+  lmr_pool *pool;
+  int index;
+} worker_arg;
+
+static void complete(lmr_job *job) {
+  lmr_batch *b = job->batch;
+  if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) != 1) return;
+  if (b->on_done != NULL) {
+    b->on_done(b);
+    return;
+  }
+  pthread_mutex_lock(&b->mu);
+  b->done = 1;
+  pthread_cond_signal(&b->cv);
+  pthread_mutex_unlock(&b->mu);  /* the waiter may free b once this returns */
+}
+
+static void fail_closed(lmr_job *job) {
+  job->status = lmr__err(&job->err, LMR_ECLOSED, "client is closed");
+  complete(job);
+}
+
+static void *worker_main(void *argp) {
+  worker_arg arg = *(worker_arg *)argp;
+  free(argp);
+  lmr_pool *p = arg.pool;
+  void *state = NULL;
+  lmr_error err;
+  lmr__err_clear(&err);
+  int rc = p->cfg.worker_init(p->cfg.ctx, arg.index, &state, &err);
+
+  pthread_mutex_lock(&p->mu);
+  p->init_err[arg.index] = err;
+  p->init_err[arg.index].code = rc;
+  if (rc == LMR_OK) p->states[arg.index] = state;
+  p->started++;
+  pthread_cond_broadcast(&p->start_cv);
+  if (rc != LMR_OK) {
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+  }
+  for (;;) {
+    while (p->head == NULL && !p->stopping) pthread_cond_wait(&p->work_cv, &p->mu);
+    if (p->stopping) break;  /* shutdown fails what is still queued */
+    lmr_job *job = p->head;
+    p->head = job->next;
+    if (p->head == NULL) p->tail = NULL;
+    pthread_mutex_unlock(&p->mu);
+    job->run(job, state);
+    complete(job);
+    pthread_mutex_lock(&p->mu);
+  }
+  p->states[arg.index] = NULL;
+  pthread_mutex_unlock(&p->mu);
+  if (p->cfg.worker_fini != NULL) p->cfg.worker_fini(p->cfg.ctx, state);
+  return NULL;
+}
+
+static void join_all(lmr_pool *p) {
+  for (int i = 0; i < p->nthreads; i++) pthread_join(p->threads[i], NULL);
+}
+
+int lmr_pool_create(lmr_pool **out, const lmr_pool_config *cfg, lmr_error *err) {
+  *out = NULL;
+  if (cfg->workers < 1) return lmr__err(err, LMR_EINVAL, "a pool needs at least one worker");
+  lmr_pool *p = calloc(1, sizeof *p);
+  if (p == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for the worker pool");
+  p->cfg = *cfg;
+  p->threads = calloc((size_t)cfg->workers, sizeof *p->threads);
+  p->states = calloc((size_t)cfg->workers, sizeof *p->states);
+  p->init_err = calloc((size_t)cfg->workers, sizeof *p->init_err);
+  if (p->threads == NULL || p->states == NULL || p->init_err == NULL) {
+    lmr_pool_free(p);
+    return lmr__err(err, LMR_ENOMEM, "out of memory for the worker pool");
+  }
+  pthread_mutex_init(&p->mu, NULL);
+  pthread_cond_init(&p->work_cv, NULL);
+  pthread_cond_init(&p->start_cv, NULL);
+
+  /* Workers block every signal, so signals (Ctrl-C in Python) go to the
+   * caller's threads and never interrupt a worker's syscalls. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  int rc = LMR_OK;
+  for (int i = 0; i < cfg->workers; i++) {
+    worker_arg *arg = malloc(sizeof *arg);
+    if (arg == NULL) {
+      rc = lmr__err(err, LMR_ENOMEM, "out of memory starting worker %d", i);
+      break;
+    }
+    arg->pool = p;
+    arg->index = i;
+    if (pthread_create(&p->threads[i], NULL, worker_main, arg) != 0) {
+      free(arg);
+      rc = lmr__err(err, LMR_ENOMEM, "cannot start worker thread %d", i);
+      break;
+    }
+    p->nthreads++;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+  pthread_mutex_lock(&p->mu);
+  while (p->started < p->nthreads) pthread_cond_wait(&p->start_cv, &p->mu);
+  pthread_mutex_unlock(&p->mu);
+  for (int i = 0; rc == LMR_OK && i < p->nthreads; i++) {
+    if (p->init_err[i].code != LMR_OK) rc = lmr__err_copy(err, &p->init_err[i]);
+  }
+  if (rc != LMR_OK) {
+    lmr_pool_shutdown(p);
+    lmr_pool_free(p);
+    return rc;
+  }
+  *out = p;
+  return LMR_OK;
+}
+
+void lmr_batch_init(lmr_batch *b) {
+  atomic_init(&b->pending, 0);
+  b->on_done = NULL;
+  b->done = 0;
+  pthread_mutex_init(&b->mu, NULL);
+  pthread_cond_init(&b->cv, NULL);
+}
+
+void lmr_batch_destroy(lmr_batch *b) {
+  pthread_mutex_destroy(&b->mu);
+  pthread_cond_destroy(&b->cv);
+}
+
+void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n) {
+  atomic_fetch_add_explicit(&b->pending, n, memory_order_relaxed);
+  pthread_mutex_lock(&p->mu);
+  if (p->stopping) {
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < n; i++) {
+      jobs[i]->batch = b;
+      fail_closed(jobs[i]);
+    }
+    return;
+  }
+  for (int i = 0; i < n; i++) {
+    lmr_job *job = jobs[i];
+    job->batch = b;
+    job->next = NULL;
+    if (p->tail != NULL) p->tail->next = job; else p->head = job;
+    p->tail = job;
+  }
+  if (n >= p->nthreads) pthread_cond_broadcast(&p->work_cv);
+  else
+    for (int i = 0; i < n; i++) pthread_cond_signal(&p->work_cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+void lmr_batch_wait(lmr_batch *b) {
+  pthread_mutex_lock(&b->mu);
+  while (!b->done) pthread_cond_wait(&b->cv, &b->mu);
+  pthread_mutex_unlock(&b->mu);
+}
+
+void lmr_pool_shutdown(lmr_pool *p) {
+  pthread_mutex_lock(&p->mu);
+  if (p->joined) {
+    pthread_mutex_unlock(&p->mu);
+    return;
+  }
+  p->stopping = 1;
+  lmr_job *queued = p->head;
+  p->head = p->tail = NULL;
+  if (p->cfg.worker_interrupt != NULL) {
+    for (int i = 0; i < p->nthreads; i++)
+      if (p->states[i] != NULL) p->cfg.worker_interrupt(p->cfg.ctx, p->states[i]);
+  }
+  pthread_cond_broadcast(&p->work_cv);
+  p->joined = 1;  /* later callers return at once; this one joins */
+  pthread_mutex_unlock(&p->mu);
+
+  while (queued != NULL) {
+    lmr_job *next = queued->next;
+    fail_closed(queued);
+    queued = next;
+  }
+  join_all(p);
+}
+
+void lmr_pool_free(lmr_pool *p) {
+  if (p == NULL) return;
+  if (p->threads != NULL && p->states != NULL && p->init_err != NULL) {
+    lmr_pool_shutdown(p);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->work_cv);
+    pthread_cond_destroy(&p->start_cv);
+  }
+  free(p->threads);
+  free(p->states);
+  free(p->init_err);
+  free(p);
+}

@@ -1,0 +1,53 @@
+/* Stripe layout arithmetic and the stripe header's byte format (stripe.h). */
+#include <stdio.h>
+#include <string.h>
+
+#include "stripe.h"
+
+uint64_t lmr_stripe_offset(uint64_t total_len, uint32_t count, uint32_t i) {
+  uint64_t base = total_len / count, rem = total_len % count;
+  return (uint64_t)i * base + (i < rem ? i : rem);
+}
+
+uint64_t lmr_stripe_len(uint64_t total_len, uint32_t count, uint32_t i) {
+  return total_len / count + (i < total_len % count ? 1 : 0);
+}
+
+static void put_le(unsigned char *p, uint64_t v, int bytes) {
+  for (int k = 0; k < bytes; k++) p[k] = (unsigned char)(v >> (8 * k));
+}
+
+static uint64_t get_le(const unsigned char *p, int bytes) {
+  uint64_t v = 0;
+  for (int k = 0; k < bytes; k++) v |= (uint64_t)p[k] << (8 * k);
+  return v;
+}
+
+void lmr_stripe_hdr_encode(const lmr_stripe_hdr *h,
+                           unsigned char out[LMR_STRIPE_HDR_SIZE]) {
+  memcpy(out, LMR_STRIPE_MAGIC, 4);
+  put_le(out + 4, LMR_STRIPE_VERSION, 2);
+  put_le(out + 6, LMR_STRIPE_HDR_SIZE, 2);
+  put_le(out + 8, h->index, 4);
+  put_le(out + 12, h->count, 4);
+  put_le(out + 16, h->total_len, 8);
+  put_le(out + 24, h->set_id, 8);
+}
+
+int lmr_stripe_hdr_decode(const unsigned char in[LMR_STRIPE_HDR_SIZE],
+                          uint32_t max_count, lmr_stripe_hdr *h) {
+  if (memcmp(in, LMR_STRIPE_MAGIC, 4) != 0) return -1;
+  if (get_le(in + 4, 2) != LMR_STRIPE_VERSION) return -1;
+  if (get_le(in + 6, 2) != LMR_STRIPE_HDR_SIZE) return -1;
+  h->index = (uint32_t)get_le(in + 8, 4);
+  h->count = (uint32_t)get_le(in + 12, 4);
+  h->total_len = get_le(in + 16, 8);
+  h->set_id = get_le(in + 24, 8);
+  if (h->count == 0 || h->count > max_count || h->index >= h->count) return -1;
+  return 0;
+}
+
+size_t lmr_stripe_suffix(uint32_t i, char out[LMR_STRIPE_SUFFIX_MAX]) {
+  int n = snprintf(out, LMR_STRIPE_SUFFIX_MAX, LMR_STRIPE_SUFFIX "%u", (unsigned)i);
+  return (size_t)n;
+}

@@ -1,0 +1,43 @@
+"""lmcache_redis: a Redis client for huge values.
+
+Values (KV-cache chunks of 4-80 MB) are split into stripes that C worker
+threads move in parallel, straight between Redis and your buffers::
+
+    import numpy as np
+    import lmcache_redis
+
+    with lmcache_redis.RedisClient("localhost", 6379) as client:
+        chunk = np.random.bytes(32 << 20)
+        client.set("chunk-0", chunk)
+        out = np.empty(32 << 20, dtype=np.uint8)
+        assert client.get("chunk-0", out) == len(chunk)
+"""
+
+from lmcache_redis._core import MAX_CONNECTIONS, MAX_KEY_LEN, MAX_STRIPES, RedisClient
+from lmcache_redis.exceptions import (
+    AuthenticationError,
+    BufferTooSmallError,
+    ClientClosedError,
+    ConnectionError,
+    ProtocolError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RedisClient",
+    "RedisError",
+    "ConnectionError",
+    "TimeoutError",
+    "AuthenticationError",
+    "ResponseError",
+    "ProtocolError",
+    "BufferTooSmallError",
+    "ClientClosedError",
+    "MAX_STRIPES",
+    "MAX_CONNECTIONS",
+    "MAX_KEY_LEN",
+]

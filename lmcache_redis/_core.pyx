@@ -1,0 +1,336 @@
+# cython: language_level=3, embedsignature=True
+"""The RedisClient class: a thin face over the C core (csrc/)."""
+
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
+                             PyObject_CheckBuffer, PyObject_GetBuffer)
+from libc.stdint cimport int64_t, uintptr_t
+
+from lmcache_redis._lmr cimport *
+
+import math
+
+from lmcache_redis.exceptions import error_from_code
+from lmcache_redis._url import parse_url
+
+MAX_STRIPES = LMR_MAX_STRIPES
+MAX_CONNECTIONS = LMR_MAX_CONNECTIONS
+MAX_KEY_LEN = LMR_MAX_KEY_LEN
+
+
+cdef raise_error(const lmr_error *err):
+    raise error_from_code(lmr_code_name(err.code).decode("ascii"),
+                          err.msg.decode("utf-8", "replace"), err.needed)
+
+
+cdef bytes key_bytes(object key):
+    if isinstance(key, str):
+        return (<str>key).encode("utf-8")
+    if isinstance(key, bytes):
+        return <bytes>key
+    raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
+
+
+cdef int64_t ttl_ms(object ttl) except -2:
+    if ttl is None:
+        return 0
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise TypeError(f"ttl must be a number of seconds, not {type(ttl).__name__}")
+    if not ttl > 0 or not math.isfinite(ttl):
+        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return max(1, <int64_t>math.ceil(ttl * 1000))
+
+
+cdef get_view(object buffer, Py_buffer *view, bint writable):
+    if not PyObject_CheckBuffer(buffer):
+        raise TypeError(f"buffer must support the buffer protocol (bytearray, memoryview, "
+                        f"numpy array, ...), not {type(buffer).__name__}")
+    try:
+        PyObject_GetBuffer(buffer, view,
+                           PyBUF_C_CONTIGUOUS | (PyBUF_WRITABLE if writable else 0))
+    except BufferError as e:
+        need = "writable, C-contiguous" if writable else "C-contiguous"
+        raise ValueError(f"buffer must be a {need} buffer ({type(buffer).__name__}: {e})") from None
+
+
+cdef check_range(object address, object nbytes):
+    if not isinstance(address, int) or not isinstance(nbytes, int):
+        raise TypeError("address and nbytes must be integers")
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    if address < 0 or address > <uintptr_t>-1:
+        raise ValueError(f"address {address:#x} is not a valid pointer")
+    if address == 0 and nbytes > 0:
+        raise ValueError("address is NULL")
+
+
+cdef class RedisClient:
+    """RedisClient(host="localhost", port=6379, *, stripes=8, connections=4,
+    timeout=10.0, connect_timeout=None, username=None, password=None, db=0,
+    unix_socket_path=None)
+
+    A Redis client for huge values (KV-cache chunks of 4-80 MB).
+
+    Each value is split into ``stripes`` sub-keys, written and read in
+    parallel over ``connections`` connections by C worker threads. ``get``
+    receives straight into your buffer and ``set`` sends straight from it:
+    no copy in Python, and the GIL is released for the whole operation, so
+    one client may be shared by many threads.
+
+    All connections are made (and authenticated) here: a wrong address or
+    password raises at once. A connection that breaks later is re-made on
+    the next call.
+
+    Parameters:
+        host, port: the server's TCP address (ignored with unix_socket_path).
+        stripes: sub-keys per value written, 1..256. With 1 a value is stored
+            verbatim under its key, readable by any Redis client. Any client
+            reads values written with any stripe count.
+        connections: connections and worker threads, 1..64.
+        timeout: seconds allowed for each whole operation.
+        connect_timeout: seconds allowed to connect and authenticate
+            (default: min(timeout, 5)).
+        username, password: AUTH credentials (username needs a password).
+        db: database number to SELECT.
+        unix_socket_path: connect over a Unix socket instead of TCP.
+    """
+
+    cdef lmr_client *_c
+    cdef readonly str host
+    cdef readonly int port
+    cdef readonly object unix_socket_path
+    cdef readonly object username
+    cdef readonly int db
+    cdef readonly int stripes
+    cdef readonly int connections
+    cdef readonly double timeout
+    cdef readonly double connect_timeout
+
+    def __cinit__(self, *args, **kwargs):
+        self._c = NULL
+
+    def __init__(self, str host not None="localhost", int port=6379, *, int stripes=8,
+                 int connections=4, double timeout=10.0, connect_timeout=None,
+                 username=None, password=None, int db=0, unix_socket_path=None):
+        if self._c != NULL:
+            raise RuntimeError("RedisClient is already initialised")
+        self.host = host
+        self.port = port
+        self.unix_socket_path = None if unix_socket_path is None else str(unix_socket_path)
+        self.username = username
+        self.db = db
+        self.stripes = stripes
+        self.connections = connections
+        self.timeout = timeout
+        self.connect_timeout = min(timeout, 5.0) if connect_timeout is None else connect_timeout
+
+        cdef bytes b_host = host.encode("utf-8")
+        cdef bytes b_unix = None if unix_socket_path is None else self.unix_socket_path.encode()
+        cdef bytes b_user = None if username is None else str(username).encode("utf-8")
+        cdef bytes b_pass = None if password is None else str(password).encode("utf-8")
+        cdef lmr_config cfg
+        lmr_config_init(&cfg)
+        cfg.host = b_host
+        cfg.port = port
+        cfg.unix_path = NULL if b_unix is None else <const char *>b_unix
+        cfg.username = NULL if b_user is None else <const char *>b_user
+        cfg.password = NULL if b_pass is None else <const char *>b_pass
+        cfg.db = db
+        cfg.timeout = timeout
+        cfg.connect_timeout = self.connect_timeout
+        cfg.stripes = stripes
+        cfg.connections = connections
+        cdef lmr_error err
+        cdef int rc
+        with nogil:
+            rc = lmr_client_open(&self._c, &cfg, &err)
+        if rc != LMR_OK:
+            raise_error(&err)
+
+    @classmethod
+    def from_url(cls, url, **kwargs):
+        """RedisClient.from_url(url, **kwargs) -> RedisClient
+
+        Makes a client from ``redis://[[user]:password@]host[:port][/db]``
+        or ``unix:///path/to/redis.sock[?db=N]``. Query parameters
+        (``stripes``, ``connections``, ``timeout``, ``connect_timeout``, ``db``)
+        and keyword arguments set the other options; keywords win.
+        """
+        options = parse_url(url)
+        options.update(kwargs)
+        return cls(**options)
+
+    def __dealloc__(self):
+        if self._c != NULL:
+            lmr_client_free(self._c)
+            self._c = NULL
+
+    def close(self):
+        """close()
+
+        Stops the workers and closes every connection. Calls in flight on
+        other threads fail with ClientClosedError; later calls too.
+        Idempotent."""
+        if self._c != NULL:
+            with nogil:
+                lmr_client_close(self._c)
+
+    @property
+    def closed(self):
+        """True once close() was called."""
+        return self._c == NULL or lmr_client_closed(self._c) != 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    def __repr__(self):
+        where = (f"unix_socket_path={self.unix_socket_path!r}" if self.unix_socket_path
+                 else f"host={self.host!r}, port={self.port}")
+        user = f", username={self.username!r}" if self.username is not None else ""
+        return (f"RedisClient({where}, db={self.db}{user}, stripes={self.stripes}, "
+                f"connections={self.connections}, timeout={self.timeout})")
+
+    def set(self, key, buffer, *, ttl=None):
+        """set(key, buffer, *, ttl=None) -> None
+
+        Stores the bytes of ``buffer`` (any C-contiguous buffer: bytes,
+        bytearray, memoryview, numpy array, mmap) under ``key`` (str or
+        bytes). ``ttl``: seconds until the value expires (None: never).
+        The bytes are sent straight from ``buffer``; don't modify it while
+        set runs. Overwrites any earlier value, whatever its stripe count."""
+        cdef bytes k = key_bytes(key)
+        cdef const char *kp = k
+        cdef size_t klen = len(k)
+        cdef int64_t ms = ttl_ms(ttl)
+        cdef lmr_client *c = self._c
+        cdef Py_buffer view
+        get_view(buffer, &view, False)
+        cdef lmr_error err
+        cdef int rc
+        with nogil:
+            rc = lmr_set(c, kp, klen, view.buf, view.len, ms, &err)
+        PyBuffer_Release(&view)
+        if rc != LMR_OK:
+            raise_error(&err)
+
+    def get(self, key, buffer):
+        """get(key, buffer) -> int | None
+
+        Reads the value under ``key`` into ``buffer`` (writable,
+        C-contiguous: bytearray, memoryview, numpy array, ...) and returns
+        its length in bytes, or None on a miss. A miss is also what a value
+        that expired, lost a stripe, or is being overwritten right now reads
+        as; never a mix of two writes. On a miss the buffer's contents are
+        unspecified. Raises BufferTooSmallError (a ValueError) when the
+        value is longer than the buffer; its ``needed`` says how long."""
+        cdef bytes k = key_bytes(key)
+        cdef const char *kp = k
+        cdef size_t klen = len(k)
+        cdef lmr_client *c = self._c
+        cdef Py_buffer view
+        get_view(buffer, &view, True)
+        cdef lmr_error err
+        cdef int rc, found
+        cdef size_t n
+        with nogil:
+            rc = lmr_get(c, kp, klen, view.buf, view.len, &found, &n, &err)
+        PyBuffer_Release(&view)
+        if rc != LMR_OK:
+            raise_error(&err)
+        return n if found else None
+
+    def set_ptr(self, key, address, nbytes, *, ttl=None):
+        """set_ptr(key, address, nbytes, *, ttl=None) -> None
+
+        Like set, from raw memory: ``nbytes`` bytes at integer ``address``
+        (e.g. ``tensor.data_ptr()`` of pinned torch memory). The memory must
+        stay valid and unchanged until set_ptr returns."""
+        cdef bytes k = key_bytes(key)
+        cdef const char *kp = k
+        cdef size_t klen = len(k)
+        cdef int64_t ms = ttl_ms(ttl)
+        check_range(address, nbytes)
+        cdef lmr_client *c = self._c
+        cdef const void *p = <const void *><uintptr_t>address
+        cdef size_t n = nbytes
+        cdef lmr_error err
+        cdef int rc
+        with nogil:
+            rc = lmr_set(c, kp, klen, p, n, ms, &err)
+        if rc != LMR_OK:
+            raise_error(&err)
+
+    def get_ptr(self, key, address, nbytes):
+        """get_ptr(key, address, nbytes) -> int | None
+
+        Like get, into raw memory: at most ``nbytes`` bytes at integer
+        ``address``, which must stay valid and writable until get_ptr
+        returns. Returns the value's length, or None on a miss."""
+        cdef bytes k = key_bytes(key)
+        cdef const char *kp = k
+        cdef size_t klen = len(k)
+        check_range(address, nbytes)
+        cdef lmr_client *c = self._c
+        cdef void *p = <void *><uintptr_t>address
+        cdef size_t cap = nbytes
+        cdef lmr_error err
+        cdef int rc, found
+        cdef size_t n
+        with nogil:
+            rc = lmr_get(c, kp, klen, p, cap, &found, &n, &err)
+        if rc != LMR_OK:
+            raise_error(&err)
+        return n if found else None
+
+    def exists(self, key):
+        """exists(key) -> bool
+
+        True when a value is stored under ``key`` (its plain key or its
+        first stripe exists). A hint: get is the authority, and can still
+        miss if a later stripe was evicted."""
+        cdef bytes k = key_bytes(key)
+        cdef const char *kp = k
+        cdef size_t klen = len(k)
+        cdef lmr_client *c = self._c
+        cdef lmr_error err
+        cdef int rc, found
+        with nogil:
+            rc = lmr_exists(c, kp, klen, &found, &err)
+        if rc != LMR_OK:
+            raise_error(&err)
+        return bool(found)
+
+    def delete(self, key):
+        """delete(key) -> bool
+
+        Deletes the value under ``key`` and all its stripes, whatever stripe
+        count wrote it. True if anything was there."""
+        cdef bytes k = key_bytes(key)
+        cdef const char *kp = k
+        cdef size_t klen = len(k)
+        cdef lmr_client *c = self._c
+        cdef lmr_error err
+        cdef int rc, found
+        with nogil:
+            rc = lmr_delete(c, kp, klen, &found, &err)
+        if rc != LMR_OK:
+            raise_error(&err)
+        return bool(found)
+
+    def stats(self):
+        """stats() -> dict
+
+        Counters since the client was made: ``bytes_sent`` and
+        ``bytes_received`` (value bytes moved from/to your memory),
+        ``bytes_copied`` (of those received, the few that passed through a
+        read-ahead buffer rather than landing directly), ``commands`` and
+        ``reconnects``."""
+        cdef lmr_stats s
+        lmr_client_stats(self._c, &s)
+        return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
+                "bytes_copied": s.bytes_copied, "commands": s.commands,
+                "reconnects": s.reconnects}
+

@@ -1,0 +1,66 @@
+# Mirror of csrc/lmcache_redis.h, one to one.
+from libc.stdint cimport int64_t, uint64_t
+
+cdef extern from "lmcache_redis.h" nogil:
+    ctypedef enum lmr_code:
+        LMR_OK
+        LMR_EINVAL
+        LMR_ENOMEM
+        LMR_ECONN
+        LMR_ETIMEDOUT
+        LMR_EPROTO
+        LMR_ERESPONSE
+        LMR_EAUTH
+        LMR_ETOOBIG
+        LMR_ECLOSED
+
+    ctypedef struct lmr_error:
+        int code
+        uint64_t needed
+        char msg[192]
+
+    const char *lmr_code_name(int code)
+    const char *lmr_strerror(int code)
+
+    enum:
+        LMR_MAX_STRIPES
+        LMR_MAX_CONNECTIONS
+        LMR_MAX_KEY_LEN
+
+    ctypedef struct lmr_config:
+        const char *host
+        int port
+        const char *unix_path
+        const char *username
+        const char *password
+        int db
+        double timeout
+        double connect_timeout
+        int stripes
+        int connections
+
+    void lmr_config_init(lmr_config *cfg)
+
+    ctypedef struct lmr_client:
+        pass
+
+    ctypedef struct lmr_stats:
+        uint64_t bytes_sent
+        uint64_t bytes_received
+        uint64_t bytes_copied
+        uint64_t commands
+        uint64_t reconnects
+
+    int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err)
+    void lmr_client_close(lmr_client *c)
+    int lmr_client_closed(const lmr_client *c)
+    void lmr_client_free(lmr_client *c)
+    int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf,
+                size_t len, int64_t ttl_ms, lmr_error *err)
+    int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf,
+                size_t cap, int *found, size_t *len, lmr_error *err)
+    int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found,
+                   lmr_error *err)
+    int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
+                   lmr_error *err)
+    void lmr_client_stats(const lmr_client *c, lmr_stats *out)

@@ -1,0 +1,136 @@
+/* Stripe layout (stripe.h): slice arithmetic, the header's exact bytes, and
+ * sub-key suffixes. */
+#include "stripe.h"
+#include "test.h"
+
+/* Slices of a value of L bytes in C stripes tile [0, L): each starts where
+ * the previous ended, the longer ones come first, lengths differ by <= 1. */
+static int check_tiling(uint64_t L, uint32_t C) {
+  uint64_t end = 0, min = UINT64_MAX, max = 0;
+  for (uint32_t i = 0; i < C; i++) {
+    uint64_t off = lmr_stripe_offset(L, C, i), len = lmr_stripe_len(L, C, i);
+    if (off != end) fprintf(stderr, "  L=%" PRIu64 " C=%u i=%u\n", L, C, i);
+    ASSERT_EQ(off, end);
+    if (i > 0) ASSERT(len <= lmr_stripe_len(L, C, i - 1));
+    end = off + len;
+    if (len < min) min = len;
+    if (len > max) max = len;
+  }
+  ASSERT_EQ(end, L);
+  ASSERT(max - min <= 1);
+  ASSERT_EQ(max, L / C + (L % C != 0));  /* ceil(L / C) without overflow */
+  return 0;
+}
+
+TEST(tiling) {
+  static const uint32_t counts[] = {1, 2, 3, 7, 8, 16, 255, 256, 65537};
+  for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+    uint64_t C = counts[c];
+    const uint64_t lens[] = {0, 1, 2, C - 1, C, C + 1, 3 * C - 1, 3 * C, 3 * C + 1,
+                             80ull << 20, (80ull << 20) - 1, (80ull << 20) + 1,
+                             (1ull << 40) + 3, UINT64_MAX};
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+      ASSERT_EQ(check_tiling(lens[l], (uint32_t)C), 0);
+  }
+  return 0;
+}
+
+/* A worked example: 10 bytes in 4 stripes are 3, 3, 2, 2 at 0, 3, 6, 8. */
+TEST(worked_example) {
+  static const uint64_t off[] = {0, 3, 6, 8}, len[] = {3, 3, 2, 2};
+  for (uint32_t i = 0; i < 4; i++) {
+    ASSERT_EQ(lmr_stripe_offset(10, 4, i), off[i]);
+    ASSERT_EQ(lmr_stripe_len(10, 4, i), len[i]);
+  }
+  /* Fewer bytes than stripes: the last stripes are empty. */
+  ASSERT_EQ(lmr_stripe_len(2, 8, 1), 1);
+  ASSERT_EQ(lmr_stripe_len(2, 8, 2), 0);
+  ASSERT_EQ(lmr_stripe_offset(2, 8, 7), 2);
+  return 0;
+}
+
+static const unsigned char expected_hdr[LMR_STRIPE_HDR_SIZE] = {
+    'L', 'M', 'R', 'S',                               /* magic */
+    0x01, 0x00,                                       /* version 1 */
+    0x20, 0x00,                                       /* header size 32 */
+    0x03, 0x00, 0x00, 0x00,                           /* index 3 */
+    0x08, 0x00, 0x00, 0x00,                           /* count 8 */
+    0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,   /* total length */
+    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,   /* set id */
+};
+
+TEST(header_round_trip) {
+  lmr_stripe_hdr h = {.index = 3, .count = 8, .total_len = 0x0102030405060708ull,
+                      .set_id = 0x1122334455667788ull};
+  unsigned char buf[LMR_STRIPE_HDR_SIZE];
+  lmr_stripe_hdr_encode(&h, buf);
+  ASSERT_MEM_EQ(buf, expected_hdr, sizeof buf);
+  lmr_stripe_hdr d;
+  ASSERT_EQ(lmr_stripe_hdr_decode(buf, 8, &d), 0);
+  ASSERT_EQ(d.index, 3);
+  ASSERT_EQ(d.count, 8);
+  ASSERT_EQ(d.total_len, h.total_len);
+  ASSERT_EQ(d.set_id, h.set_id);
+
+  /* Extremes survive too: the last index of the largest count. */
+  h = (lmr_stripe_hdr){.index = 255, .count = 256, .total_len = UINT64_MAX, .set_id = 0};
+  lmr_stripe_hdr_encode(&h, buf);
+  ASSERT_EQ(lmr_stripe_hdr_decode(buf, 256, &d), 0);
+  ASSERT_EQ(d.index, 255);
+  ASSERT_EQ(d.count, 256);
+  ASSERT_EQ(d.total_len, UINT64_MAX);
+  ASSERT_EQ(d.set_id, 0);
+  return 0;
+}
+
+/* Decodes expected_hdr with byte `at` set to `value`. */
+static int decode_patched(size_t at, unsigned char value, uint32_t max_count) {
+  unsigned char buf[LMR_STRIPE_HDR_SIZE];
+  memcpy(buf, expected_hdr, sizeof buf);
+  buf[at] = value;
+  lmr_stripe_hdr d;
+  return lmr_stripe_hdr_decode(buf, max_count, &d);
+}
+
+TEST(header_rejects) {
+  ASSERT_EQ(decode_patched(0, 'X', 8), -1);     /* magic */
+  ASSERT_EQ(decode_patched(3, 's', 8), -1);
+  ASSERT_EQ(decode_patched(4, 2, 8), -1);       /* version 2 */
+  ASSERT_EQ(decode_patched(5, 1, 8), -1);       /* version 257 */
+  ASSERT_EQ(decode_patched(6, 33, 8), -1);      /* header size */
+  ASSERT_EQ(decode_patched(7, 1, 8), -1);
+  ASSERT_EQ(decode_patched(12, 0, 8), -1);      /* count 0 */
+  ASSERT_EQ(decode_patched(12, 9, 8), -1);      /* count > max */
+  ASSERT_EQ(decode_patched(15, 1, 256), -1);    /* count 2^24 + 8 */
+  ASSERT_EQ(decode_patched(8, 8, 8), -1);       /* index == count */
+  ASSERT_EQ(decode_patched(8, 200, 256), -1);   /* index > count */
+  ASSERT_EQ(decode_patched(11, 1, 256), -1);
+  /* Limits are inclusive: count == max and index == count - 1 pass. */
+  ASSERT_EQ(decode_patched(12, 8, 8), 0);
+  ASSERT_EQ(decode_patched(8, 7, 8), 0);
+  /* Length and set id are opaque to the decoder. */
+  ASSERT_EQ(decode_patched(16, 0, 8), 0);
+  ASSERT_EQ(decode_patched(31, 0xff, 8), 0);
+  return 0;
+}
+
+static int check_suffix(uint32_t i, const char *want) {
+  char buf[LMR_STRIPE_SUFFIX_MAX + 8];
+  memset(buf, 0x5a, sizeof buf);
+  size_t n = lmr_stripe_suffix(i, buf);
+  ASSERT_EQ(n, strlen(want));
+  ASSERT_MEM_EQ(buf, want, n + 1);  /* NUL-terminated */
+  for (size_t k = LMR_STRIPE_SUFFIX_MAX; k < sizeof buf; k++) ASSERT_EQ(buf[k], 0x5a);
+  return 0;
+}
+
+TEST(suffix) {
+  ASSERT_EQ(check_suffix(0, ":stripe:0"), 0);
+  ASSERT_EQ(check_suffix(7, ":stripe:7"), 0);
+  ASSERT_EQ(check_suffix(255, ":stripe:255"), 0);
+  ASSERT_EQ(check_suffix(UINT32_MAX, ":stripe:4294967295"), 0);
+  return 0;
+}
+
+TEST_MAIN(TEST_ENTRY(tiling), TEST_ENTRY(worked_example), TEST_ENTRY(header_round_trip),
+          TEST_ENTRY(header_rejects), TEST_ENTRY(suffix))

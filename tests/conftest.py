@@ -1,0 +1,45 @@
+"""Shared fixtures: one Redis server for the whole test session.
+
+Set LMCACHE_REDIS_URL (e.g. redis://127.0.0.1:6379) to test against a
+server that is already running instead of a throwaway one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Union
+from urllib.parse import urlsplit
+
+import pytest
+
+from lmcache_redis.testing import RedisServer
+
+
+@dataclass(frozen=True)
+class ExternalRedis:
+    """A server given by LMCACHE_REDIS_URL; these tests neither start nor
+    stop it."""
+
+    host: str
+    port: int
+    url: str
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[Union[RedisServer, ExternalRedis]]:
+    """The session's Redis server: throwaway, or LMCACHE_REDIS_URL's."""
+    url = os.environ.get("LMCACHE_REDIS_URL")
+    if url:
+        parts = urlsplit(url)
+        yield ExternalRedis(parts.hostname or "127.0.0.1", parts.port or 6379, url)
+        return
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: Union[RedisServer, ExternalRedis]) -> str:
+    """The URL of the session's Redis server."""
+    return redis_server.url
