@@ -45,7 +45,7 @@ static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
       close(fd);
       return lmr__err_sys(err, LMR_ECONN, e, "cannot connect to %s", endpoint);
     }
-    char what[160];
+    char what[sizeof "connecting to " + 160];
     snprintf(what, sizeof what, "connecting to %s", endpoint);
     int rc = wait_fd(fd, POLLOUT, deadline, what, err);
     int soerr = 0;

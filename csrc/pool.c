@@ -34,9 +34,7 @@ typedef struct {
   int index;
 } worker_arg;
 
-static void complete(lmr_job *job) {
-  lmr_batch *b = job->batch;
-  if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) != 1) return;
+static void batch_finished(lmr_batch *b) {
   if (b->on_done != NULL) {
     b->on_done(b);
     return;
@@ -45,6 +43,11 @@ static void complete(lmr_job *job) {
   b->done = 1;
   pthread_cond_signal(&b->cv);
   pthread_mutex_unlock(&b->mu);  /* the waiter may free b once this returns */
+}
+
+static void complete(lmr_job *job) {
+  lmr_batch *b = job->batch;
+  if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) == 1) batch_finished(b);
 }
 
 static void fail_closed(lmr_job *job) {
@@ -161,6 +164,10 @@ void lmr_batch_destroy(lmr_batch *b) {
 }
 
 void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n) {
+  if (n <= 0) {
+    batch_finished(b);
+    return;
+  }
   atomic_fetch_add_explicit(&b->pending, n, memory_order_relaxed);
   pthread_mutex_lock(&p->mu);
   if (p->stopping) {

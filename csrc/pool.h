@@ -57,7 +57,8 @@ int lmr_pool_create(lmr_pool **out, const lmr_pool_config *cfg, lmr_error *err);
 
 void lmr_batch_init(lmr_batch *b);
 void lmr_batch_destroy(lmr_batch *b);
-/* Queues n jobs (array of pointers), all belonging to batch b. If the pool is
+/* Queues n jobs (array of pointers), all belonging to batch b; a batch is
+ * submitted once, then waited on once (init it again for another round). If the pool is
  * shutting down every job completes at once with LMR_ECLOSED. */
 void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n);
 /* Blocks until every job submitted in b has finished. */

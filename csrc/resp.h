@@ -56,7 +56,7 @@ typedef enum {
   LMR_REPLY_BULK_END,  /* the CRLF after a bulk payload was checked */
 } lmr_reply_type;
 
-/* Simple-string and error texts keep this many bytes; longer lines are
+/* Simple-string and error texts keep this many bytes less one (the NUL); longer lines are
  * consumed whole and truncated. */
 #define LMR_RESP_LINE_MAX 256
 /* Longest bulk payload accepted: Redis's own default proto-max-bulk-len. */

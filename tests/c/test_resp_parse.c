@@ -242,9 +242,8 @@ static const bad_case malformed[] = {
     {BYTES(":-9223372036854775809\r\n")},   /* INT64_MIN - 1 */
     /* negative other than -1 */
     {BYTES("$-2\r\n")}, {BYTES("*-2\r\n")}, {BYTES("$-9223372036854775808\r\n")},
-    /* too big: one past the limits */
-    {BYTES("$536870913\r\n")}, {BYTES("*16777217\r\n")},
-    {BYTES("$9223372036854775807\r\n")},
+    /* too big (one past each limit: see the limits test) */
+    {BYTES("$9223372036854775807\r\n")}, {BYTES("*9223372036854775807\r\n")},
     /* line endings */
     {BYTES("$5\n")}, {BYTES("$5\rx")}, {BYTES("+OK\n")}, {BYTES("+OK\rx\n")},
     {BYTES("-ERR\n")}, {BYTES(":1\r\r\n")},
@@ -317,8 +316,8 @@ TEST(feed_stops_after_reply) {
   return 0;
 }
 
-/* The largest accepted bulk and array headers, exactly at the limits. */
-TEST(limits_accepted) {
+/* Bulk and array headers exactly at the limits pass; one more fails. */
+TEST(limits) {
   lmr_resp_parser p;
   lmr_reply r;
   char in[64];
@@ -336,6 +335,14 @@ TEST(limits_accepted) {
   ASSERT_EQ(lmr_resp_feed(&p, in + 2, (size_t)n - 2, &r), n - 2);
   ASSERT_EQ(r.type, LMR_REPLY_ARRAY);
   ASSERT_EQ(r.integer, LMR_RESP_MAX_ARRAY);
+
+  char bad[2][32];
+  snprintf(bad[0], sizeof bad[0], "$%lld\r\n", LMR_RESP_MAX_BULK + 1);
+  snprintf(bad[1], sizeof bad[1], "*%lld\r\n", LMR_RESP_MAX_ARRAY + 1);
+  for (int i = 0; i < 2; i++) {
+    bad_case c = {bad[i], strlen(bad[i])};
+    ASSERT_EQ(check_rejected(&c), 0);
+  }
   return 0;
 }
 
@@ -352,4 +359,4 @@ TEST(feed_during_payload_fails) {
 
 TEST_MAIN(TEST_ENTRY(valid_replies_every_split), TEST_ENTRY(long_line_truncated),
           TEST_ENTRY(malformed_rejected), TEST_ENTRY(feed_stops_after_reply),
-          TEST_ENTRY(limits_accepted), TEST_ENTRY(feed_during_payload_fails))
+          TEST_ENTRY(limits), TEST_ENTRY(feed_during_payload_fails))
