@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <math.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "jobs.h"
@@ -28,6 +29,7 @@ struct lmr_client {
   uint64_t id_seed;
   atomic_uint_fast64_t id_next;
   atomic_int closed;
+  pid_t pid;         /* the workers exist only in the process that opened */
 };
 
 void lmr_config_init(lmr_config *cfg) {
@@ -129,6 +131,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
     c->id_seed = (uint64_t)lmr__now_ns() ^ (uint64_t)(uintptr_t)c;
   atomic_init(&c->id_next, 0);
   atomic_init(&c->closed, 0);
+  c->pid = getpid();
   if (failed) {
     lmr_client_free(c);
     return lmr__err(err, LMR_ENOMEM, "out of memory for the client");
@@ -147,9 +150,14 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   return LMR_OK;
 }
 
+/* In a forked child the pool's threads do not exist: joining them would
+ * hang and shutdown(2) would cut the parent's sockets. The child leaves the
+ * pool alone (its memory is the parent's copy) and only marks itself closed. */
+static int in_opening_process(const lmr_client *c) { return getpid() == c->pid; }
+
 void lmr_client_close(lmr_client *c) {
   atomic_store(&c->closed, 1);
-  if (c->pool != NULL) lmr_pool_shutdown(c->pool);
+  if (c->pool != NULL && in_opening_process(c)) lmr_pool_shutdown(c->pool);
 }
 
 int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
@@ -157,7 +165,7 @@ int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
 void lmr_client_free(lmr_client *c) {
   if (c == NULL) return;
   lmr_client_close(c);
-  lmr_pool_free(c->pool);
+  if (in_opening_process(c)) lmr_pool_free(c->pool);
   if (c->password != NULL) memset(c->password, 0, strlen(c->password));
   free(c->host);
   free(c->unix_path);
@@ -180,6 +188,10 @@ void lmr_client_stats(const lmr_client *c, lmr_stats *out) {
 static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error *err) {
   lmr__err_clear(err);
   if (atomic_load(&c->closed)) return lmr__err(err, LMR_ECLOSED, "client is closed");
+  if (!in_opening_process(c))
+    return lmr__err(err, LMR_ECLOSED,
+                    "client was opened in process %ld and has no workers in this one "
+                    "(after fork, open a new client)", (long)c->pid);
   if (key == NULL || key_len == 0) return lmr__err(err, LMR_EINVAL, "key must not be empty");
   if (key_len > LMR_MAX_KEY_LEN)
     return lmr__err(err, LMR_EINVAL, "key is %zu bytes; the limit is %u", key_len,

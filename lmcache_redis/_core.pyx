@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, embedsignature.format=python
 """The RedisClient class: a thin face over the C core (csrc/)."""
 
 from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
@@ -148,9 +148,7 @@ cdef class RedisClient:
 
     @classmethod
     def from_url(cls, url, **kwargs):
-        """RedisClient.from_url(url, **kwargs) -> RedisClient
-
-        Makes a client from ``redis://[[user]:password@]host[:port][/db]``
+        """Makes a client from ``redis://[[user]:password@]host[:port][/db]``
         or ``unix:///path/to/redis.sock[?db=N]``. Query parameters
         (``stripes``, ``connections``, ``timeout``, ``connect_timeout``, ``db``)
         and keyword arguments set the other options; keywords win.
@@ -165,9 +163,7 @@ cdef class RedisClient:
             self._c = NULL
 
     def close(self):
-        """close()
-
-        Stops the workers and closes every connection. Calls in flight on
+        """Stops the workers and closes every connection. Calls in flight on
         other threads fail with ClientClosedError; later calls too.
         Idempotent."""
         if self._c != NULL:
@@ -186,6 +182,10 @@ cdef class RedisClient:
         self.close()
         return False
 
+    def __reduce__(self):
+        raise TypeError("a RedisClient cannot be pickled: its connections belong to this "
+                        "process; create a client in each process")
+
     def __repr__(self):
         where = (f"unix_socket_path={self.unix_socket_path!r}" if self.unix_socket_path
                  else f"host={self.host!r}, port={self.port}")
@@ -194,9 +194,7 @@ cdef class RedisClient:
                 f"connections={self.connections}, timeout={self.timeout})")
 
     def set(self, key, buffer, *, ttl=None):
-        """set(key, buffer, *, ttl=None) -> None
-
-        Stores the bytes of ``buffer`` (any C-contiguous buffer: bytes,
+        """Stores the bytes of ``buffer`` (any C-contiguous buffer: bytes,
         bytearray, memoryview, numpy array, mmap) under ``key`` (str or
         bytes). ``ttl``: seconds until the value expires (None: never).
         The bytes are sent straight from ``buffer``; don't modify it while
@@ -217,9 +215,7 @@ cdef class RedisClient:
             raise_error(&err)
 
     def get(self, key, buffer):
-        """get(key, buffer) -> int | None
-
-        Reads the value under ``key`` into ``buffer`` (writable,
+        """Reads the value under ``key`` into ``buffer`` (writable,
         C-contiguous: bytearray, memoryview, numpy array, ...) and returns
         its length in bytes, or None on a miss. A miss is also what a value
         that expired, lost a stripe, or is being overwritten right now reads
@@ -243,9 +239,7 @@ cdef class RedisClient:
         return n if found else None
 
     def set_ptr(self, key, address, nbytes, *, ttl=None):
-        """set_ptr(key, address, nbytes, *, ttl=None) -> None
-
-        Like set, from raw memory: ``nbytes`` bytes at integer ``address``
+        """Like set, from raw memory: ``nbytes`` bytes at integer ``address``
         (e.g. ``tensor.data_ptr()`` of pinned torch memory). The memory must
         stay valid and unchanged until set_ptr returns."""
         cdef bytes k = key_bytes(key)
@@ -264,9 +258,7 @@ cdef class RedisClient:
             raise_error(&err)
 
     def get_ptr(self, key, address, nbytes):
-        """get_ptr(key, address, nbytes) -> int | None
-
-        Like get, into raw memory: at most ``nbytes`` bytes at integer
+        """Like get, into raw memory: at most ``nbytes`` bytes at integer
         ``address``, which must stay valid and writable until get_ptr
         returns. Returns the value's length, or None on a miss."""
         cdef bytes k = key_bytes(key)
@@ -286,9 +278,7 @@ cdef class RedisClient:
         return n if found else None
 
     def exists(self, key):
-        """exists(key) -> bool
-
-        True when a value is stored under ``key`` (its plain key or its
+        """True when a value is stored under ``key`` (its plain key or its
         first stripe exists). A hint: get is the authority, and can still
         miss if a later stripe was evicted."""
         cdef bytes k = key_bytes(key)
@@ -304,9 +294,7 @@ cdef class RedisClient:
         return bool(found)
 
     def delete(self, key):
-        """delete(key) -> bool
-
-        Deletes the value under ``key`` and all its stripes, whatever stripe
+        """Deletes the value under ``key`` and all its stripes, whatever stripe
         count wrote it. True if anything was there."""
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
@@ -321,9 +309,7 @@ cdef class RedisClient:
         return bool(found)
 
     def stats(self):
-        """stats() -> dict
-
-        Counters since the client was made: ``bytes_sent`` and
+        """Counters since the client was made: ``bytes_sent`` and
         ``bytes_received`` (value bytes moved from/to your memory),
         ``bytes_copied`` (of those received, the few that passed through a
         read-ahead buffer rather than landing directly), ``commands`` and
