@@ -351,6 +351,26 @@ int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t ca
   return rc;
 }
 
+/* 1 when stripes [1, count) all carry the same write's header as h. */
+static int stripes_agree(lmr_client *c, lmr_op *op, const lmr_stripe_hdr *h, int *agree,
+                         lmr_error *err) {
+  int n = (int)h->count - 1;
+  *agree = 1;
+  if (n == 0) return LMR_OK;
+  lmr_key_job *jobs = alloc_jobs(n, err);
+  if (jobs == NULL) return LMR_ENOMEM;
+  for (int i = 0; i < n; i++) lmr__key_job_init(&jobs[i], op, LMR_JOB_PROBE, i + 1);
+  int rc = run_round(c, jobs, n, err);
+  for (int i = 0; i < n; i++) {
+    const lmr_stripe_hdr *g = &jobs[i].hdr;
+    if (!jobs[i].hdr_valid || g->set_id != h->set_id || g->count != h->count ||
+        g->total_len != h->total_len)
+      *agree = 0;
+  }
+  free(jobs);
+  return rc;
+}
+
 int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
   *found = 0;
   int rc = check_call(c, key, key_len, err);
@@ -359,9 +379,15 @@ int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found, lmr_e
   lmr__op_init(&op, key, key_len, c->cfg.timeout);
   lmr_key_job jobs[2];
   lmr__key_job_init(&jobs[0], &op, LMR_JOB_EXISTS, -1);
-  lmr__key_job_init(&jobs[1], &op, LMR_JOB_EXISTS, 0);
+  lmr__key_job_init(&jobs[1], &op, LMR_JOB_PROBE, 0);
   rc = run_round(c, jobs, 2, err);
-  *found = rc == LMR_OK && (jobs[0].integer > 0 || jobs[1].integer > 0);
+  if (rc == LMR_OK && jobs[0].integer > 0) {
+    *found = 1;
+  } else if (rc == LMR_OK && jobs[1].hdr_valid) {
+    /* Only headers travel: a whole striped value, not a torn or partly
+     * evicted one, counts as existing. */
+    rc = stripes_agree(c, &op, &jobs[1].hdr, found, err);
+  }
   lmr__op_destroy(&op);
   return rc;
 }

@@ -1,4 +1,5 @@
 /* Connections (conn.h): socket + read-ahead + parser, and the handshake. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -72,8 +73,18 @@ static int handshake_step(lmr_conn *c, lmr_cmd *cmd, const char *context, int fa
   return broken(c, lmr__err(err, LMR_EPROTO, "%s: unexpected reply type", context), err);
 }
 
+/* An idle connection has nothing to read: EOF, an error or stray bytes
+ * mean the server closed it (restart, CLIENT KILL, idle timeout) or it is
+ * out of step; either way it must be re-made before it is used. */
+static int idle_conn_ok(lmr_conn *c) {
+  char b;
+  ssize_t k = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
+}
+
 int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
-  if (c->fd >= 0) return LMR_OK;
+  if (c->fd >= 0 && c->rpos == c->rlen && idle_conn_ok(c)) return LMR_OK;
+  if (c->fd >= 0) lmr__conn_close(c);
   if (atomic_load(&c->interrupted)) return lmr__err(err, LMR_ECLOSED, "client is closed");
   int64_t deadline = lmr__deadline(c->cfg->connect_timeout);
   if (deadline > c->deadline && c->deadline != 0) deadline = c->deadline;
@@ -153,7 +164,8 @@ int lmr__conn_read_reply(lmr_conn *c, lmr_reply *r, lmr_error *err) {
   return rc;
 }
 
-int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, lmr_error *err) {
+int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, size_t *copied,
+                           lmr_error *err) {
   if ((int64_t)n > lmr_resp_payload_pending(&c->parser))
     return broken(c, lmr__err(err, LMR_EPROTO, "payload read past the reply"), err);
   char *out = dst;
@@ -161,11 +173,8 @@ int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, lmr_error *err) {
   size_t k = lmr_resp_take_payload(&c->parser, c->rbuf + c->rpos, c->rlen - c->rpos, out, n);
   c->rpos += k;
   n -= k;
-  if (out != NULL) {
-    LMR__COUNT(c->stats, bytes_copied, k);
-    LMR__COUNT(c->stats, bytes_received, k);
-    out += k;
-  }
+  if (copied != NULL) *copied = k;
+  if (out != NULL) out += k;
   while (n > 0) {
     if (out == NULL) {
       int rc = fill(c, sizeof c->rbuf, err);
@@ -177,7 +186,6 @@ int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, lmr_error *err) {
       if (got < 0) return broken(c, (int)got, err);
       k = (size_t)got;
       lmr_resp_payload_done(&c->parser, k);
-      LMR__COUNT(c->stats, bytes_received, k);
       out += k;
     }
     n -= k;
@@ -187,7 +195,7 @@ int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, lmr_error *err) {
 
 int lmr__conn_end_bulk(lmr_conn *c, lmr_error *err) {
   int64_t left = lmr_resp_payload_pending(&c->parser);
-  int rc = lmr__conn_read_payload(c, NULL, (size_t)left, err);
+  int rc = lmr__conn_read_payload(c, NULL, (size_t)left, NULL, err);
   lmr_reply r;
   if (rc == LMR_OK) rc = next_event(c, &r, err);
   if (rc == LMR_OK && r.type != LMR_REPLY_BULK_END)

@@ -48,8 +48,10 @@ int lmr__conn_send(lmr_conn *c, lmr_cmd *cmd, lmr_error *err);
 /* Next reply header (never LMR_REPLY_BULK_END). Text replies point into the
  * parser and stay valid until the next read. */
 int lmr__conn_read_reply(lmr_conn *c, lmr_reply *r, lmr_error *err);
-/* Moves n pending payload bytes to dst (NULL discards them). */
-int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, lmr_error *err);
+/* Moves n pending payload bytes to dst (NULL discards them); *copied (if
+ * not NULL) says how many of them came through the read-ahead buffer. */
+int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, size_t *copied,
+                           lmr_error *err);
 /* Discards what is left of the payload and checks the closing CRLF. */
 int lmr__conn_end_bulk(lmr_conn *c, lmr_error *err);
 

@@ -11,18 +11,6 @@
 #define LMR_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
 #else
 #define LMR_PRINTF(fmt, args)
-/* The client's counters (lmr_stats), bumped by every connection. */
-typedef struct {
-  atomic_uint_fast64_t bytes_sent;
-  atomic_uint_fast64_t bytes_received;
-  atomic_uint_fast64_t bytes_copied;
-  atomic_uint_fast64_t commands;
-  atomic_uint_fast64_t reconnects;
-} lmr__stats;
-
-#define LMR__COUNT(stats, field, n) \
-  atomic_fetch_add_explicit(&(stats)->field, (n), memory_order_relaxed)
-
 #endif
 
 /* Sets err (if not NULL) to code and a formatted message; returns code. */

@@ -96,7 +96,7 @@ static unsigned char *place_stripe(lmr_key_job *job, lmr_conn *conn, int64_t bul
     job->torn = 1;
     return NULL;
   }
-  job->base.status = lmr__conn_read_payload(conn, raw, sizeof raw, &job->base.err);
+  job->base.status = lmr__conn_read_payload(conn, raw, sizeof raw, NULL, &job->base.err);
   if (job->base.status != LMR_OK) return NULL;
   lmr_stripe_hdr h;
   if (lmr_stripe_hdr_decode(raw, LMR_MAX_STRIPES, &h) != 0 ||
@@ -152,8 +152,11 @@ static int handle_get(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
     if (job->base.status != LMR_OK && job->base.status != LMR_ETOOBIG) return job->base.status;
   }
   if (dst != NULL) {
-    int rc = lmr__conn_read_payload(conn, dst, (size_t)lmr_resp_payload_pending(&conn->parser), err);
+    size_t n = (size_t)lmr_resp_payload_pending(&conn->parser), copied = 0;
+    int rc = lmr__conn_read_payload(conn, dst, n, &copied, err);
     if (rc != LMR_OK) return rc;
+    LMR__COUNT(conn->stats, bytes_received, n);
+    LMR__COUNT(conn->stats, bytes_copied, copied);
   }
   /* A payload not placed (torn, too big) is skipped here; the connection
    * stays in step and usable. */
@@ -169,7 +172,7 @@ static int handle_probe(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
   }
   if (r->integer == LMR_STRIPE_HDR_SIZE) {
     unsigned char raw[LMR_STRIPE_HDR_SIZE];
-    int rc = lmr__conn_read_payload(conn, raw, sizeof raw, err);
+    int rc = lmr__conn_read_payload(conn, raw, sizeof raw, NULL, err);
     if (rc != LMR_OK) return rc;
     job->hdr_valid = lmr_stripe_hdr_decode(raw, LMR_MAX_STRIPES, &job->hdr) == 0;
   }

@@ -107,8 +107,9 @@ int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf,
 int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf,
             size_t cap, int *found, size_t *len, lmr_error *err);
 
-/* *found = 1 when a value's plain key or first stripe exists: a hint that a
- * get would hit; get remains the authority. */
+/* *found = 1 when a whole value is stored: its plain key, or all stripes of
+ * one write (only their headers are read). A get right after may still miss
+ * if the value changes or expires in between. */
 int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found,
                lmr_error *err);
 

@@ -8,6 +8,7 @@ from libc.stdint cimport int64_t, uintptr_t
 from lmcache_redis._lmr cimport *
 
 import math
+import operator
 
 from lmcache_redis.exceptions import error_from_code
 from lmcache_redis._url import parse_url
@@ -35,8 +36,9 @@ cdef int64_t ttl_ms(object ttl) except -2:
         return 0
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise TypeError(f"ttl must be a number of seconds, not {type(ttl).__name__}")
-    if not ttl > 0 or not math.isfinite(ttl):
-        raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+    # The upper bound keeps milliseconds inside int64 (about 292 million years).
+    if not ttl > 0 or not ttl < 9e15:
+        raise ValueError(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
     return max(1, <int64_t>math.ceil(ttl * 1000))
 
 
@@ -53,14 +55,19 @@ cdef get_view(object buffer, Py_buffer *view, bint writable):
 
 
 cdef check_range(object address, object nbytes):
-    if not isinstance(address, int) or not isinstance(nbytes, int):
-        raise TypeError("address and nbytes must be integers")
     if nbytes < 0:
         raise ValueError(f"nbytes must be >= 0, got {nbytes}")
     if address < 0 or address > <uintptr_t>-1:
         raise ValueError(f"address {address:#x} is not a valid pointer")
     if address == 0 and nbytes > 0:
         raise ValueError("address is NULL")
+
+
+cdef lmr_client *open_client(lmr_client *c) except NULL:
+    if c == NULL:
+        from lmcache_redis.exceptions import ClientClosedError
+        raise ClientClosedError("client is not open (RedisClient.__init__ did not run or failed)")
+    return c
 
 
 cdef class RedisClient:
@@ -203,7 +210,7 @@ cdef class RedisClient:
         cdef const char *kp = k
         cdef size_t klen = len(k)
         cdef int64_t ms = ttl_ms(ttl)
-        cdef lmr_client *c = self._c
+        cdef lmr_client *c = open_client(self._c)
         cdef Py_buffer view
         get_view(buffer, &view, False)
         cdef lmr_error err
@@ -225,7 +232,7 @@ cdef class RedisClient:
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
         cdef size_t klen = len(k)
-        cdef lmr_client *c = self._c
+        cdef lmr_client *c = open_client(self._c)
         cdef Py_buffer view
         get_view(buffer, &view, True)
         cdef lmr_error err
@@ -246,8 +253,9 @@ cdef class RedisClient:
         cdef const char *kp = k
         cdef size_t klen = len(k)
         cdef int64_t ms = ttl_ms(ttl)
+        address, nbytes = operator.index(address), operator.index(nbytes)
         check_range(address, nbytes)
-        cdef lmr_client *c = self._c
+        cdef lmr_client *c = open_client(self._c)
         cdef const void *p = <const void *><uintptr_t>address
         cdef size_t n = nbytes
         cdef lmr_error err
@@ -264,8 +272,9 @@ cdef class RedisClient:
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
         cdef size_t klen = len(k)
+        address, nbytes = operator.index(address), operator.index(nbytes)
         check_range(address, nbytes)
-        cdef lmr_client *c = self._c
+        cdef lmr_client *c = open_client(self._c)
         cdef void *p = <void *><uintptr_t>address
         cdef size_t cap = nbytes
         cdef lmr_error err
@@ -278,13 +287,15 @@ cdef class RedisClient:
         return n if found else None
 
     def exists(self, key):
-        """True when a value is stored under ``key`` (its plain key or its
-        first stripe exists). A hint: get is the authority, and can still
-        miss if a later stripe was evicted."""
+        """True when a whole value is stored under ``key``: its plain key, or
+        every stripe of one write (only the 32-byte stripe headers are read,
+        not the data). A stripe that was evicted, expired or overwritten by
+        a racing write makes it False, so a caller that skips storing
+        existing values heals such a key by writing it again."""
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
         cdef size_t klen = len(k)
-        cdef lmr_client *c = self._c
+        cdef lmr_client *c = open_client(self._c)
         cdef lmr_error err
         cdef int rc, found
         with nogil:
@@ -299,7 +310,7 @@ cdef class RedisClient:
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
         cdef size_t klen = len(k)
-        cdef lmr_client *c = self._c
+        cdef lmr_client *c = open_client(self._c)
         cdef lmr_error err
         cdef int rc, found
         with nogil:
@@ -315,7 +326,7 @@ cdef class RedisClient:
         read-ahead buffer rather than landing directly), ``commands`` and
         ``reconnects``."""
         cdef lmr_stats s
-        lmr_client_stats(self._c, &s)
+        lmr_client_stats(open_client(self._c), &s)
         return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "bytes_copied": s.bytes_copied, "commands": s.commands,
                 "reconnects": s.reconnects}
