@@ -38,7 +38,8 @@ void lmr_config_init(lmr_config *cfg) {
   cfg->port = 6379;
   cfg->timeout = 10.0;
   cfg->connect_timeout = 5.0;
-  cfg->stripes = 8;
+  cfg->stripes = 0;
+  cfg->stripe_size = LMR_DEFAULT_STRIPE_SIZE;
   cfg->connections = 4;
 }
 
@@ -47,9 +48,14 @@ static int check_config(const lmr_config *cfg, lmr_error *err) {
     return lmr__err(err, LMR_EINVAL, "host must not be empty");
   if (cfg->unix_path == NULL && (cfg->port < 1 || cfg->port > 65535))
     return lmr__err(err, LMR_EINVAL, "port must be in 1..65535, got %d", cfg->port);
-  if (cfg->stripes < 1 || cfg->stripes > LMR_MAX_STRIPES)
-    return lmr__err(err, LMR_EINVAL, "stripes must be in 1..%d, got %d", LMR_MAX_STRIPES,
-                    cfg->stripes);
+  if (cfg->stripes < 0 || cfg->stripes > LMR_MAX_STRIPES)
+    return lmr__err(err, LMR_EINVAL, "stripes must be in 1..%d (or 0: by stripe_size), got %d",
+                    LMR_MAX_STRIPES, cfg->stripes);
+  if (cfg->stripes == 0 && (cfg->stripe_size < LMR_MIN_STRIPE_SIZE ||
+                            cfg->stripe_size > LMR_MAX_STRIPE_SIZE))
+    return lmr__err(err, LMR_EINVAL, "stripe_size must be in %u..%u bytes, got %llu",
+                    LMR_MIN_STRIPE_SIZE, LMR_MAX_STRIPE_SIZE,
+                    (unsigned long long)cfg->stripe_size);
   if (cfg->connections < 1 || cfg->connections > LMR_MAX_CONNECTIONS)
     return lmr__err(err, LMR_EINVAL, "connections must be in 1..%d, got %d",
                     LMR_MAX_CONNECTIONS, cfg->connections);
@@ -231,6 +237,15 @@ static int probe_stripes(lmr_client *c, lmr_op *op, uint32_t *count, lmr_error *
 
 static uint32_t max_u32(uint32_t a, uint32_t b) { return a > b ? a : b; }
 
+/* Stripes for a value of len bytes: the fixed count, or enough stripes of
+ * at most stripe_size bytes. A reader calls it with its buffer's size: its
+ * best guess of the value's length (the stripe headers correct it). */
+static uint32_t stripes_for(const lmr_client *c, uint64_t len) {
+  if (c->cfg.stripes > 0) return (uint32_t)c->cfg.stripes;
+  uint64_t n = len / c->cfg.stripe_size + (len % c->cfg.stripe_size != 0);
+  return n < 1 ? 1 : n > LMR_MAX_STRIPES ? LMR_MAX_STRIPES : (uint32_t)n;
+}
+
 int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, size_t len,
             int64_t ttl_ms, lmr_error *err) {
   int rc = check_call(c, key, key_len, err);
@@ -241,7 +256,7 @@ int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, siz
   lmr__op_init(&op, key, key_len, c->cfg.timeout);
   op.src = buf;
   op.len = len;
-  op.count = (uint32_t)c->cfg.stripes;
+  op.count = stripes_for(c, len);
   op.set_id = next_set_id(c);
   op.ttl_ms = ttl_ms;
   uint32_t old = 0;
@@ -333,7 +348,7 @@ int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t ca
   op.cap = cap;
   int outcome;
   uint64_t value_len = 0;
-  uint32_t stripes = (uint32_t)c->cfg.stripes;
+  uint32_t stripes = stripes_for(c, cap);
   if (stripes == 1) {
     rc = read_plain(c, &op, &outcome, &value_len, err);
     if (rc == LMR_OK && outcome == READ_ABSENT)
@@ -402,9 +417,9 @@ int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found, lmr_e
   rc = probe_stripes(c, &op, &old, err);
   lmr_key_job *jobs = NULL;
   if (rc == LMR_OK) {
-    /* Our own stripe count too: it also sweeps stripes left behind when
-     * stripe 0 has already expired or been evicted. */
-    uint32_t stripes = max_u32(old, (uint32_t)c->cfg.stripes);
+    /* A fixed stripe count of our own is swept too: stripes left behind
+     * when stripe 0 has already expired or been evicted. */
+    uint32_t stripes = max_u32(old, c->cfg.stripes > 0 ? (uint32_t)c->cfg.stripes : 1);
     int n = (int)stripes + 1;
     jobs = alloc_jobs(n, err);
     rc = jobs == NULL ? LMR_ENOMEM : LMR_OK;

@@ -54,6 +54,11 @@ const char *lmr_strerror(int code);
 #define LMR_MAX_STRIPES 256
 #define LMR_MAX_CONNECTIONS 64
 #define LMR_MAX_KEY_LEN (64u * 1024u)
+/* Stripe size bounds when the count follows the value's size. The maximum
+ * leaves room for the stripe header under Redis's 512 MiB value limit. */
+#define LMR_MIN_STRIPE_SIZE (4u * 1024u)
+#define LMR_MAX_STRIPE_SIZE (256u * 1024u * 1024u)
+#define LMR_DEFAULT_STRIPE_SIZE (4u * 1024u * 1024u)
 
 typedef struct {
   const char *host;        /* TCP host; ignored when unix_path is set */
@@ -64,11 +69,14 @@ typedef struct {
   int db;                  /* SELECT db after connecting when > 0 */
   double timeout;          /* seconds for a whole operation; > 0 */
   double connect_timeout;  /* seconds for connect + handshake; > 0 */
-  int stripes;             /* sub-keys per value written: 1..LMR_MAX_STRIPES */
+  int stripes;             /* sub-keys per value written: 1..LMR_MAX_STRIPES,
+                              or 0: as many as stripe_size asks for */
+  uint64_t stripe_size;    /* with stripes == 0: most bytes per stripe */
   int connections;         /* worker threads/connections: 1..LMR_MAX_CONNECTIONS */
 } lmr_config;
 
-/* Fills a config with the defaults (localhost:6379, 8 stripes, 4 connections). */
+/* Fills a config with the defaults (localhost:6379, stripes of at most
+ * LMR_DEFAULT_STRIPE_SIZE, 4 connections). */
 void lmr_config_init(lmr_config *cfg);
 
 typedef struct lmr_client lmr_client;

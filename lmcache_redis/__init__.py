@@ -13,7 +13,13 @@ threads move in parallel, straight between Redis and your buffers::
         assert client.get("chunk-0", out) == len(chunk)
 """
 
-from lmcache_redis._core import MAX_CONNECTIONS, MAX_KEY_LEN, MAX_STRIPES, RedisClient
+from lmcache_redis._core import (
+    DEFAULT_STRIPE_SIZE,
+    MAX_CONNECTIONS,
+    MAX_KEY_LEN,
+    MAX_STRIPES,
+    RedisClient,
+)
 from lmcache_redis.exceptions import (
     AuthenticationError,
     BufferTooSmallError,
@@ -40,4 +46,5 @@ __all__ = [
     "MAX_STRIPES",
     "MAX_CONNECTIONS",
     "MAX_KEY_LEN",
+    "DEFAULT_STRIPE_SIZE",
 ]

@@ -4,6 +4,7 @@ from typing import Any
 MAX_STRIPES: int
 MAX_CONNECTIONS: int
 MAX_KEY_LEN: int
+DEFAULT_STRIPE_SIZE: int
 
 class RedisClient:
     """A Redis client for huge values: striped, zero-copy, GIL released."""
@@ -13,7 +14,8 @@ class RedisClient:
     unix_socket_path: str | None
     username: str | None
     db: int
-    stripes: int
+    stripes: int | None
+    stripe_size: int
     connections: int
     timeout: float
     connect_timeout: float
@@ -23,7 +25,8 @@ class RedisClient:
         host: str = "localhost",
         port: int = 6379,
         *,
-        stripes: int = 8,
+        stripes: int | None = None,
+        stripe_size: int = 4194304,
         connections: int = 4,
         timeout: float = 10.0,
         connect_timeout: float | None = None,

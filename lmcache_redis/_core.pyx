@@ -16,6 +16,7 @@ from lmcache_redis._url import parse_url
 MAX_STRIPES = LMR_MAX_STRIPES
 MAX_CONNECTIONS = LMR_MAX_CONNECTIONS
 MAX_KEY_LEN = LMR_MAX_KEY_LEN
+DEFAULT_STRIPE_SIZE = LMR_DEFAULT_STRIPE_SIZE
 
 
 cdef raise_error(const lmr_error *err):
@@ -71,13 +72,13 @@ cdef lmr_client *open_client(lmr_client *c) except NULL:
 
 
 cdef class RedisClient:
-    """RedisClient(host="localhost", port=6379, *, stripes=8, connections=4,
-    timeout=10.0, connect_timeout=None, username=None, password=None, db=0,
-    unix_socket_path=None)
+    """RedisClient(host="localhost", port=6379, *, stripes=None,
+    stripe_size=4 MiB, connections=4, timeout=10.0, connect_timeout=None,
+    username=None, password=None, db=0, unix_socket_path=None)
 
     A Redis client for huge values (KV-cache chunks of 4-80 MB).
 
-    Each value is split into ``stripes`` sub-keys, written and read in
+    Each value is split into stripes (sub-keys), written and read in
     parallel over ``connections`` connections by C worker threads. ``get``
     receives straight into your buffer and ``set`` sends straight from it:
     no copy in Python, and the GIL is released for the whole operation, so
@@ -89,9 +90,14 @@ cdef class RedisClient:
 
     Parameters:
         host, port: the server's TCP address (ignored with unix_socket_path).
-        stripes: sub-keys per value written, 1..256. With 1 a value is stored
-            verbatim under its key, readable by any Redis client. Any client
-            reads values written with any stripe count.
+        stripes: sub-keys per value written, 1..256, or None (default): as
+            many as it takes to keep each at most ``stripe_size`` bytes. A
+            value written as one stripe is stored verbatim under its key,
+            readable by any Redis client. Any client reads values written
+            with any stripe count.
+        stripe_size: with stripes=None, the most bytes per stripe (default
+            4 MiB: Redis slows down on larger values, see BENCHMARKS.md). A
+            get guesses the count from its buffer's size.
         connections: connections and worker threads, 1..64.
         timeout: seconds allowed for each whole operation.
         connect_timeout: seconds allowed to connect and authenticate
@@ -107,7 +113,8 @@ cdef class RedisClient:
     cdef readonly object unix_socket_path
     cdef readonly object username
     cdef readonly int db
-    cdef readonly int stripes
+    cdef readonly object stripes
+    cdef readonly unsigned long long stripe_size
     cdef readonly int connections
     cdef readonly double timeout
     cdef readonly double connect_timeout
@@ -115,8 +122,8 @@ cdef class RedisClient:
     def __cinit__(self, *args, **kwargs):
         self._c = NULL
 
-    def __init__(self, str host not None="localhost", int port=6379, *, int stripes=8,
-                 int connections=4, double timeout=10.0, connect_timeout=None,
+    def __init__(self, str host not None="localhost", int port=6379, *, stripes=None,
+                 stripe_size=LMR_DEFAULT_STRIPE_SIZE, int connections=4, double timeout=10.0, connect_timeout=None,
                  username=None, password=None, int db=0, unix_socket_path=None):
         if self._c != NULL:
             raise RuntimeError("RedisClient is already initialised")
@@ -125,7 +132,16 @@ cdef class RedisClient:
         self.unix_socket_path = None if unix_socket_path is None else str(unix_socket_path)
         self.username = username
         self.db = db
+        if stripes is not None:
+            stripes = operator.index(stripes)
+            if stripes < 1:
+                raise ValueError(f"stripes must be in 1..{LMR_MAX_STRIPES} or None, got {stripes}")
+        stripe_size = operator.index(stripe_size)
+        if not LMR_MIN_STRIPE_SIZE <= stripe_size <= LMR_MAX_STRIPE_SIZE:
+            raise ValueError(f"stripe_size must be in {LMR_MIN_STRIPE_SIZE}..{LMR_MAX_STRIPE_SIZE} "
+                             f"bytes, got {stripe_size}")
         self.stripes = stripes
+        self.stripe_size = stripe_size
         self.connections = connections
         self.timeout = timeout
         self.connect_timeout = min(timeout, 5.0) if connect_timeout is None else connect_timeout
@@ -144,7 +160,8 @@ cdef class RedisClient:
         cfg.db = db
         cfg.timeout = timeout
         cfg.connect_timeout = self.connect_timeout
-        cfg.stripes = stripes
+        cfg.stripes = 0 if stripes is None else min(stripes, LMR_MAX_STRIPES + 1)
+        cfg.stripe_size = stripe_size
         cfg.connections = connections
         cdef lmr_error err
         cdef int rc
@@ -157,7 +174,8 @@ cdef class RedisClient:
     def from_url(cls, url, **kwargs):
         """Makes a client from ``redis://[[user]:password@]host[:port][/db]``
         or ``unix:///path/to/redis.sock[?db=N]``. Query parameters
-        (``stripes``, ``connections``, ``timeout``, ``connect_timeout``, ``db``)
+        (``stripes``, ``stripe_size``, ``connections``, ``timeout``,
+        ``connect_timeout``, ``db``)
         and keyword arguments set the other options; keywords win.
         """
         options = parse_url(url)
@@ -197,7 +215,9 @@ cdef class RedisClient:
         where = (f"unix_socket_path={self.unix_socket_path!r}" if self.unix_socket_path
                  else f"host={self.host!r}, port={self.port}")
         user = f", username={self.username!r}" if self.username is not None else ""
-        return (f"RedisClient({where}, db={self.db}{user}, stripes={self.stripes}, "
+        striping = (f"stripes={self.stripes}" if self.stripes is not None
+                    else f"stripe_size={self.stripe_size}")
+        return (f"RedisClient({where}, db={self.db}{user}, {striping}, "
                 f"connections={self.connections}, timeout={self.timeout})")
 
     def set(self, key, buffer, *, ttl=None):

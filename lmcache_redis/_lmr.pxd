@@ -26,6 +26,9 @@ cdef extern from "lmcache_redis.h" nogil:
         LMR_MAX_STRIPES
         LMR_MAX_CONNECTIONS
         LMR_MAX_KEY_LEN
+        LMR_MIN_STRIPE_SIZE
+        LMR_MAX_STRIPE_SIZE
+        LMR_DEFAULT_STRIPE_SIZE
 
     ctypedef struct lmr_config:
         const char *host
@@ -37,6 +40,7 @@ cdef extern from "lmcache_redis.h" nogil:
         double timeout
         double connect_timeout
         int stripes
+        uint64_t stripe_size
         int connections
 
     void lmr_config_init(lmr_config *cfg)

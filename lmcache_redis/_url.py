@@ -2,7 +2,7 @@
 
 from urllib.parse import parse_qs, unquote, urlsplit
 
-_INT_OPTIONS = ("stripes", "connections", "db")
+_INT_OPTIONS = ("stripes", "stripe_size", "connections", "db")
 _FLOAT_OPTIONS = ("timeout", "connect_timeout")
 
 

@@ -395,7 +395,9 @@ def test_idle_connections_survive_a_restart(own_server, key, connections: int) -
     # The server restarts while the client is idle (or drops idle clients:
     # redis' `timeout` setting, CLIENT KILL): the first call afterwards must
     # not fail on the connections the server closed in the meantime.
-    client = RedisClient(own_server.host, own_server.port, connections=connections, timeout=5)
+    # stripes=8: every connection carries a stripe, so every one reconnects.
+    client = RedisClient(own_server.host, own_server.port, stripes=8, connections=connections,
+                         timeout=5)
     _works(client, key)
     own_server.restart()
     _works(client, key)

@@ -309,3 +309,42 @@ def test_delete_sweeps_stripes_after_stripe_0_is_gone(clients, key, raw) -> None
     raw("DEL", f"{key}:stripe:0")
     assert clients(8).delete(key) is True
     assert _keys(raw, key) == set()
+
+
+# ---- stripe count by value size (stripes=None) ------------------------------------
+
+
+@pytest.mark.parametrize("stripe_size", [4096, 1 << 20])
+@pytest.mark.parametrize("multiple", [0.5, 1, 1.5, 8, 20])
+def test_stripe_count_follows_the_value_size(redis_server, raw, key, stripe_size: int,
+                                             multiple: float) -> None:
+    size = int(stripe_size * multiple)
+    count = -(-size // stripe_size)
+    data = _data(size)
+    with RedisClient(redis_server.host, redis_server.port, stripe_size=stripe_size) as client:
+        client.set(key, data)
+        expected = {key.encode()} if count == 1 else _sub_keys(key, count)
+        assert _keys(raw, key) == expected
+        # The reader guesses the count from its buffer: right, too small and too big.
+        for cap in (size, size * 3 + 1):
+            out = bytearray(cap)
+            assert client.get(key, out) == size and bytes(out[:size]) == data
+        if count > 1:
+            with pytest.raises(ValueError):
+                client.get(key, bytearray(size - 1))
+
+
+def test_default_splits_32_mib_into_4_mib_stripes(redis_server, raw, key) -> None:
+    data = _data(32 << 20)
+    with RedisClient(redis_server.host, redis_server.port) as client:
+        assert client.stripes is None and client.stripe_size == 4 << 20
+        client.set(key, data)
+        assert _keys(raw, key) == _sub_keys(key, 8)
+        out = bytearray(32 << 20)
+        assert client.get(key, out) == len(data) and out == data
+
+
+@pytest.mark.parametrize("stripe_size", [0, 4095, (256 << 20) + 1, -1])
+def test_stripe_size_out_of_range(redis_server, stripe_size: int) -> None:
+    with pytest.raises(ValueError, match="stripe_size"):
+        RedisClient(redis_server.host, redis_server.port, stripe_size=stripe_size)
