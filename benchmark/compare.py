@@ -1,0 +1,335 @@
+"""Every client and every limit side by side, in one run on one server.
+
+Starts a throwaway redis-server tuned for huge values (tools/local_redis.py;
+or uses --host/--port), then runs, each in its own process on the same keys
+and sizes: redis-py (sequential and asyncio), the pure-Python zero-copy
+client (at several value sizes, to find its best), lmcache_redis (a stripe
+sweep, sequential and concurrent), lmcache_redis against the null server
+(tools/null_server.c: the client's own ceiling), the raw loopback TCP limit
+(tools/tcp_pump.c), and redis-benchmark / memtier_benchmark when installed.
+
+Prints one table, and writes the rows as JSON and two plots (throughput
+against stripe count and against value size) as a PNG.
+
+    python benchmark/compare.py            # quick: well under a minute
+    python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmark"
+sys.path.insert(0, str(ROOT / "tools"))
+
+import local_redis  # noqa: E402  (tools/, put on the path above)
+
+MiB = 1 << 20
+GB = 1e9
+
+
+@dataclass
+class Plan:
+    """What one mode runs."""
+
+    num_chunks: int
+    sizes_mb: list[int]              # lmcache_redis (default config) and redis-py
+    stripe_sweep: list[int]          # at 32 MiB, real server
+    null_stripe_sweep: list[int]     # at 32 MiB, null server
+    connection_sweep: list[int]      # at 32 MiB with the default stripes
+    resp_py_sizes_mb: list[int]
+    redis_py_chunks: int             # redis-py is slow: fewer keys in quick mode
+
+
+QUICK = Plan(num_chunks=12, sizes_mb=[4, 32], stripe_sweep=[1, 4, 8, 16],
+             null_stripe_sweep=[1, 8], connection_sweep=[], resp_py_sizes_mb=[4, 32],
+             redis_py_chunks=6)
+FULL = Plan(num_chunks=50, sizes_mb=[4, 32, 80], stripe_sweep=[1, 2, 4, 8, 12, 16],
+            null_stripe_sweep=[1, 2, 4, 8, 16], connection_sweep=[1, 2, 4, 8],
+            resp_py_sizes_mb=[1, 4, 8, 32], redis_py_chunks=50)
+
+
+@dataclass
+class Run:
+    """One process to run, and how to label its rows."""
+
+    label: str
+    argv: list[str]
+    target: str = "redis"            # "redis" or "null"
+    rows: list[dict] = field(default_factory=list)
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.start = total, 0, time.monotonic()
+
+    def step(self, label: str) -> None:
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        elapsed = time.monotonic() - self.start
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                         f"{elapsed:5.0f}s {label[:50]:<50}")
+        sys.stderr.flush()
+        self.done += 1
+
+    def close(self) -> None:
+        sys.stderr.write("\r" + " " * 100 + "\r")
+        sys.stderr.flush()
+
+
+def script(name: str, *args: object) -> list[str]:
+    return [sys.executable, str(BENCH / name), *map(str, args)]
+
+
+def plan_runs(plan: Plan, default_stripes: int, default_conns: int) -> list[Run]:
+    n = plan.num_chunks
+    runs: list[Run] = []
+    for size in plan.sizes_mb:
+        rn = plan.redis_py_chunks
+        runs.append(Run(f"redis-py {size} MiB", script(
+            "redis-py-bench.py", "--size-mb", size, "--num-chunks", rn)))
+        runs.append(Run(f"redis-py asyncio {size} MiB", script(
+            "redis-py-bench.py", "--size-mb", size, "--num-chunks", rn, "--concurrent")))
+        runs.append(Run(f"lmcache_redis {size} MiB", script(
+            "lmcache_redis-bench.py", "--size-mb", size, "--num-chunks", n)))
+        runs.append(Run(f"lmcache_redis concurrent {size} MiB", script(
+            "lmcache_redis-bench.py", "--size-mb", size, "--num-chunks", n, "--concurrent")))
+    for size in plan.resp_py_sizes_mb:
+        # Same bytes moved at every size, so small values get more keys.
+        chunks = max(n, n * 32 // size) if size < 32 else n
+        runs.append(Run(f"resp-py {size} MiB", script(
+            "resp-py-bench.py", "--size-mb", size, "--num-chunks", chunks, "--concurrent")))
+    for stripes in plan.stripe_sweep:
+        if stripes != default_stripes:
+            runs.append(Run(f"lmcache_redis stripes={stripes}", script(
+                "lmcache_redis-bench.py", "--num-chunks", n, "--stripes", stripes,
+                "--connections", min(default_conns, stripes))))
+    for conns in plan.connection_sweep:
+        if conns != default_conns:
+            runs.append(Run(f"lmcache_redis connections={conns}", script(
+                "lmcache_redis-bench.py", "--num-chunks", n, "--connections", conns)))
+    for stripes in plan.null_stripe_sweep:
+        runs.append(Run(f"null server stripes={stripes}", script(
+            "lmcache_redis-bench.py", "--num-chunks", n, "--stripes", stripes,
+            "--connections", min(default_conns, stripes), "--no-verify"), target="null"))
+    return runs
+
+
+def run_json(run: Run, host: str, port: int) -> list[dict]:
+    out = subprocess.run([*run.argv, "--host", host, "--port", str(port), "--json"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"\n{run.label} failed ({out.returncode}):\n{out.stderr}{out.stdout}")
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    for row in rows:
+        row["target"] = run.target
+    return rows
+
+
+def redis_benchmark_rows(host: str, port: int, size_mb: int, n: int) -> list[dict]:
+    """redis-benchmark (Debian's redis-tools), 4 clients, no pipelining."""
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        return []
+    size = size_mb * MiB
+    out = subprocess.run([exe, "-h", host, "-p", str(port), "-t", "set,get", "-d", str(size),
+                          "-n", str(n), "-c", "4", "-P", "1", "--csv", "-q"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip('"') for c in line.split(",")]
+        if cells[0] in ("SET", "GET"):
+            rps = float(cells[1])
+            rows.append(dict(client="redis-benchmark", variant="4 clients",
+                             op=cells[0].lower(), size_bytes=size, num_chunks=n,
+                             stripes=None, connections=4, gb_per_s=rps * size / GB,
+                             cpu_s_per_gb=None, latency_median_s=None, target="redis"))
+    return rows
+
+
+def memtier_rows(host: str, port: int, size_mb: int, n: int) -> list[dict]:
+    """memtier_benchmark, when on PATH (it is not packaged by Debian)."""
+    exe = shutil.which("memtier_benchmark")
+    if exe is None:
+        return []
+    size = size_mb * MiB
+    rows = []
+    for op, ratio in (("set", "1:0"), ("get", "0:1")):
+        out = subprocess.run(
+            [exe, "-s", host, "-p", str(port), f"--ratio={ratio}", "-n", str(n),
+             f"--data-size={size}", "--key-minimum=1", f"--key-maximum={n}",
+             "--key-pattern=P:P", "--clients=4", "--threads=1", "--hide-histogram"],
+            capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            cells = line.split()
+            if cells and cells[0] in ("Sets", "Gets") and cells[0].lower()[:3] == op:
+                rows.append(dict(client="memtier_benchmark", variant="4 clients", op=op,
+                                 size_bytes=size, num_chunks=n, stripes=None, connections=4,
+                                 gb_per_s=float(cells[-1]) * 1000 / GB, cpu_s_per_gb=None,
+                                 latency_median_s=None, target="redis"))
+    return rows
+
+
+def pump_row(pump: Optional[Path]) -> list[dict]:
+    if pump is None:
+        return []
+    out = subprocess.run([str(pump), "--json", "--bytes", str(8 << 30)], capture_output=True,
+                         text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return [dict(client="loopback TCP", variant=f"1 stream, {result['chunk'] // MiB} MiB writes",
+                 op="transfer", size_bytes=None, num_chunks=None, stripes=None, connections=1,
+                 gb_per_s=result["gb_per_s"], cpu_s_per_gb=None, latency_median_s=None,
+                 target="limit")]
+
+
+def add_ratios(rows: list[dict]) -> float:
+    """Adds ``x_redis_py`` (throughput over redis-py's best mode, same op and
+    size) and ``of_tcp`` (share of the loopback limit). Returns that limit."""
+    best: dict[tuple, float] = {}
+    for r in rows:
+        if r["client"] == "redis-py":
+            k = (r["op"], r["size_bytes"])
+            best[k] = max(best.get(k, 0.0), r["gb_per_s"])
+    limit = next((r["gb_per_s"] for r in rows if r["client"] == "loopback TCP"), None)
+    for r in rows:
+        base = best.get((r["op"], r["size_bytes"]))
+        r["x_redis_py"] = r["gb_per_s"] / base if base else None
+        r["of_tcp"] = r["gb_per_s"] / limit if limit else None
+    return limit
+
+
+def print_table(rows: list[dict]) -> None:
+    head = (f"{'client':<18} {'variant':<22} {'server':<6} {'op':<4} {'size':>7} {'str':>3} "
+            f"{'conn':>4} {'GB/s':>6} {'x redis-py':>10} {'of TCP':>6} {'CPU s/GB':>8} "
+            f"{'median ms':>9}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        size = f"{r['size_bytes'] // MiB} MiB" if r.get("size_bytes") else "-"
+        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+        median = r.get("latency_median_s")
+        print(f"{r['client']:<18} {r['variant']:<22} {r['target']:<6} {r['op']:<4} {size:>7} "
+              f"{fmt(r.get('stripes'), 'd'):>3} {fmt(r.get('connections'), 'd'):>4} "
+              f"{r['gb_per_s']:>6.2f} {fmt(r.get('x_redis_py'), '.1f'):>10} "
+              f"{fmt(r.get('of_tcp'), '.2f'):>6} {fmt(r.get('cpu_s_per_gb'), '.2f'):>8} "
+              f"{fmt(None if median is None else median * 1e3, '.1f'):>9}")
+
+
+def plot(rows: list[dict], path: Path, default_stripes: int) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    ours = [r for r in rows if r["client"] == "lmcache_redis" and not r["concurrent"]]
+    for target, style in (("redis", "-o"), ("null", "--s")):
+        for op in ("get", "set"):
+            pts = sorted((r["stripes"], r["gb_per_s"]) for r in ours
+                         if r["target"] == target and r["op"] == op
+                         and r["size_bytes"] == 32 * MiB and r["connections"] == min(4, r["stripes"]))
+            if pts:
+                left.plot(*zip(*pts), style, label=f"{op.upper()} vs {target} server")
+    left.set(xlabel="stripes per value (32 MiB values)", ylabel="GB/s", title="lmcache_redis by stripe count")
+    for client, variant in (("lmcache_redis", "buffer"), ("redis-py", "single-pool"),
+                            ("resp-py", "threads")):
+        for op in ("get", "set"):
+            pts = sorted((r["size_bytes"] / MiB, r["gb_per_s"]) for r in rows
+                         if r["client"] == client and r["variant"] == variant and r["op"] == op
+                         and r["target"] == "redis"
+                         and r["stripes"] in (None, default_stripes))
+            if pts:
+                right.plot(*zip(*pts), "-o", label=f"{client} {op.upper()}")
+    right.set(xlabel="value size (MiB)", ylabel="GB/s", title="by value size", xscale="log")
+    for ax in (left, right):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def find_tool(name: str) -> Optional[Path]:
+    path = ROOT / "build" / "c" / name
+    return path if path.exists() else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--full", action="store_true", help="50-key batches, 4/32/80 MiB, full sweeps")
+    ap.add_argument("--host", help="benchmark this server instead of starting one")
+    ap.add_argument("--port", type=int, default=6379)
+    ap.add_argument("--out", type=Path, default=BENCH / "results",
+                    help="directory for the JSON and PNG (default benchmark/results)")
+    args = ap.parse_args()
+    plan = FULL if args.full else QUICK
+
+    import lmcache_redis  # noqa: F401  (fail early when the package is missing)
+    default_stripes, default_conns = 8, 4
+    runs = plan_runs(plan, default_stripes, default_conns)
+    null_exe, pump = find_tool("lmr_null_server"), find_tool("lmr_tcp_pump")
+    if null_exe is None or pump is None:
+        print("build/c/lmr_null_server or lmr_tcp_pump missing (cmake --build build/c): "
+              "their rows are left out", file=sys.stderr)
+    if null_exe is None:
+        runs = [r for r in runs if r.target != "null"]
+
+    server = None if args.host else local_redis.start()
+    host, port = (args.host, args.port) if args.host else (server.host, server.port)
+    rows: list[dict] = []
+    progress = Progress(len(runs) + 3)
+    try:
+        for run in runs:
+            progress.step(run.label)
+            if run.target == "null":
+                stripes = int(run.argv[run.argv.index("--stripes") + 1])
+                with local_redis.null_server(null_exe, 32 * MiB, stripes) as null_port:
+                    rows += run_json(run, "127.0.0.1", null_port)
+            else:
+                rows += run_json(run, host, port)
+        progress.step("redis-benchmark / memtier_benchmark")
+        rows += redis_benchmark_rows(host, port, 32, plan.num_chunks)
+        rows += memtier_rows(host, port, 32, plan.num_chunks)
+        progress.step("loopback TCP limit")
+        rows += pump_row(pump)
+        progress.step("done")
+    finally:
+        progress.close()
+        if server is not None:
+            server.stop()
+
+    limit = add_ratios(rows)
+    print(f"{'full' if args.full else 'quick'} run, {plan.num_chunks}-key batches "
+          f"(redis-py: {plan.redis_py_chunks}); x redis-py: over redis-py's best mode at the "
+          f"same op and size; of TCP: share of the loopback limit"
+          + (f" ({limit:.2f} GB/s)" if limit else ""))
+    print_table(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path, png_path = args.out / f"compare-{stamp}.json", args.out / f"compare-{stamp}.png"
+    meta = dict(mode="full" if args.full else "quick", date=stamp, host=platform.node(),
+                cpus=os.cpu_count(), python=platform.python_version(),
+                redis_server=local_redis.version(), plan=plan.__dict__)
+    json_path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    print(f"\nwrote {json_path}")
+    if plot(rows, png_path, default_stripes):
+        print(f"wrote {png_path}")
+
+
+if __name__ == "__main__":
+    main()
