@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--client-type", choices=("lmcache_redis", "ptr"),
                         default="lmcache_redis",
                         help="buffer API (default) or the set_ptr/get_ptr address API")
+    parser.add_argument("--unix-socket", help="connect over this Unix socket (with --host, "
+                                              "which names the same server)")
     parser.add_argument("--threads", type=int,
                         help="Python threads with --concurrent (default: --connections)")
     args = bench_common.parse_args(parser)
@@ -52,7 +54,8 @@ def main() -> None:
 
     with bench_common.redis_address(args) as (host, port), lmcache_redis.RedisClient(
             host, port, stripes=args.stripes, stripe_size=stripe_size,
-            connections=args.connections, timeout=args.timeout) as client:
+            connections=args.connections, timeout=args.timeout,
+            unix_socket_path=args.unix_socket) as client:
         if args.client_type == "ptr":
             def put(i: int) -> None:
                 client.set_ptr(keys[i], sources[i].address, sources[i].nbytes)

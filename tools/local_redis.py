@@ -25,9 +25,10 @@ from lmcache_redis.testing import RedisServer, find_redis_server
 TUNED_ARGS = ["--io-threads", "1"]
 
 
-def start() -> RedisServer:
-    """A started RedisServer on a free port with TUNED_ARGS (stop() it when done)."""
-    return RedisServer(extra_args=TUNED_ARGS).start()
+def start(extra_args: list[str] = (), unix_socket: bool = False) -> RedisServer:
+    """A started RedisServer on a free port (and a Unix socket if asked) with
+    TUNED_ARGS, then extra_args; stop() it when done."""
+    return RedisServer(extra_args=TUNED_ARGS + list(extra_args), unix_socket=unix_socket).start()
 
 
 def version() -> str:
