@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import pytest
@@ -106,13 +106,15 @@ def redis_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def lmcache_client(redis_url: str) -> Iterator[Callable[..., lmcache_redis.RedisClient]]:
-    """lmcache_client(stripes=8, connections=4): one shared client per config."""
-    clients: dict[tuple[int, int], lmcache_redis.RedisClient] = {}
+    """lmcache_client(stripes=None, connections=4): one shared client per
+    config; stripes=None leaves the client's default (stripes by stripe_size)."""
+    clients: dict[tuple[Optional[int], int], lmcache_redis.RedisClient] = {}
 
-    def get(stripes: int = 8, connections: int = 4) -> lmcache_redis.RedisClient:
+    def get(stripes: Optional[int] = None, connections: int = 4) -> lmcache_redis.RedisClient:
         if (stripes, connections) not in clients:
+            options = {} if stripes is None else {"stripes": stripes}
             clients[stripes, connections] = lmcache_redis.RedisClient.from_url(
-                redis_url, stripes=stripes, connections=connections, timeout=60.0)
+                redis_url, connections=connections, timeout=60.0, **options)
         return clients[stripes, connections]
 
     yield get

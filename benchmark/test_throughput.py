@@ -2,13 +2,17 @@
 
 Each benchmark times one op on one key per round (benchmark.pedantic, one
 warm-up round), in groups "set <N> MiB" / "get <N> MiB" so that
-lmcache_redis (default stripes=8, connections=4; stripes 1 and 16) and
-redis-py (hiredis) line up in the compare view. "latency get 32 MiB" is a
+lmcache_redis and redis-py (hiredis) line up in the compare view.
+lmcache_redis runs with its defaults (named "lmcache_redis": stripes by
+stripe_size, 4 MiB, so 1 / 8 / 20 stripes at 4 / 32 / 80 MiB; 4
+connections) and with stripes fixed at 1 and 16 ("lmcache_redis-stripes1",
+"-stripes16"; 4 connections). "latency get 32 MiB" is a
 single 32 MiB GET with more rounds, ours against redis-py.
 
 extra_info: gb_per_s (size over the mean round, 10**9 bytes/s), size_bytes,
-op, client, stripes, connections (redis-py: null stripes, 1 connection),
-and parser for redis-py. Nothing here asserts a speed; each benchmark
+op, client, stripes (the count a value of this size gets), stripe_size
+(null when stripes is fixed), connections (redis-py: null stripes, 1
+connection), and parser for redis-py. Nothing here asserts a speed; each benchmark
 checks once, outside the timing, that the stored value reads back intact.
 
 Each SET round writes a fresh key (the key is deleted in the untimed
@@ -38,16 +42,16 @@ GB = 1e9  # gb_per_s: 10**9 bytes per second, as in compare.py
 @dataclass(frozen=True)
 class Config:
     client: str  # "lmcache_redis" or "redis-py"
-    stripes: Optional[int] = None
+    stripes: Optional[int] = None  # lmcache_redis: None is the default (by stripe_size)
     connections: Optional[int] = None
 
     def __str__(self) -> str:
-        if self.client == "redis-py":
-            return "redis-py"
-        return f"lmcache_redis-s{self.stripes}c{self.connections}"
+        if self.client == "redis-py" or self.stripes is None:
+            return self.client
+        return f"{self.client}-stripes{self.stripes}"
 
 
-OURS = Config("lmcache_redis", 8, 4)  # the defaults
+OURS = Config("lmcache_redis", None, 4)  # the defaults
 REDIS_PY = Config("redis-py", None, 1)
 CONFIGS = [OURS, Config("lmcache_redis", 1, 4), Config("lmcache_redis", 16, 4), REDIS_PY]
 
@@ -64,12 +68,18 @@ class Ops:
                  dst: np.ndarray, lmcache_client: Callable[..., lmcache_redis.RedisClient],
                  redis_py: redis.Redis) -> None:
         self.config, self.key, self.src, self.dst = config, key, src, dst
+        self.stripes, self.stripe_size = None, None
         if config.client == "redis-py":
             self.set = lambda: redis_py.set(key, src_bytes)
             self.get = lambda: redis_py.get(key)
             self._delete = lambda: redis_py.delete(key)
         else:
             client = lmcache_client(config.stripes, config.connections)
+            self.stripes = config.stripes
+            if config.stripes is None:  # as csrc/client.c's stripes_for
+                self.stripe_size = client.stripe_size
+                self.stripes = min(lmcache_redis.MAX_STRIPES,
+                                   max(1, -(-src.nbytes // client.stripe_size)))
             self.set = lambda: client.set(key, src)
             self.get = lambda: client.get(key, dst)
             self._delete = lambda: client.delete(key)
@@ -93,12 +103,13 @@ class Ops:
         self.check(self.get())
 
 
-def record(benchmark, config: Config, op: str, size: int) -> None:
+def record(benchmark, ops: Ops, op: str, size: int) -> None:
     """extra_info, from the finished benchmark's stats."""
     mean = benchmark.stats.stats.mean
+    config = ops.config
     benchmark.extra_info.update(
         gb_per_s=round(size / mean / GB, 3), size_bytes=size, op=op, client=config.client,
-        stripes=config.stripes, connections=config.connections)
+        stripes=ops.stripes, stripe_size=ops.stripe_size, connections=config.connections)
     if config.client == "redis-py":
         benchmark.extra_info["parser"] = "hiredis" if redis.utils.HIREDIS_AVAILABLE else "python"
 
@@ -112,7 +123,7 @@ def ops(request, key, src, src_bytes, dst, lmcache_client, redis_py) -> Ops:
 def test_set(benchmark, ops: Ops, size: int) -> None:
     benchmark.group = f"set {size // MiB} MiB"
     benchmark.pedantic(ops.set, setup=ops.delete, rounds=rounds_for(size), warmup_rounds=1)
-    record(benchmark, ops.config, "set", size)
+    record(benchmark, ops, "set", size)
     ops.check_stored()
 
 
@@ -122,7 +133,7 @@ def test_get(benchmark, ops: Ops, size: int) -> None:
     ops.set()
     ops.dst.fill(0)  # what a broken GET leaves must not look like the data
     result = benchmark.pedantic(ops.get, rounds=rounds_for(size), warmup_rounds=1)
-    record(benchmark, ops.config, "get", size)
+    record(benchmark, ops, "get", size)
     ops.check(result)
 
 
@@ -134,7 +145,7 @@ def test_latency_get(benchmark, ops: Ops, size: int) -> None:
     ops.set()
     ops.dst.fill(0)
     result = benchmark.pedantic(ops.get, rounds=50, warmup_rounds=1)
-    record(benchmark, ops.config, "get", size)
+    record(benchmark, ops, "get", size)
     stats = benchmark.stats.stats
     benchmark.extra_info.update(latency_median_ms=round(stats.median * 1e3, 3),
                                 latency_min_ms=round(stats.min * 1e3, 3),
