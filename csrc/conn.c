@@ -82,6 +82,16 @@ static int idle_conn_ok(lmr_conn *c) {
   return k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
+/* The socket being connected is published as c->fd at once, so that
+ * lmr__conn_interrupt can cut a connect short too. */
+static void publish_fd(void *ctx, int fd) {
+  lmr_conn *c = ctx;
+  pthread_mutex_lock(&c->fd_mu);
+  c->fd = fd;
+  if (fd >= 0 && atomic_load(&c->interrupted)) shutdown(fd, SHUT_RDWR);
+  pthread_mutex_unlock(&c->fd_mu);
+}
+
 int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
   if (c->fd >= 0 && c->rpos == c->rlen && idle_conn_ok(c)) return LMR_OK;
   if (c->fd >= 0) lmr__conn_close(c);
@@ -89,12 +99,12 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
   int64_t deadline = lmr__deadline(c->cfg->connect_timeout);
   if (deadline > c->deadline && c->deadline != 0) deadline = c->deadline;
   int fd;
-  int rc = lmr__net_connect(c->cfg, deadline, &fd, err);
-  if (rc != LMR_OK) return rc;
-  pthread_mutex_lock(&c->fd_mu);
-  c->fd = fd;
-  pthread_mutex_unlock(&c->fd_mu);
-  /* An interrupt that raced with connect found no fd to shut down. */
+  int rc = lmr__net_connect(c->cfg, deadline, publish_fd, c, &fd, err);
+  if (rc != LMR_OK) {
+    if (atomic_load(&c->interrupted))
+      return lmr__err(err, LMR_ECLOSED, "client was closed during the operation");
+    return rc;
+  }
   if (atomic_load(&c->interrupted)) return broken(c, LMR_ECLOSED, err);
   if (c->ever_connected) LMR__COUNT(c->stats, reconnects, 1);
   c->ever_connected = 1;
@@ -122,6 +132,10 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
     lmr_cmd_arg_copy(&cmd, "PING");
     rc = handshake_step(c, &cmd, "PING failed", LMR_ERESPONSE, err);
   }
+  /* Nothing may follow the handshake's replies: such bytes would be taken
+   * for the next command's reply. */
+  if (rc == LMR_OK && (c->rpos != c->rlen || !idle_conn_ok(c)))
+    rc = broken(c, lmr__err(err, LMR_EPROTO, "unexpected bytes after the handshake"), err);
   c->deadline = op_deadline;
   return rc;
 }

@@ -35,14 +35,26 @@ static int wait_fd(int fd, short events, int64_t deadline, const char *what, lmr
   }
 }
 
+typedef struct {
+  lmr__net_fd_hook hook;
+  void *ctx;
+} fd_hook;
+
+static void close_hooked(int fd, const fd_hook *h) {
+  h->hook(h->ctx, -1);
+  close(fd);
+}
+
 static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
-                       int64_t deadline, const char *endpoint, int *out, lmr_error *err) {
+                       int64_t deadline, const char *endpoint, const fd_hook *h, int *out,
+                       lmr_error *err) {
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return lmr__err_sys(err, LMR_ECONN, errno, "socket");
+  h->hook(h->ctx, fd);
   if (connect(fd, addr, len) != 0) {
     if (errno != EINPROGRESS && errno != EAGAIN) {
       int e = errno;
-      close(fd);
+      close_hooked(fd, h);
       return lmr__err_sys(err, LMR_ECONN, e, "cannot connect to %s", endpoint);
     }
     char what[sizeof "connecting to " + 160];
@@ -54,7 +66,7 @@ static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
     if (rc == LMR_OK && soerr != 0)
       rc = lmr__err_sys(err, LMR_ECONN, soerr, "cannot connect to %s", endpoint);
     if (rc != LMR_OK) {
-      close(fd);
+      close_hooked(fd, h);
       return rc;
     }
   }
@@ -66,7 +78,9 @@ static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
   return LMR_OK;
 }
 
-int lmr__net_connect(const lmr_config *cfg, int64_t deadline, int *fd, lmr_error *err) {
+int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook hook,
+                     void *hook_ctx, int *fd, lmr_error *err) {
+  fd_hook h = {hook, hook_ctx};
   char endpoint[160];
   lmr__net_endpoint(cfg, endpoint, sizeof endpoint);
   if (cfg->unix_path != NULL) {
@@ -77,7 +91,7 @@ int lmr__net_connect(const lmr_config *cfg, int64_t deadline, int *fd, lmr_error
       return lmr__err(err, LMR_EINVAL, "unix socket path is longer than %zu bytes",
                       sizeof sa.sun_path - 1);
     strcpy(sa.sun_path, cfg->unix_path);
-    return connect_one((struct sockaddr *)&sa, sizeof sa, AF_UNIX, deadline, endpoint, fd, err);
+    return connect_one((struct sockaddr *)&sa, sizeof sa, AF_UNIX, deadline, endpoint, &h, fd, err);
   }
   struct addrinfo hints, *res = NULL;
   memset(&hints, 0, sizeof hints);
@@ -90,7 +104,7 @@ int lmr__net_connect(const lmr_config *cfg, int64_t deadline, int *fd, lmr_error
     return lmr__err(err, LMR_ECONN, "cannot resolve %s: %s", cfg->host, gai_strerror(gai));
   int rc = LMR_ECONN;
   for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
-    rc = connect_one(ai->ai_addr, ai->ai_addrlen, ai->ai_family, deadline, endpoint, fd, err);
+    rc = connect_one(ai->ai_addr, ai->ai_addrlen, ai->ai_family, deadline, endpoint, &h, fd, err);
     if (rc == LMR_OK || rc == LMR_ETIMEDOUT) break;
   }
   freeaddrinfo(res);

@@ -11,9 +11,14 @@
 
 #include "lmcache_redis.h"
 
+/* Told each socket the moment it exists (fd) and before it is closed (-1),
+ * so that another thread can shut a connect in progress down. */
+typedef void (*lmr__net_fd_hook)(void *ctx, int fd);
+
 /* Connects to cfg's Unix path or host:port; on success *fd is a
  * non-blocking, close-on-exec stream socket (TCP_NODELAY for TCP). */
-int lmr__net_connect(const lmr_config *cfg, int64_t deadline, int *fd, lmr_error *err);
+int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook hook,
+                     void *hook_ctx, int *fd, lmr_error *err);
 
 /* Sends every byte of iov[0..iovcnt). The iovec array is consumed (its
  * entries are advanced in place), the bytes they point at are not touched. */

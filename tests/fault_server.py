@@ -1,0 +1,580 @@
+"""A small RESP2 server whose replies a test controls: fault injection for
+the client's reliability tests (tests/test_faults.py).
+
+    with FaultServer() as server:
+        client = RedisClient(server.host, server.port, timeout=1.0)
+        server.mode = "stall"      # GET/SET/... now go unanswered
+        ...
+        server.mode = "healthy"    # a tiny Redis again, on the same port
+
+Loopback only. One thread per connection, at most ``max_connections`` at
+once (more are closed on accept). Every socket wait is short, so ``stop()``
+(called by ``with``, and by a timer ``lifetime`` seconds after ``start()``)
+ends every thread within a fraction of a second. All threads are daemons.
+
+Requests are parsed properly: arrays of bulk strings, several per read,
+split anywhere; large arguments that a fault mode does not need (a SET's
+value) are read and dropped piece by piece, never held whole.
+
+The handshake (PING, AUTH, SELECT, anything but the data commands) is
+always answered as Redis would (AUTH accepts any password; SELECT any db in
+0..15, all sharing one store). The data commands GET, SET, GETRANGE, EXISTS
+and DEL (or only those in ``fault_commands``) are answered per ``mode``,
+which may be switched at any time; each command uses the mode in force
+when its name was read:
+
+healthy             a tiny Redis: values in a dict; GET, SET (with EX/PX),
+                    GETRANGE, EXISTS and DEL behave as Redis's do.
+close_header        the first bytes of the reply's header line, then close.
+close_payload       a bulk reply's header and ``cut`` bytes of its payload
+                    (default: half), then close. Replies without a payload:
+                    as close_header.
+stall               no reply, ever, on that connection (it keeps reading,
+                    so it sees the client hang up).
+blackhole           stops reading and replying on that connection as soon
+                    as the command's name is read: a large SET fills the
+                    socket buffers and its sender blocks. The connection is
+                    closed when the mode changes.
+drip                the whole reply, one byte every ``drip_interval`` s.
+too_big             replies as if the value were ``big_len`` bytes long.
+huge                bulk replies (GET, GETRANGE): ``$536870913`` (512 MiB
+                    + 1), then nothing.
+negative            bulk replies: ``line`` (default ``$-2``), then nothing.
+nan                 bulk replies: ``line`` (default ``$abc``), then nothing.
+error               ``-<error_text>`` to every data command.
+wrong_type_status   ``+OK`` (SET: the bulk string ``OK``).
+wrong_type_integer  ``:1`` (EXISTS, DEL: the bulk string ``1``).
+extra               a valid "nothing there" reply ($-1 to GET, $0 to
+                    GETRANGE, +OK to SET, :0 to EXISTS and DEL) followed,
+                    in the same write, by ``extra_bytes`` (default: a
+                    bulk reply, ``$6 POISON``).
+bad_trailer         bulk replies: header and payload, then ``XY`` instead
+                    of CRLF, then nothing.
+
+In every mode but healthy, extra and the three bad-header modes, a key
+pretends to hold a value of ``value_len`` bytes (``big_len`` in too_big);
+a key ending in ``:stripe:<i>`` pretends to hold stripe ``i`` of such a
+value in lmcache_redis's striped format (``stripes`` stripes, so i >=
+stripes is absent), so a client really places payload bytes in its buffer
+before the fault hits. SET replies +OK, EXISTS and DEL count every key.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import socket
+import struct
+import threading
+import time
+from typing import Optional, Union
+
+__all__ = ["FaultServer", "MODES", "DATA_COMMANDS"]
+
+MODES = (
+    "healthy", "close_header", "close_payload", "stall", "blackhole", "drip",
+    "too_big", "huge", "negative", "nan", "error", "wrong_type_status",
+    "wrong_type_integer", "extra", "bad_trailer",
+)
+DATA_COMMANDS = frozenset({"GET", "SET", "GETRANGE", "EXISTS", "DEL"})
+
+_HOST = "127.0.0.1"
+_POLL = 0.05                   # longest blocking wait before the stop flag is checked
+_CHUNK = 256 * 1024            # recv size
+_MAX_LINE = 64 * 1024          # longest request header line
+_MAX_ARGS = 1024
+_MAX_BULK = 1 << 30            # longest request argument accepted at all
+_KEEP_SMALL = 64 * 1024        # arguments up to this are always kept
+_MAX_KEPT = 128 << 20          # longest value the healthy store keeps
+_HUGE = 512 * 1024 * 1024 + 1
+_STRIPE_HDR = struct.Struct("<4sHHIIQQ")   # magic, version, size, index, count, length, set id
+_STRIPE_KEY = re.compile(rb"(.*):stripe:(\d+)", re.S)
+_INT = re.compile(rb"-?\d+")
+_PATTERN = bytes(range(251))   # a prime length: stripes don't line up with it
+_MISS = {"GET": b"$-1\r\n", "GETRANGE": b"$0\r\n\r\n", "SET": b"+OK\r\n",
+         "EXISTS": b":0\r\n", "DEL": b":0\r\n"}
+
+
+class _Stop(Exception):
+    """The server is stopping."""
+
+
+class _BadRequest(Exception):
+    """Not a RESP request."""
+
+
+class _Blackhole(Exception):
+    """Stop reading: the command's name was read in blackhole mode."""
+
+
+class Discarded:
+    """Stands for an argument that was read and dropped; keeps its length."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
+Arg = Union[bytes, Discarded]
+
+
+def _pattern(n: int, offset: int = 0) -> bytes:
+    reps = (offset + n) // len(_PATTERN) + 1
+    return (_PATTERN * reps)[offset:offset + n]
+
+
+def _stripe_part(total: int, count: int, i: int) -> tuple[int, int]:
+    base, rem = divmod(total, count)
+    return i * base + min(i, rem), base + (1 if i < rem else 0)
+
+
+def _getrange(value: bytes, start: int, end: int) -> bytes:
+    """Redis's GETRANGE arithmetic (t_string.c)."""
+    n = len(value)
+    if start < 0 and end < 0 and start > end:
+        return b""
+    if start < 0:
+        start += n
+    if end < 0:
+        end += n
+    start, end = max(start, 0), max(end, 0)
+    end = min(end, n - 1)
+    if n == 0 or start > end:
+        return b""
+    return value[start:end + 1]
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _int_arg(arg: Arg) -> Optional[int]:
+    if isinstance(arg, bytes) and _INT.fullmatch(arg):
+        v = int(arg)
+        if -(1 << 63) <= v < (1 << 63):
+            return v
+    return None
+
+
+class _Reader:
+    """Reads requests from one connection, waking often to check `stop`."""
+
+    def __init__(self, sock: socket.socket, server: "FaultServer") -> None:
+        self.sock = sock
+        self.server = server
+        self.buf = bytearray()
+        self.pos = 0
+
+    def recv(self) -> bytes:
+        while True:
+            if self.server._stopping.is_set():
+                raise _Stop
+            try:
+                data = self.sock.recv(_CHUNK)
+            except socket.timeout:
+                continue
+            if not data:
+                raise EOFError
+            return data
+
+    def _fill(self) -> None:
+        data = self.recv()
+        if self.pos:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def _line(self) -> bytes:
+        while True:
+            i = self.buf.find(b"\r\n", self.pos)
+            if i >= 0:
+                line = bytes(self.buf[self.pos:i])
+                self.pos = i + 2
+                return line
+            if len(self.buf) - self.pos > _MAX_LINE:
+                raise _BadRequest("header line too long")
+            self._fill()
+
+    def _take(self, n: int, keep: bool) -> bytes:
+        """The next n bytes; dropped as they come unless `keep`."""
+        parts: list[bytes] = []
+        while n > 0:
+            if self.pos == len(self.buf):
+                self._fill()
+            k = min(n, len(self.buf) - self.pos)
+            if keep:
+                parts.append(bytes(self.buf[self.pos:self.pos + k]))
+            self.pos += k
+            n -= k
+        return b"".join(parts)
+
+    def read_command(self) -> tuple[str, list[Arg]]:
+        """(mode in force when the name was read, arguments)."""
+        line = self._line()
+        if line[:1] != b"*" or not _INT.fullmatch(line[1:]):
+            raise _BadRequest(f"expected an array header, got {line[:40]!r}")
+        argc = int(line[1:])
+        if not 1 <= argc <= _MAX_ARGS:
+            raise _BadRequest(f"bad argument count {argc}")
+        args: list[Arg] = []
+        mode = "healthy"
+        name = ""
+        for i in range(argc):
+            head = self._line()
+            if head[:1] != b"$" or not _INT.fullmatch(head[1:]):
+                raise _BadRequest(f"expected a bulk header, got {head[:40]!r}")
+            n = int(head[1:])
+            if not 0 <= n <= _MAX_BULK:
+                raise _BadRequest(f"bad argument length {n}")
+            faulty = mode != "healthy" and name in self.server.fault_commands
+            keep = i < 2 or n <= _KEEP_SMALL or (not faulty and n <= _MAX_KEPT)
+            data = self._take(n, keep)
+            if self._take(2, True) != b"\r\n":
+                raise _BadRequest("argument not followed by CRLF")
+            args.append(data if keep else Discarded(n))
+            if i == 0:
+                name = data.decode("latin-1").upper()
+                mode = self.server.mode
+                if (mode == "blackhole" and name in DATA_COMMANDS
+                        and name in self.server.fault_commands):
+                    raise _Blackhole
+        return mode, args
+
+
+class FaultServer:
+    """See the module docstring. ``port=0`` picks a free port. Attributes
+    may be changed while the server runs; each command reads them once.
+
+    Attributes:
+        mode: one of MODES.
+        fault_commands: the data commands the mode applies to; the others
+            are answered as in healthy mode.
+        value_len, big_len, stripes: the value keys pretend to hold.
+        cut: close_payload sends this many payload bytes (None: half).
+        drip_interval: seconds between two dripped bytes.
+        line: the header line of huge/negative/nan (None: their default).
+        error_text: the error mode's reply text.
+        extra_bytes: what the extra mode appends to a valid reply.
+        handshake_extra: bytes sent right after every PING, AUTH and SELECT
+            reply, whatever the mode (default: none).
+        commands: how many of each command were received (by name).
+        accepted: connections accepted.
+    """
+
+    def __init__(self, mode: str = "healthy", *, port: int = 0, value_len: int = 65536,
+                 lifetime: float = 300.0, max_connections: int = 64) -> None:
+        self.mode = mode
+        self.fault_commands = set(DATA_COMMANDS)
+        self.value_len = value_len
+        self.big_len = value_len + 1
+        self.stripes = 8
+        self.cut: Optional[int] = None
+        self.drip_interval = 0.05
+        self.line: Optional[bytes] = None
+        self.error_text = b"ERR fault injected by the test server"
+        self.extra_bytes = _bulk(b"POISON")
+        self.handshake_extra = b""
+        self.commands: collections.Counter = collections.Counter()
+        self.accepted = 0
+        self._port = port
+        self._lifetime = lifetime
+        self._max_connections = max_connections
+        self._store: dict[bytes, tuple[bytes, Optional[float]]] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener: Optional[socket.socket] = None
+        self._threads: set[threading.Thread] = set()
+        self._socks: set[socket.socket] = set()
+        self._acceptor: Optional[threading.Thread] = None
+        self._timer: Optional[threading.Timer] = None
+        self._set_id = 0x5EED_F00D_0000_0001
+
+    # -- the mode ---------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"unknown mode {value!r}; one of {MODES}")
+        self._mode = value
+
+    # -- life cycle -------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return _HOST
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None, "FaultServer is not started"
+        return self._listener.getsockname()[1]
+
+    def start(self) -> "FaultServer":
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((_HOST, self._port))
+        listener.listen(128)
+        listener.settimeout(_POLL)
+        self._listener = listener
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
+                                          name="fault-server-accept")
+        self._acceptor.start()
+        self._timer = threading.Timer(self._lifetime, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        """Closes the listener and every connection; joins the threads
+        (each within a second). Idempotent, callable from any thread."""
+        self._stopping.set()
+        if self._timer is not None and self._timer is not threading.current_thread():
+            self._timer.cancel()
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        me = threading.current_thread()
+        if self._acceptor is not None and self._acceptor is not me:
+            self._acceptor.join(1.0)
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            if t is not me:
+                t.join(1.0)
+        if self._listener is not None:
+            self._listener.close()
+
+    def __enter__(self) -> "FaultServer":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def live_connections(self) -> int:
+        with self._lock:
+            return len(self._socks)
+
+    # -- threads ----------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                full = len(self._socks) >= self._max_connections or self._stopping.is_set()
+                if not full:
+                    self.accepted += 1
+                    self._socks.add(sock)
+            if full:
+                sock.close()
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(_POLL)
+            t = threading.Thread(target=self._serve, args=(sock,), daemon=True,
+                                 name="fault-server-conn")
+            with self._lock:
+                self._threads.add(t)
+            t.start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        reader = _Reader(sock, self)
+        try:
+            while True:
+                try:
+                    mode, args = reader.read_command()
+                except _Blackhole:
+                    self._blackhole()
+                    return
+                except _BadRequest as e:
+                    self._send(sock, b"-ERR Protocol error: %s\r\n" % str(e).encode())
+                    return
+                name = args[0].decode("latin-1").upper()  # type: ignore[union-attr]
+                with self._lock:
+                    self.commands[name] += 1
+                if name in DATA_COMMANDS and name in self.fault_commands and mode != "healthy":
+                    steps = self._fault(mode, name, args)
+                else:
+                    reply = self._healthy(name, args)
+                    if name in ("PING", "AUTH", "SELECT"):
+                        reply += self.handshake_extra
+                    steps = [("send", reply)]
+                for step in steps:
+                    kind = step[0]
+                    if kind == "send":
+                        self._send(sock, step[1])
+                    elif kind == "drip":
+                        self._drip(sock, step[1])
+                    elif kind == "close":
+                        return
+                    elif kind == "silent":
+                        while True:  # read and drop until the client hangs up
+                            reader.recv()
+        except (_Stop, EOFError, OSError):
+            pass
+        finally:
+            with self._lock:
+                self._socks.discard(sock)
+                self._threads.discard(threading.current_thread())
+            sock.close()
+
+    def _send(self, sock: socket.socket, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._stopping.is_set():
+                raise _Stop
+            try:
+                k = sock.send(view)
+            except socket.timeout:
+                continue
+            view = view[k:]
+
+    def _drip(self, sock: socket.socket, data: bytes) -> None:
+        for i in range(len(data)):
+            self._send(sock, data[i:i + 1])
+            if self._stopping.wait(self.drip_interval):
+                raise _Stop
+
+    def _blackhole(self) -> None:
+        while self.mode == "blackhole":
+            if self._stopping.wait(_POLL):
+                return
+
+    # -- replies ----------------------------------------------------------
+
+    def _healthy(self, name: str, args: list[Arg]) -> bytes:
+        argc = len(args)
+        if any(isinstance(a, Discarded) for a in args):
+            return b"-ERR argument too large for the test server\r\n"
+        arity = {"GET": argc == 2, "SET": argc >= 3, "GETRANGE": argc == 4,
+                 "EXISTS": argc >= 2, "DEL": argc >= 2, "PING": argc <= 2,
+                 "AUTH": 2 <= argc <= 3, "SELECT": argc == 2}
+        if name not in arity:
+            return b"-ERR unknown command '%s'\r\n" % name.encode()[:64]
+        if not arity[name]:
+            return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower().encode()
+        a: list[bytes] = args  # type: ignore[assignment]
+        if name == "PING":
+            return b"+PONG\r\n" if argc == 1 else _bulk(a[1])
+        if name == "AUTH":
+            return b"+OK\r\n"
+        if name == "SELECT":
+            db = _int_arg(a[1])
+            if db is None:
+                return b"-ERR value is not an integer or out of range\r\n"
+            return b"+OK\r\n" if 0 <= db < 16 else b"-ERR DB index is out of range\r\n"
+        with self._lock:
+            if name == "GET":
+                value = self._lookup(a[1])
+                return b"$-1\r\n" if value is None else _bulk(value)
+            if name == "GETRANGE":
+                start, end = _int_arg(a[2]), _int_arg(a[3])
+                if start is None or end is None:
+                    return b"-ERR value is not an integer or out of range\r\n"
+                return _bulk(_getrange(self._lookup(a[1]) or b"", start, end))
+            if name == "EXISTS":
+                return b":%d\r\n" % sum(self._lookup(k) is not None for k in a[1:])
+            if name == "DEL":
+                n = 0
+                for k in a[1:]:
+                    if self._lookup(k) is not None:
+                        del self._store[k]
+                        n += 1
+                return b":%d\r\n" % n
+            # SET key value [EX s | PX ms]
+            expires = None
+            i = 3
+            while i < argc:
+                opt = a[i].upper()
+                if opt in (b"EX", b"PX") and i + 1 < argc and expires is None:
+                    t = _int_arg(a[i + 1])
+                    if t is None:
+                        return b"-ERR value is not an integer or out of range\r\n"
+                    if t <= 0:
+                        return b"-ERR invalid expire time in 'set' command\r\n"
+                    expires = time.monotonic() + (t if opt == b"EX" else t / 1000)
+                    i += 2
+                else:
+                    return b"-ERR syntax error\r\n"
+            self._store[a[1]] = (a[2], expires)
+            return b"+OK\r\n"
+
+    def _lookup(self, key: bytes) -> Optional[bytes]:
+        """The live value of key (caller holds the lock)."""
+        item = self._store.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires is not None and time.monotonic() >= expires:
+            del self._store[key]
+            return None
+        return value
+
+    def _pretend_value(self, key: bytes, total: int) -> Optional[bytes]:
+        m = _STRIPE_KEY.fullmatch(key)
+        if m is None:
+            return _pattern(total)
+        i = int(m.group(2))
+        if i >= self.stripes:
+            return None
+        offset, length = _stripe_part(total, self.stripes, i)
+        header = _STRIPE_HDR.pack(b"LMRS", 1, _STRIPE_HDR.size, i, self.stripes, total,
+                                  self._set_id)
+        return header + _pattern(length, offset)
+
+    def _pretend(self, name: str, args: list[Arg], total: int) -> tuple[bytes, int]:
+        """The reply a server holding the pretend values would send, and
+        the length of its first line (CRLF included)."""
+        if name == "SET":
+            return b"+OK\r\n", 5
+        if name in ("EXISTS", "DEL"):
+            reply = b":%d\r\n" % (len(args) - 1)
+            return reply, len(reply)
+        value = self._pretend_value(args[1], total)  # type: ignore[arg-type]
+        if name == "GETRANGE":
+            start, end = _int_arg(args[2]), _int_arg(args[3])
+            value = _getrange(value or b"", start or 0, end or 0)
+        if value is None:
+            return b"$-1\r\n", 5
+        head = b"$%d\r\n" % len(value)
+        return head + value + b"\r\n", len(head)
+
+    def _fault(self, mode: str, name: str, args: list[Arg]) -> list[tuple]:
+        bulk = name in ("GET", "GETRANGE")
+        if mode == "stall":
+            return [("silent",)]
+        if mode == "error":
+            return [("send", b"-" + self.error_text + b"\r\n")]
+        if mode == "wrong_type_status":
+            return [("send", _bulk(b"OK") if name == "SET" else b"+OK\r\n")]
+        if mode == "wrong_type_integer":
+            return [("send", _bulk(b"1") if name in ("EXISTS", "DEL") else b":1\r\n")]
+        if mode == "extra":
+            return [("send", _MISS[name] + self.extra_bytes)]
+        if bulk and mode in ("huge", "negative", "nan"):
+            default = {"huge": b"$%d" % _HUGE, "negative": b"$-2", "nan": b"$abc"}[mode]
+            line = self.line if self.line is not None else default
+            return [("send", line + b"\r\n"), ("silent",)]
+        reply, head = self._pretend(name, args,
+                                    self.big_len if mode == "too_big" else self.value_len)
+        payload = len(reply) - head - 2 if reply[:1] == b"$" and reply != b"$-1\r\n" else 0
+        if mode == "close_payload" and payload > 0:
+            cut = payload // 2 if self.cut is None else min(self.cut, payload - 1)
+            return [("send", reply[:head + cut]), ("close",)]
+        if mode in ("close_header", "close_payload"):
+            return [("send", reply[:max(1, (head - 2) // 2)]), ("close",)]
+        if mode == "drip":
+            return [("drip", reply)]
+        if mode == "bad_trailer" and payload > 0:
+            return [("send", reply[:-2] + b"XY"), ("silent",)]
+        return [("send", reply)]  # too_big; modes that leave this command alone

@@ -1,0 +1,740 @@
+"""Faults: a server that closes, stalls, drips, lies about lengths, sends
+malformed or unexpected replies (tests/fault_server.py), and a real
+redis-server that is killed, restarted, paused or drops its clients, and a
+client closed under load.
+
+For each fault the client must raise the right exception within its
+timeout + 1 s, never write outside the destination buffer, never report a
+hit, and the same client object must work again once the server is
+healthy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Optional
+
+import numpy as np
+import pytest
+
+import lmcache_redis
+from lmcache_redis import (BufferTooSmallError, ClientClosedError, ConnectionError,
+                           ProtocolError, RedisClient, ResponseError, TimeoutError)
+from lmcache_redis.testing import RedisServer, resp_command
+
+from fault_server import FaultServer
+
+MiB = 1 << 20
+TIMEOUT = 1.0
+BOUND = TIMEOUT + 1.0                 # hang guard, not a benchmark
+VALUE_LEN = 65539                     # not a multiple of 8: uneven stripes
+CANARY = 0xA5
+MARGIN = 4096
+LAYOUTS = [pytest.param(1, 1, id="stripes1-conn1"), pytest.param(8, 4, id="stripes8-conn4")]
+
+
+# ---- helpers -----------------------------------------------------------------
+
+
+def _canaried(cap: int) -> tuple[bytearray, memoryview]:
+    """A bytearray of canary bytes and a writable slice of `cap` bytes in its
+    middle, MARGIN canary bytes on either side."""
+    buf = bytearray([CANARY]) * (cap + 2 * MARGIN)
+    return buf, memoryview(buf)[MARGIN:MARGIN + cap]
+
+
+def _assert_canary(buf: bytearray) -> None:
+    fence = bytes([CANARY]) * MARGIN
+    assert buf[:MARGIN] == fence, "wrote before the destination"
+    assert buf[-MARGIN:] == fence, "wrote past the destination"
+
+
+def _timed(call: Callable[[], object]) -> tuple[object, Optional[BaseException]]:
+    """(result, exception) of call(), asserting it took at most BOUND."""
+    start = time.monotonic()
+    try:
+        result, exc = call(), None
+    except Exception as e:  # noqa: BLE001 - judged by the caller
+        result, exc = None, e
+    elapsed = time.monotonic() - start
+    assert elapsed < BOUND, f"took {elapsed:.2f} s (timeout {TIMEOUT} s): {exc!r}"
+    return result, exc
+
+
+def _check(exc: Optional[BaseException], result: object, expected: Optional[type]) -> None:
+    if expected is None:
+        assert exc is None, f"raised {exc!r}"
+        assert result is None or result is False, f"reported {result!r}"
+    else:
+        assert type(exc) is expected, f"expected {expected.__name__}, got {exc!r} / {result!r}"
+
+
+def _round_trip(client: RedisClient, key: str, old: Optional[bytes] = None) -> None:
+    """Reads `old` back (if given), then writes and reads a new value: each
+    call must succeed, the first one after a fault included."""
+    if old is not None:
+        buf, view = _canaried(len(old))
+        assert client.get(key, view) == len(old)
+        assert view == old
+        _assert_canary(buf)
+        del view
+    new = os.urandom(100_003)
+    client.set(key, new)
+    buf, view = _canaried(len(new))
+    assert client.get(key, view) == len(new)
+    assert view == new
+    _assert_canary(buf)
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    with FaultServer(value_len=VALUE_LEN, lifetime=120) as server:
+        yield server
+
+
+@pytest.fixture(params=[pytest.param(p.values, id=p.id) for p in LAYOUTS])
+def client(request, fault_server) -> Iterator[RedisClient]:
+    stripes, connections = request.param
+    c = RedisClient(fault_server.host, fault_server.port, stripes=stripes,
+                    connections=connections, timeout=TIMEOUT)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def key() -> str:
+    return f"test_faults:{uuid.uuid4().hex}"
+
+
+# ---- the fault server itself ------------------------------------------------------
+
+
+def test_fault_server_parses_pipelined_requests(fault_server) -> None:
+    def cmd(*args: bytes) -> bytes:
+        return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+    big = os.urandom(3 * MiB)
+    requests = (cmd(b"PING") + cmd(b"SET", b"k", big) + cmd(b"GETRANGE", b"k", b"-3", b"-1")
+                + cmd(b"EXISTS", b"k", b"k", b"no") + cmd(b"DEL", b"k", b"no") + cmd(b"GET", b"k"))
+    expected = (b"+PONG\r\n+OK\r\n$3\r\n" + big[-3:] + b"\r\n:2\r\n:1\r\n$-1\r\n")
+    with socket.create_connection((fault_server.host, fault_server.port), timeout=10) as s:
+        for i in range(0, len(requests), 7777):  # split anywhere
+            s.sendall(requests[i:i + 7777])
+        got = b""
+        while len(got) < len(expected):
+            chunk = s.recv(65536)
+            assert chunk
+            got += chunk
+    assert got == expected
+
+
+def test_fault_server_getrange_and_ttl_match_redis(fault_server, redis_server, key) -> None:
+    value = b"0123456789"
+    ranges = [(0, 31), (0, -1), (-3, -1), (5, 2), (-1, -5), (-100, 3), (8, 100), (3, 3)]
+    fake, real = (fault_server.host, fault_server.port), (redis_server.host, redis_server.port)
+    for address in (fake, real):
+        assert resp_command(address, "SET", key, value, "PX", 100_000) == "OK"
+    for start, end in ranges + [(0, 31)]:
+        assert (resp_command(fake, "GETRANGE", key, start, end)
+                == resp_command(real, "GETRANGE", key, start, end)), (start, end)
+    for address in (fake, real):
+        assert resp_command(address, "GETRANGE", key + "-missing", 0, 31) == b""
+        assert resp_command(address, "SET", key, value, "PX", 50) == "OK"
+    time.sleep(0.1)
+    for address in (fake, real):
+        assert resp_command(address, "GET", key) is None
+        assert resp_command(address, "EXISTS", key) == 0
+
+
+def test_fault_server_stops_by_itself() -> None:
+    server = FaultServer(lifetime=0.2).start()
+    port = server.port
+    time.sleep(0.6)
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    server.stop()
+
+
+# ---- GET against each fault --------------------------------------------------------
+
+# (mode, server settings, expected exception or None, connection stays in step)
+#
+# Why each exception:
+# - close_*: the stream ended early; nothing malformed was seen, the server
+#   went away: ConnectionError (exactly, not its ProtocolError subclass).
+# - stall, blackhole, drip: no reply within the call's deadline. The
+#   deadline covers the whole call, so a server dripping bytes cannot stretch
+#   it: TimeoutError.
+# - too_big: a well-formed value that does not fit: BufferTooSmallError with
+#   `needed`, so the caller can allocate and retry. The payload is skipped,
+#   so the connection stays usable (no reconnect).
+# - huge (> 512 MiB, Redis's default proto-max-bulk-len and the parser's
+#   limit), negative, not a number, a bad type byte: the header is not a
+#   reply the client accepts: ProtocolError. The server sends nothing
+#   after it, so a client that trusted the length would time out instead.
+# - error: the server's error reply: ResponseError carrying its text; the
+#   stream is in step, so the connection is kept.
+# - wrong types (+OK, :1 to a GET): valid RESP but no possible reply to GET;
+#   where the stream stands is unknown: ProtocolError, connection dropped.
+# - bad_trailer: the payload arrived whole but the CRLF after it did not:
+#   ProtocolError, not a hit.
+# - extra: the reply itself is valid (a miss), so the call returns None; the
+#   bytes after it must not be taken as a later command's reply, which the
+#   round trip afterwards checks.
+GET_CASES = [
+    pytest.param("close_header", {}, ConnectionError, False, id="close_header"),
+    pytest.param("close_payload", {}, ConnectionError, False, id="close_payload"),
+    pytest.param("close_payload", {"cut": 16}, ConnectionError, False,
+                 id="close_payload-in_stripe_header"),
+    pytest.param("stall", {}, TimeoutError, False, id="stall"),
+    pytest.param("blackhole", {}, TimeoutError, False, id="blackhole"),
+    pytest.param("drip", {"drip_interval": 0.05}, TimeoutError, False, id="drip"),
+    pytest.param("too_big", {"big_len": VALUE_LEN + 1}, BufferTooSmallError, True,
+                 id="too_big-by_1"),
+    pytest.param("too_big", {"big_len": 3 * VALUE_LEN}, BufferTooSmallError, True,
+                 id="too_big-3x"),
+    pytest.param("huge", {}, ProtocolError, False, id="huge-512MiB+1"),
+    pytest.param("huge", {"line": b"$9223372036854775807"}, ProtocolError, False,
+                 id="huge-int64_max"),
+    pytest.param("negative", {}, ProtocolError, False, id="negative-2"),
+    pytest.param("negative", {"line": b"$-100"}, ProtocolError, False, id="negative-100"),
+    pytest.param("negative", {"line": b"$-9223372036854775808"}, ProtocolError, False,
+                 id="negative-int64_min"),
+    pytest.param("nan", {}, ProtocolError, False, id="nan-abc"),
+    pytest.param("nan", {"line": b"$"}, ProtocolError, False, id="nan-empty"),
+    pytest.param("nan", {"line": b"$12a"}, ProtocolError, False, id="nan-12a"),
+    pytest.param("nan", {"line": b"$ 12"}, ProtocolError, False, id="nan-space"),
+    pytest.param("nan", {"line": b"$+12"}, ProtocolError, False, id="nan-plus"),
+    pytest.param("nan", {"line": b"$0x10"}, ProtocolError, False, id="nan-hex"),
+    pytest.param("nan", {"line": b"$99999999999999999999"}, ProtocolError, False,
+                 id="nan-overflow"),
+    pytest.param("nan", {"line": b"$" + b"1" * 100}, ProtocolError, False, id="nan-long"),
+    pytest.param("nan", {"line": b"$5\n"}, ProtocolError, False, id="nan-bare_lf"),
+    pytest.param("nan", {"line": b"HTTP/1.1 400 Bad Request"}, ProtocolError, False,
+                 id="bad_type_byte"),
+    pytest.param("error", {}, ResponseError, True, id="error"),
+    pytest.param("error", {"error_text": b"ERR " + b"x" * 100_000}, ResponseError, True,
+                 id="error-100KB"),
+    pytest.param("wrong_type_status", {}, ProtocolError, False, id="wrong_type_status"),
+    pytest.param("wrong_type_integer", {}, ProtocolError, False, id="wrong_type_integer"),
+    pytest.param("bad_trailer", {}, ProtocolError, False, id="bad_trailer"),
+    pytest.param("extra", {}, None, False, id="extra"),
+    pytest.param("extra", {"extra_bytes": b"$-1\r\n$-1\r\n$-1\r\n$-1\r\n"}, None, False,
+                 id="extra-nils"),
+]
+
+
+@pytest.mark.parametrize("mode, settings, expected, keeps_connections", GET_CASES)
+def test_get_fault(fault_server, client, key, mode, settings, expected,
+                   keeps_connections) -> None:
+    old = os.urandom(VALUE_LEN)
+    client.set(key, old)
+    for name, value in settings.items():
+        setattr(fault_server, name, value)
+    reconnects = client.stats()["reconnects"]
+    fault_server.mode = mode
+
+    buf, view = _canaried(VALUE_LEN)
+    result, exc = _timed(lambda: client.get(key, view))
+    del view
+    _assert_canary(buf)
+    _check(exc, result, expected)
+    if expected is BufferTooSmallError:
+        assert exc.needed == fault_server.big_len and isinstance(exc, ValueError)
+    if expected is ResponseError:
+        assert fault_server.error_text.decode()[:100] in str(exc)
+
+    fault_server.mode = "healthy"
+    _round_trip(client, key, old)
+    if keeps_connections:
+        assert client.stats()["reconnects"] == reconnects
+
+
+@pytest.mark.parametrize("stripes, connections", LAYOUTS)
+def test_get_ptr_fault_stays_in_bounds(fault_server, key, stripes, connections) -> None:
+    # The same through get_ptr: a raw address in the middle of a numpy array.
+    with RedisClient(fault_server.host, fault_server.port, stripes=stripes,
+                     connections=connections, timeout=TIMEOUT) as client:
+        arena = np.full(VALUE_LEN + 2 * MARGIN, CANARY, dtype=np.uint8)
+        for mode in ("close_payload", "bad_trailer", "drip", "too_big"):
+            fault_server.mode = mode
+            result, exc = _timed(lambda: client.get_ptr(key, arena.ctypes.data + MARGIN,
+                                                        VALUE_LEN))
+            assert exc is not None and result is None, mode
+            assert (arena[:MARGIN] == CANARY).all() and (arena[-MARGIN:] == CANARY).all(), mode
+        fault_server.mode = "healthy"
+        _round_trip(client, key)
+
+
+@pytest.mark.parametrize("stripes, connections", LAYOUTS)
+def test_drip_within_the_timeout_is_assembled(fault_server, key, stripes,
+                                              connections) -> None:
+    # Every reply split into one-byte reads, finishing in time: the parser and
+    # payload placement must put it together exactly (the handshake is
+    # answered at once, only data commands drip).
+    fault_server.value_len = 1000
+    with RedisClient(fault_server.host, fault_server.port, stripes=stripes,
+                     connections=connections, timeout=10) as client:
+        fault_server.mode = "drip"
+        fault_server.drip_interval = 0.0005
+        buf, view = _canaried(1000)
+        assert client.get(key, view) == 1000
+        assert view == bytes(range(251)) * 3 + bytes(range(247))
+        del view
+        _assert_canary(buf)
+
+
+# ---- SET, EXISTS, DELETE against faults ----------------------------------------------------
+
+# Only SET faults (the probe and deletes around it are answered normally), with
+# a 16 MiB value, so the stripes' payloads are really sent; the server reads
+# and drops them. blackhole stops reading: the sender blocks until the
+# deadline. drip at 0.4 s a byte needs 2 s for "+OK\r\n".
+SET_CASES = [
+    pytest.param("close_header", {}, ConnectionError, id="close_header"),
+    pytest.param("stall", {}, TimeoutError, id="stall"),
+    pytest.param("blackhole", {}, TimeoutError, id="blackhole"),
+    pytest.param("drip", {"drip_interval": 0.4}, TimeoutError, id="drip"),
+    pytest.param("error", {}, ResponseError, id="error"),
+    pytest.param("wrong_type_status", {}, ProtocolError, id="wrong_type_status"),
+    pytest.param("wrong_type_integer", {}, ProtocolError, id="wrong_type_integer"),
+    pytest.param("extra", {}, None, id="extra"),
+]
+
+
+@pytest.mark.parametrize("mode, settings, expected", SET_CASES)
+def test_set_fault(fault_server, client, key, mode, settings, expected) -> None:
+    value = np.random.default_rng(7).integers(0, 256, 16 * MiB, dtype=np.uint8)
+    for name, v in settings.items():
+        setattr(fault_server, name, v)
+    fault_server.fault_commands = {"SET"}
+    fault_server.mode = mode
+    result, exc = _timed(lambda: client.set(key, value))
+    _check(exc, result, expected)
+    fault_server.mode = "healthy"
+    _round_trip(client, key)
+
+
+# Every data command faulty; exists and delete start with a GETRANGE probe
+# (a bulk reply, so huge applies) and exists also sends EXISTS.
+OTHER_CASES = [
+    pytest.param("close_header", ConnectionError, id="close_header"),
+    pytest.param("stall", TimeoutError, id="stall"),
+    pytest.param("error", ResponseError, id="error"),
+    pytest.param("huge", ProtocolError, id="huge"),
+    pytest.param("wrong_type_status", ProtocolError, id="wrong_type_status"),
+    pytest.param("extra", None, id="extra"),
+]
+
+
+@pytest.mark.parametrize("call", ["exists", "delete"])
+@pytest.mark.parametrize("mode, expected", OTHER_CASES)
+def test_exists_delete_fault(fault_server, client, key, call, mode, expected) -> None:
+    old = os.urandom(5000)
+    client.set(key, old)
+    fault_server.mode = mode
+    result, exc = _timed(lambda: getattr(client, call)(key))
+    _check(exc, result, expected)
+    fault_server.mode = "healthy"
+    _round_trip(client, key, old)
+    assert client.exists(key) and client.delete(key) and not client.exists(key)
+
+
+def test_fault_storm_from_threads(fault_server, key) -> None:
+    # Eight threads on one client while the mode keeps changing: every call
+    # returns or raises a library error in time; none writes out of bounds.
+    modes = ["close_header", "close_payload", "error", "too_big", "wrong_type_status",
+             "nan", "extra", "bad_trailer"]
+    with RedisClient(fault_server.host, fault_server.port, stripes=8, connections=4,
+                     timeout=TIMEOUT) as client:
+        stop = threading.Event()
+        problems: list = []
+
+        def worker(t: int) -> None:
+            buf, view = _canaried(VALUE_LEN)
+            while not stop.is_set():
+                try:
+                    result, exc = _timed(lambda: client.get(f"{key}:{t}", view))
+                    assert exc is None or isinstance(exc, lmcache_redis.RedisError), repr(exc)
+                    assert result is None, result  # no mode serves a whole value
+                    _assert_canary(buf)
+                except AssertionError as e:
+                    problems.append(e)
+                    return
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for i in range(40):
+            fault_server.mode = modes[i % len(modes)]
+            time.sleep(0.02)
+        fault_server.mode = "healthy"
+        stop.set()
+        for t in threads:
+            t.join(BOUND + 5)
+        assert not any(t.is_alive() for t in threads)
+        assert not problems, problems[0]
+        _round_trip(client, key)
+
+
+# ---- a real redis-server: killed, restarted, dropping clients, paused ---------------------
+
+STORM_THREADS = 8
+STORM_SIZE = 32 * MiB
+STORM_TIMEOUT = 5.0
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A server of the test's own, free to kill, pause or restart."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        if server.pid is not None:
+            os.kill(server.pid, signal.SIGCONT)  # in case a test left it stopped
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def storm_value() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, STORM_SIZE, dtype=np.uint8)
+
+
+class _Storm:
+    """STORM_THREADS threads each alternating 32 MiB set and get of its own
+    key on one client until stopped; records every call's outcome."""
+
+    def __init__(self, client: RedisClient, src: np.ndarray, prefix: str, *,
+                 stop_on_error: bool = False, limit: float = 30.0) -> None:
+        self.client, self.src, self.prefix = client, src, prefix
+        self.stop_on_error = stop_on_error
+        self.end = time.monotonic() + limit
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.records: list[tuple[float, float, object]] = []  # start, end, outcome
+        self.threads = [threading.Thread(target=self._run, args=(t,))
+                        for t in range(STORM_THREADS)]
+
+    def __enter__(self) -> "_Storm":
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _run(self, t: int) -> None:
+        key = f"{self.prefix}:{t}"
+        dst = np.empty(STORM_SIZE, dtype=np.uint8)
+        i = 0
+        while not self.stop_event.is_set() and time.monotonic() < self.end:
+            start = time.monotonic()
+            outcome: object
+            try:
+                if i % 2 == 0:
+                    self.client.set(key, self.src)
+                    outcome = "set"
+                else:
+                    n = self.client.get(key, dst)
+                    outcome = n
+                    if n is not None and (n != STORM_SIZE or not np.array_equal(dst, self.src)):
+                        outcome = AssertionError(f"get returned {n} and other bytes")
+            except BaseException as e:  # noqa: BLE001 - judged by the test
+                outcome = e
+            i += 1
+            with self.lock:
+                self.records.append((start, time.monotonic(), outcome))
+            if self.stop_on_error and isinstance(outcome, BaseException):
+                return
+
+    def hits(self) -> int:
+        with self.lock:
+            return sum(o == STORM_SIZE for _, _, o in self.records
+                       if not isinstance(o, BaseException))
+
+    def completed(self) -> int:
+        with self.lock:
+            return sum(not isinstance(o, BaseException) for _, _, o in self.records)
+
+    def wait_for(self, predicate: Callable[[], bool], limit: float = 20.0) -> None:
+        deadline = time.monotonic() + limit
+        while not predicate():
+            assert time.monotonic() < deadline, "the storm made no progress"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(STORM_TIMEOUT + 10)
+        assert not any(t.is_alive() for t in self.threads), "a storm thread hangs"
+
+    def errors(self) -> list[BaseException]:
+        return [o for _, _, o in self.records if isinstance(o, BaseException)]
+
+    def check(self, allowed: tuple) -> None:
+        """Every call took at most its timeout + 1 s; every error is allowed."""
+        for start, end, outcome in self.records:
+            assert end - start < STORM_TIMEOUT + 1, f"a call took {end - start:.1f} s"
+            if isinstance(outcome, BaseException):
+                assert isinstance(outcome, allowed), repr(outcome)
+
+
+def _storm_round_trip(client: RedisClient, key: str, src: np.ndarray) -> None:
+    client.set(key, src)
+    dst = np.zeros_like(src)
+    assert client.get(key, dst) == src.nbytes
+    assert np.array_equal(dst, src)
+
+
+def test_kill_9_during_storm(own_server, storm_value, key) -> None:
+    client = RedisClient(own_server.host, own_server.port, stripes=8, connections=4,
+                         timeout=STORM_TIMEOUT)
+    with _Storm(client, storm_value, key) as storm:
+        storm.wait_for(lambda: storm.hits() >= STORM_THREADS)
+        fds = _fds()
+        own_server.kill()
+        killed = time.monotonic()
+        storm.wait_for(lambda: len([1 for s, _, o in storm.records
+                                    if s > killed and isinstance(o, BaseException)])
+                       >= 2 * STORM_THREADS)
+        assert _fds() <= fds, "failed reconnects leak sockets"
+    storm.check((lmcache_redis.ConnectionError,))
+    after = [o for s, _, o in storm.records if s > killed]
+    assert after and all(isinstance(o, lmcache_redis.ConnectionError) for o in after), \
+        "a call that started after the kill did not fail"
+    own_server.restart()
+    _storm_round_trip(client, key, storm_value)  # the same client object
+    client.close()
+
+
+def test_client_kill_idle(own_server, storm_value, key) -> None:
+    with RedisClient(own_server.host, own_server.port, stripes=8, connections=4,
+                     timeout=STORM_TIMEOUT) as client:
+        _storm_round_trip(client, key, storm_value)
+        own_server.command("CLIENT", "KILL", "TYPE", "normal")
+        _storm_round_trip(client, key, storm_value)
+
+
+def test_client_kill_during_storm(own_server, storm_value, key) -> None:
+    with RedisClient(own_server.host, own_server.port, stripes=8, connections=4,
+                     timeout=STORM_TIMEOUT) as client:
+        with _Storm(client, storm_value, key) as storm:
+            storm.wait_for(lambda: storm.hits() >= STORM_THREADS)
+            for _ in range(3):
+                own_server.command("CLIENT", "KILL", "TYPE", "normal")
+                time.sleep(0.15)
+            done = storm.completed()
+            storm.wait_for(lambda: storm.completed() >= done + STORM_THREADS)  # recovered
+        storm.check((lmcache_redis.ConnectionError,))
+        _storm_round_trip(client, key, storm_value)
+
+
+@pytest.fixture(scope="module")
+def pause_value() -> np.ndarray:
+    # Small enough that the healthy calls around a pause stay far inside the
+    # 1 s timeout on a loaded machine.
+    return np.random.default_rng(4).integers(0, 256, 8 * MiB, dtype=np.uint8)
+
+
+def test_paused_server_times_out(own_server, pause_value, key) -> None:
+    with RedisClient(own_server.host, own_server.port, stripes=8, connections=4,
+                     timeout=TIMEOUT) as client:
+        client.set(key, pause_value)
+        dst = np.empty_like(pause_value)
+        os.kill(own_server.pid, signal.SIGSTOP)
+        try:
+            # Replies stop; sends block once the socket buffers fill; new
+            # connections are accepted by the kernel but never greeted.
+            for call in (lambda: client.get(key, dst), lambda: client.set(key, pause_value),
+                         lambda: client.exists(key), lambda: client.get(key, dst)):
+                result, exc = _timed(call)
+                assert type(exc) is TimeoutError, repr(exc)
+        finally:
+            os.kill(own_server.pid, signal.SIGCONT)
+        _storm_round_trip(client, key, pause_value)
+
+
+def test_pause_mid_operation_times_out(own_server, pause_value, key) -> None:
+    with RedisClient(own_server.host, own_server.port, stripes=8, connections=4,
+                     timeout=TIMEOUT) as client:
+        client.set(key, pause_value)
+        dst = np.empty_like(pause_value)
+        outcomes: list = []
+
+        def reader() -> None:
+            while True:
+                try:
+                    result, exc = _timed(lambda: client.get(key, dst))
+                except AssertionError as e:  # too slow
+                    outcomes.append(e)
+                    return
+                outcomes.append(exc or result)
+                if exc is not None or len(outcomes) > 200:
+                    return
+
+        thread = threading.Thread(target=reader)
+        thread.start()
+        while not outcomes:
+            time.sleep(0.001)
+        os.kill(own_server.pid, signal.SIGSTOP)  # most likely mid-get
+        try:
+            thread.join(BOUND + 1)
+            assert not thread.is_alive()
+        finally:
+            os.kill(own_server.pid, signal.SIGCONT)
+        assert type(outcomes[-1]) is TimeoutError, outcomes[-1]
+        _storm_round_trip(client, key, pause_value)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _settles_to(count: Callable[[], int], baseline: int) -> int:
+    deadline = time.monotonic() + 3
+    while count() != baseline and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return count()
+
+
+def test_close_during_storm(own_server, storm_value, key) -> None:
+    gc.collect()
+    fds, threads = _fds(), _threads()
+    client = RedisClient(own_server.host, own_server.port, stripes=8, connections=4,
+                         timeout=STORM_TIMEOUT)
+    assert _threads() == threads + 4
+    with _Storm(client, storm_value, key, stop_on_error=True) as storm:
+        storm.wait_for(lambda: storm.completed() >= STORM_THREADS)
+        result, exc = _timed(client.close)  # must not wait for the calls in flight
+        assert exc is None
+        for t in storm.threads:  # each thread stops at its first error
+            t.join(BOUND + 5)
+        assert not any(t.is_alive() for t in storm.threads)
+    storm.check((ClientClosedError, lmcache_redis.ConnectionError))
+    errors = storm.errors()
+    assert len(errors) == STORM_THREADS
+    assert any(isinstance(e, ClientClosedError) for e in errors)
+    del errors  # their tracebacks reach the storm, and through it the client
+    with pytest.raises(ClientClosedError):
+        client.get(key, np.empty(1, dtype=np.uint8))
+    del client, storm
+    gc.collect()
+    assert _settles_to(_fds, fds) == fds
+    assert _settles_to(_threads, threads) == threads
+
+
+# ---- close() and connects; bytes after the handshake ---------------------------------------
+
+
+@contextlib.contextmanager
+def _unanswered(port: int) -> Iterator[None]:
+    """Listens on `port` but never accepts, with its queue full: the kernel
+    drops further SYNs, so a connect() there hangs until its deadline."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(2):
+            filler = socket.socket()
+            fillers.append(filler)
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        time.sleep(0.05)
+        yield
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def _syn_sent(port: int) -> int:
+    """Sockets of this machine in SYN_SENT to 127.0.0.1:port."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return sum(1 for r in rows if r[2] == f"0100007F:{port:04X}" and r[3] == "02")
+
+
+def test_connect_that_hangs_times_out(key) -> None:
+    # The server goes away and its port stops answering SYNs: a reconnect is
+    # a connect() that never completes; the call's deadline still holds.
+    server = FaultServer().start()
+    port = server.port
+    client = RedisClient(server.host, port, stripes=8, connections=4, timeout=TIMEOUT,
+                         connect_timeout=5)
+    server.stop()
+    with _unanswered(port):
+        result, exc = _timed(lambda: client.get(key, bytearray(10)))
+        assert type(exc) is TimeoutError, repr(exc)
+    with FaultServer(port=port) as server:  # back on the same port
+        _round_trip(client, key)
+    client.close()
+
+
+def test_close_interrupts_a_connect_in_progress() -> None:
+    server = FaultServer().start()
+    port = server.port
+    client = RedisClient(server.host, port, stripes=1, connections=1, timeout=10,
+                         connect_timeout=3)
+    server.stop()  # the connection is dropped; the next call reconnects
+    with _unanswered(port):
+        before = _syn_sent(port)
+        thread, outcome = None, []
+
+        def call() -> None:
+            try:
+                outcome.append(client.get("k", bytearray(1)))
+            except Exception as e:  # noqa: BLE001 - judged below
+                outcome.append(e)
+
+        thread = threading.Thread(target=call)
+        thread.start()
+        deadline = time.monotonic() + 5
+        while _syn_sent(port) == before:  # until the client is inside connect()
+            assert time.monotonic() < deadline, "the call never connected"
+            time.sleep(0.005)
+        start = time.monotonic()
+        client.close()
+        closing = time.monotonic() - start
+        thread.join(10)
+    assert not thread.is_alive()
+    assert closing < 1.0 and isinstance(outcome[0], ClientClosedError), (closing, outcome)
+
+
+@pytest.mark.parametrize("stripes, connections", [
+    pytest.param(1, 1, id="stripes1-conn1"),
+    pytest.param(8, 4, id="stripes8-conn4"),
+])
+def test_bytes_after_the_handshake_are_not_a_reply(fault_server, key, stripes,
+                                                   connections) -> None:
+    with RedisClient(fault_server.host, fault_server.port, stripes=stripes,
+                     connections=connections, timeout=TIMEOUT) as client:
+        fault_server.handshake_extra = b"$6\r\nPOISON\r\n"
+        fault_server.mode = "close_header"  # drops the connections: the next call reconnects
+        _, exc = _timed(lambda: client.get(key, bytearray(10)))
+        assert type(exc) is ConnectionError, repr(exc)
+        fault_server.mode = "healthy"
+        buf, view = _canaried(10)
+        result, exc = _timed(lambda: client.get(key, view))  # no such key
+        del view
+        _assert_canary(buf)
+        # A server that talks out of turn: ProtocolError (proposed), or a miss;
+        # never its bytes as the value.
+        assert result is None and (exc is None or isinstance(exc, ProtocolError)), \
+            (result, exc)
+        fault_server.handshake_extra = b""
+        _round_trip(client, key)
