@@ -11,30 +11,53 @@ _lmr_log() { echo "[bootstrap] $*" >&2; }
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || return
 
+# Installs Debian packages, as root or through sudo.
+_lmr_apt_install() {
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null \
+      || { _lmr_log "need root or sudo to install: $*"; return 1; }
+    sudo=(sudo)
+  fi
+  _lmr_log "installing Debian packages: $*"
+  "${sudo[@]}" apt-get update -qq || return
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Links an empty libFuzzer target: clang and its runtimes are usable.
+_lmr_have_libfuzzer() {
+  local d rc
+  d="$(mktemp -d)" || return
+  printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
+    | clang -x c -fsanitize=fuzzer,address,undefined - -o "$d/t" >/dev/null 2>&1
+  rc=$?
+  rm -rf "$d"
+  return "$rc"
+}
+
 # System packages: a fresh machine lacks Redis; the compilers and cmake are
-# normally there already but are cheap to check. apt-get update only runs
-# when something is missing, so the common case makes no network calls.
+# normally there already but are cheap to check. clang is for
+# tools/run-sanitizers (libFuzzer, TSan); gcc's sanitizer runtimes come with
+# gcc. apt-get update only runs when something is missing, so the common case
+# makes no network calls.
 _lmr_apt=()
 command -v redis-server >/dev/null || _lmr_apt+=(redis-server)
 command -v redis-cli >/dev/null || _lmr_apt+=(redis-tools)
 command -v cmake >/dev/null || _lmr_apt+=(cmake)
 { command -v cc && command -v c++ && command -v make; } >/dev/null \
   || _lmr_apt+=(build-essential)
+command -v clang >/dev/null || _lmr_apt+=(clang)
 if [ "${#_lmr_apt[@]}" -gt 0 ]; then
-  _lmr_sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null \
-      || { _lmr_log "need root or sudo to install: ${_lmr_apt[*]}"; return 1; }
-    _lmr_sudo=(sudo)
-  fi
-  _lmr_log "installing Debian packages: ${_lmr_apt[*]}"
-  "${_lmr_sudo[@]}" apt-get update -qq || return
-  "${_lmr_sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "${_lmr_apt[@]}" \
-    >/dev/null || return
-  unset _lmr_sudo
+  _lmr_apt_install "${_lmr_apt[@]}" || return
 fi
 unset _lmr_apt
+# clang's sanitizer and libFuzzer runtimes are in libclang-rt-N-dev, only
+# recommended by clang-N (so not pulled in by --no-install-recommends).
+if ! _lmr_have_libfuzzer; then
+  _lmr_apt_install "libclang-rt-$(clang -dumpversion | cut -d. -f1)-dev" || return
+  _lmr_have_libfuzzer || { _lmr_log "clang cannot link a libFuzzer target"; return 1; }
+fi
 
 export LMR_VENV="$PWD/.venv"
 if [ ! -x "$LMR_VENV/bin/python" ]; then
