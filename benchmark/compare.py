@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -53,7 +53,7 @@ class Plan:
 
 
 QUICK = Plan(num_chunks=12, sizes_mb=[4, 32], stripe_sweep=[1, 4, 8, 16],
-             null_stripe_sweep=[1, 8], connection_sweep=[], resp_py_sizes_mb=[4, 32],
+             null_stripe_sweep=[1, 16], connection_sweep=[], resp_py_sizes_mb=[4, 32],
              redis_py_chunks=6)
 FULL = Plan(num_chunks=50, sizes_mb=[4, 32, 80], stripe_sweep=[1, 2, 4, 8, 12, 16],
             null_stripe_sweep=[1, 2, 4, 8, 16], connection_sweep=[1, 2, 4, 8],
@@ -67,7 +67,7 @@ class Run:
     label: str
     argv: list[str]
     target: str = "redis"            # "redis" or "null"
-    rows: list[dict] = field(default_factory=list)
+    default_config: bool = False     # lmcache_redis with its default settings
 
 
 class Progress:
@@ -104,7 +104,7 @@ def plan_runs(plan: Plan, default_stripes: int, default_conns: int) -> list[Run]
         runs.append(Run(f"redis-py asyncio {size} MiB", script(
             "redis-py-bench.py", "--size-mb", size, "--num-chunks", rn, "--concurrent")))
         runs.append(Run(f"lmcache_redis {size} MiB", script(
-            "lmcache_redis-bench.py", "--size-mb", size, "--num-chunks", n)))
+            "lmcache_redis-bench.py", "--size-mb", size, "--num-chunks", n), default_config=True))
         runs.append(Run(f"lmcache_redis concurrent {size} MiB", script(
             "lmcache_redis-bench.py", "--size-mb", size, "--num-chunks", n, "--concurrent")))
     for size in plan.resp_py_sizes_mb:
@@ -136,6 +136,7 @@ def run_json(run: Run, host: str, port: int) -> list[dict]:
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     for row in rows:
         row["target"] = run.target
+        row["default_config"] = run.default_config
     return rows
 
 
@@ -228,7 +229,7 @@ def print_table(rows: list[dict]) -> None:
               f"{fmt(None if median is None else median * 1e3, '.1f'):>9}")
 
 
-def plot(rows: list[dict], path: Path, default_stripes: int) -> bool:
+def plot(rows: list[dict], path: Path) -> bool:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -252,7 +253,7 @@ def plot(rows: list[dict], path: Path, default_stripes: int) -> bool:
             pts = sorted((r["size_bytes"] / MiB, r["gb_per_s"]) for r in rows
                          if r["client"] == client and r["variant"] == variant and r["op"] == op
                          and r["target"] == "redis"
-                         and r["stripes"] in (None, default_stripes))
+                         and (client != "lmcache_redis" or r.get("default_config")))
             if pts:
                 right.plot(*zip(*pts), "-o", label=f"{client} {op.upper()}")
     right.set(xlabel="value size (MiB)", ylabel="GB/s", title="by value size", xscale="log")
@@ -279,8 +280,9 @@ def main() -> None:
     args = ap.parse_args()
     plan = FULL if args.full else QUICK
 
-    import lmcache_redis  # noqa: F401  (fail early when the package is missing)
-    default_stripes, default_conns = 8, 4
+    import lmcache_redis
+    # The defaults' stripe count for 32 MiB, the size the sweeps run at.
+    default_stripes, default_conns = 32 * MiB // lmcache_redis.DEFAULT_STRIPE_SIZE, 4
     runs = plan_runs(plan, default_stripes, default_conns)
     null_exe, pump = find_tool("lmr_null_server"), find_tool("lmr_tcp_pump")
     if null_exe is None or pump is None:
@@ -327,7 +329,7 @@ def main() -> None:
                 redis_server=local_redis.version(), plan=plan.__dict__)
     json_path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     print(f"\nwrote {json_path}")
-    if plot(rows, png_path, default_stripes):
+    if plot(rows, png_path):
         print(f"wrote {png_path}")
 
 

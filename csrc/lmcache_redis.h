@@ -58,7 +58,7 @@ const char *lmr_strerror(int code);
  * leaves room for the stripe header under Redis's 512 MiB value limit. */
 #define LMR_MIN_STRIPE_SIZE (4u * 1024u)
 #define LMR_MAX_STRIPE_SIZE (256u * 1024u * 1024u)
-#define LMR_DEFAULT_STRIPE_SIZE (4u * 1024u * 1024u)
+#define LMR_DEFAULT_STRIPE_SIZE (2u * 1024u * 1024u)
 
 typedef struct {
   const char *host;        /* TCP host; ignored when unix_path is set */

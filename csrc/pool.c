@@ -1,11 +1,17 @@
 /* Worker pool (pool.h).
  *
- * Lock invariants: `mu` guards the queue (head/tail), `stopping`, `started`
- * and `states[]`. A worker's state is created and destroyed on the worker's
+ * Lock invariants: `mu` guards the queue (head/tail), `stopping`, `started`,
+ * `states[]` and the idle stack (`idle`, `nidle`, `woken`). A worker's state is created and destroyed on the worker's
  * own thread; states[i] is non-NULL exactly while it may be interrupted, so
  * lmr_pool_shutdown never touches a state that is being destroyed.
  * A job is owned by the queue until a worker pops it, then by that worker
  * until complete() hands it back to its batch.
+ *
+ * Idle workers wait on their own condition variable, stacked: a new job
+ * wakes the worker that went idle last. Its connection and caches are warm,
+ * and a call of one job keeps landing on one connection and one core; with
+ * a shared condition variable the workers took turns, which on two cores
+ * halved single-stripe throughput (BENCHMARKS.md).
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -17,9 +23,13 @@
 struct lmr_pool {
   lmr_pool_config cfg;
   pthread_mutex_t mu;
-  pthread_cond_t work_cv;   /* a job was queued, or stopping was set */
   pthread_cond_t start_cv;  /* a worker's init returned */
+  pthread_cond_t *wake_cv;  /* per worker: it was handed work, or stopping */
+  int *idle;                /* stack of idle worker indices, last idle on top */
+  int nidle;
+  int *woken;               /* per worker: taken off the idle stack */
   lmr_job *head, *tail;
+  int initialized;           /* the locks and condition variables exist */
   int stopping;
   int joined;
   int started;              /* workers whose init has returned */
@@ -75,8 +85,14 @@ static void *worker_main(void *argp) {
     return NULL;
   }
   for (;;) {
-    while (p->head == NULL && !p->stopping) pthread_cond_wait(&p->work_cv, &p->mu);
     if (p->stopping) break;  /* shutdown fails what is still queued */
+    if (p->head == NULL) {
+      p->woken[arg.index] = 0;
+      p->idle[p->nidle++] = arg.index;
+      while (!p->woken[arg.index] && !p->stopping)
+        pthread_cond_wait(&p->wake_cv[arg.index], &p->mu);
+      continue;
+    }
     lmr_job *job = p->head;
     p->head = job->next;
     if (p->head == NULL) p->tail = NULL;
@@ -104,13 +120,18 @@ int lmr_pool_create(lmr_pool **out, const lmr_pool_config *cfg, lmr_error *err) 
   p->threads = calloc((size_t)cfg->workers, sizeof *p->threads);
   p->states = calloc((size_t)cfg->workers, sizeof *p->states);
   p->init_err = calloc((size_t)cfg->workers, sizeof *p->init_err);
-  if (p->threads == NULL || p->states == NULL || p->init_err == NULL) {
+  p->wake_cv = calloc((size_t)cfg->workers, sizeof *p->wake_cv);
+  p->idle = calloc((size_t)cfg->workers, sizeof *p->idle);
+  p->woken = calloc((size_t)cfg->workers, sizeof *p->woken);
+  if (p->threads == NULL || p->states == NULL || p->init_err == NULL || p->wake_cv == NULL ||
+      p->idle == NULL || p->woken == NULL) {
     lmr_pool_free(p);
     return lmr__err(err, LMR_ENOMEM, "out of memory for the worker pool");
   }
   pthread_mutex_init(&p->mu, NULL);
-  pthread_cond_init(&p->work_cv, NULL);
   pthread_cond_init(&p->start_cv, NULL);
+  for (int i = 0; i < cfg->workers; i++) pthread_cond_init(&p->wake_cv[i], NULL);
+  p->initialized = 1;
 
   /* Workers block every signal, so signals (Ctrl-C in Python) go to the
    * caller's threads and never interrupt a worker's syscalls. */
@@ -185,9 +206,11 @@ void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n) {
     if (p->tail != NULL) p->tail->next = job; else p->head = job;
     p->tail = job;
   }
-  if (n >= p->nthreads) pthread_cond_broadcast(&p->work_cv);
-  else
-    for (int i = 0; i < n; i++) pthread_cond_signal(&p->work_cv);
+  for (int i = 0; i < n && p->nidle > 0; i++) {
+    int w = p->idle[--p->nidle];
+    p->woken[w] = 1;
+    pthread_cond_signal(&p->wake_cv[w]);
+  }
   pthread_mutex_unlock(&p->mu);
 }
 
@@ -210,7 +233,7 @@ void lmr_pool_shutdown(lmr_pool *p) {
     for (int i = 0; i < p->nthreads; i++)
       if (p->states[i] != NULL) p->cfg.worker_interrupt(p->cfg.ctx, p->states[i]);
   }
-  pthread_cond_broadcast(&p->work_cv);
+  for (int i = 0; i < p->nthreads; i++) pthread_cond_signal(&p->wake_cv[i]);
   p->joined = 1;  /* later callers return at once; this one joins */
   pthread_mutex_unlock(&p->mu);
 
@@ -224,14 +247,17 @@ void lmr_pool_shutdown(lmr_pool *p) {
 
 void lmr_pool_free(lmr_pool *p) {
   if (p == NULL) return;
-  if (p->threads != NULL && p->states != NULL && p->init_err != NULL) {
+  if (p->initialized) {
     lmr_pool_shutdown(p);
     pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->work_cv);
     pthread_cond_destroy(&p->start_cv);
+    for (int i = 0; i < p->cfg.workers; i++) pthread_cond_destroy(&p->wake_cv[i]);
   }
   free(p->threads);
   free(p->states);
   free(p->init_err);
+  free(p->wake_cv);
+  free(p->idle);
+  free(p->woken);
   free(p);
 }

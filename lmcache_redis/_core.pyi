@@ -26,7 +26,7 @@ class RedisClient:
         port: int = 6379,
         *,
         stripes: int | None = None,
-        stripe_size: int = 4194304,
+        stripe_size: int = 2097152,
         connections: int = 4,
         timeout: float = 10.0,
         connect_timeout: float | None = None,

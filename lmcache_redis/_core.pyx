@@ -73,7 +73,7 @@ cdef lmr_client *open_client(lmr_client *c) except NULL:
 
 cdef class RedisClient:
     """RedisClient(host="localhost", port=6379, *, stripes=None,
-    stripe_size=4 MiB, connections=4, timeout=10.0, connect_timeout=None,
+    stripe_size=2 MiB, connections=4, timeout=10.0, connect_timeout=None,
     username=None, password=None, db=0, unix_socket_path=None)
 
     A Redis client for huge values (KV-cache chunks of 4-80 MB).
@@ -96,7 +96,8 @@ cdef class RedisClient:
             readable by any Redis client. Any client reads values written
             with any stripe count.
         stripe_size: with stripes=None, the most bytes per stripe (default
-            4 MiB: Redis slows down on larger values, see BENCHMARKS.md). A
+            2 MiB: Redis slows down on values of 8 MiB and more, and 2 MiB
+            stripes read fastest here, see BENCHMARKS.md). A
             get guesses the count from its buffer's size.
         connections: connections and worker threads, 1..64.
         timeout: seconds allowed for each whole operation.

@@ -334,12 +334,12 @@ def test_stripe_count_follows_the_value_size(redis_server, raw, key, stripe_size
                 client.get(key, bytearray(size - 1))
 
 
-def test_default_splits_32_mib_into_4_mib_stripes(redis_server, raw, key) -> None:
+def test_default_splits_32_mib_into_2_mib_stripes(redis_server, raw, key) -> None:
     data = _data(32 << 20)
     with RedisClient(redis_server.host, redis_server.port) as client:
-        assert client.stripes is None and client.stripe_size == 4 << 20
+        assert client.stripes is None and client.stripe_size == 2 << 20
         client.set(key, data)
-        assert _keys(raw, key) == _sub_keys(key, 8)
+        assert _keys(raw, key) == _sub_keys(key, 16)
         out = bytearray(32 << 20)
         assert client.get(key, out) == len(data) and out == data
 
