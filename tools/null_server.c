@@ -63,6 +63,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_args.h"
+
 #define RBUF_SIZE ((size_t)1 << 20)    /* reads, and the scratch SET payloads go to */
 #define OBUF_SIZE ((size_t)256 << 10)  /* batched small replies */
 #define MAX_KEPT_ARG ((size_t)64 << 10) /* command name, key, third argument */
@@ -136,43 +138,7 @@ static void usage(FILE *f) {
           "Prints \"PORT <n>\" once listening; runs until SIGTERM/SIGINT.\n");
 }
 
-/* Digits with an optional binary suffix: K/KiB, M/MiB, G/GiB. */
-static int parse_size(const char *s, uint64_t max, uint64_t *out) {
-  uint64_t v = 0;
-  const char *p = s;
-  if (*p < '0' || *p > '9') return -1;
-  for (; *p >= '0' && *p <= '9'; p++) {
-    if (v > (UINT64_MAX - 9) / 10) return -1;
-    v = v * 10 + (uint64_t)(*p - '0');
-  }
-  int shift = 0;
-  if (*p == 'k' || *p == 'K') shift = 10;
-  else if (*p == 'm' || *p == 'M') shift = 20;
-  else if (*p == 'g' || *p == 'G') shift = 30;
-  if (shift) {
-    p++;
-    if (strcmp(p, "iB") == 0) p += 2;
-    if (v > (UINT64_MAX >> shift)) return -1;
-    v <<= shift;
-  }
-  if (*p != '\0' || v > max) return -1;
-  *out = v;
-  return 0;
-}
 
-/* "--name value" or "--name=value". Returns the value or NULL. */
-static const char *opt_value(int argc, char **argv, int *i, const char *name) {
-  size_t n = strlen(name);
-  const char *a = argv[*i];
-  if (strncmp(a, name, n) != 0) return NULL;
-  if (a[n] == '=') return a + n + 1;
-  if (a[n] != '\0') return NULL;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "lmr_null_server: %s needs a value\n", name);
-    exit(2);
-  }
-  return argv[++*i];
-}
 
 static uint64_t stripe_len(uint64_t total, uint32_t count, uint32_t i) {
   return total / count + (i < total % count ? 1 : 0);
@@ -680,16 +646,16 @@ int main(int argc, char **argv) {
       return 0;
     } else if (strcmp(argv[i], "--drop-in-kernel") == 0) {
       g.drop_in_kernel = 1;
-    } else if ((v = opt_value(argc, argv, &i, "--port")) != NULL) {
-      bad = parse_size(v, 65535, &port) < 0;
-    } else if ((v = opt_value(argc, argv, &i, "--bind")) != NULL) {
+    } else if ((v = cli_value("lmr_null_server", argc, argv, &i, "--port")) != NULL) {
+      bad = cli_size(v, 65535, &port) < 0;
+    } else if ((v = cli_value("lmr_null_server", argc, argv, &i, "--bind")) != NULL) {
       bind_addr = v;
-    } else if ((v = opt_value(argc, argv, &i, "--value-size")) != NULL) {
-      bad = parse_size(v, MAX_VALUE, &g.value_size) < 0;
-    } else if ((v = opt_value(argc, argv, &i, "--stripes")) != NULL) {
-      bad = parse_size(v, MAX_STRIPES, &stripes) < 0;
-    } else if ((v = opt_value(argc, argv, &i, "--threads")) != NULL) {
-      bad = parse_size(v, 1000000, &threads) < 0;
+    } else if ((v = cli_value("lmr_null_server", argc, argv, &i, "--value-size")) != NULL) {
+      bad = cli_size(v, MAX_VALUE, &g.value_size) < 0;
+    } else if ((v = cli_value("lmr_null_server", argc, argv, &i, "--stripes")) != NULL) {
+      bad = cli_size(v, MAX_STRIPES, &stripes) < 0;
+    } else if ((v = cli_value("lmr_null_server", argc, argv, &i, "--threads")) != NULL) {
+      bad = cli_size(v, 1000000, &threads) < 0;
     } else {
       fprintf(stderr, "lmr_null_server: unknown argument '%s'\n", argv[i]);
       usage(stderr);

@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli_args.h"
+
 #define MAX_STREAMS 256
 #define MAX_CHUNK ((uint64_t)1 << 30)
 
@@ -130,41 +132,7 @@ static void usage(FILE *f) {
           "Sizes take binary suffixes: K/KiB, M/MiB, G/GiB.\n");
 }
 
-static int parse_size(const char *s, uint64_t max, uint64_t *out) {
-  uint64_t v = 0;
-  const char *p = s;
-  if (*p < '0' || *p > '9') return -1;
-  for (; *p >= '0' && *p <= '9'; p++) {
-    if (v > (UINT64_MAX - 9) / 10) return -1;
-    v = v * 10 + (uint64_t)(*p - '0');
-  }
-  int shift = 0;
-  if (*p == 'k' || *p == 'K') shift = 10;
-  else if (*p == 'm' || *p == 'M') shift = 20;
-  else if (*p == 'g' || *p == 'G') shift = 30;
-  if (shift) {
-    p++;
-    if (strcmp(p, "iB") == 0) p += 2;
-    if (v > (UINT64_MAX >> shift)) return -1;
-    v <<= shift;
-  }
-  if (*p != '\0' || v > max) return -1;
-  *out = v;
-  return 0;
-}
 
-static const char *opt_value(int argc, char **argv, int *i, const char *name) {
-  size_t n = strlen(name);
-  const char *a = argv[*i];
-  if (strncmp(a, name, n) != 0) return NULL;
-  if (a[n] == '=') return a + n + 1;
-  if (a[n] != '\0') return NULL;
-  if (*i + 1 >= argc) {
-    fprintf(stderr, "lmr_tcp_pump: %s needs a value\n", name);
-    exit(2);
-  }
-  return argv[++*i];
-}
 
 static void die(const char *what) {
   fprintf(stderr, "lmr_tcp_pump: %s: %s\n", what, strerror(errno));
@@ -200,12 +168,12 @@ int main(int argc, char **argv) {
       json = 1;
     } else if (strcmp(argv[i], "--unix") == 0) {
       use_unix = 1;
-    } else if ((v = opt_value(argc, argv, &i, "--bytes")) != NULL) {
-      bad = parse_size(v, UINT64_MAX, &total) < 0;
-    } else if ((v = opt_value(argc, argv, &i, "--chunk")) != NULL) {
-      bad = parse_size(v, MAX_CHUNK, &chunk) < 0 || chunk == 0;
-    } else if ((v = opt_value(argc, argv, &i, "--streams")) != NULL) {
-      bad = parse_size(v, MAX_STREAMS, &streams) < 0 || streams == 0;
+    } else if ((v = cli_value("lmr_tcp_pump", argc, argv, &i, "--bytes")) != NULL) {
+      bad = cli_size(v, UINT64_MAX, &total) < 0;
+    } else if ((v = cli_value("lmr_tcp_pump", argc, argv, &i, "--chunk")) != NULL) {
+      bad = cli_size(v, MAX_CHUNK, &chunk) < 0 || chunk == 0;
+    } else if ((v = cli_value("lmr_tcp_pump", argc, argv, &i, "--streams")) != NULL) {
+      bad = cli_size(v, MAX_STREAMS, &streams) < 0 || streams == 0;
     } else {
       fprintf(stderr, "lmr_tcp_pump: unknown argument '%s'\n", argv[i]);
       usage(stderr);
