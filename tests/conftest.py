@@ -7,6 +7,8 @@ server that is already running instead of a throwaway one.
 from __future__ import annotations
 
 import os
+import signal
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Union
@@ -43,3 +45,40 @@ def redis_server() -> Iterator[Union[RedisServer, ExternalRedis]]:
 def redis_url(redis_server: Union[RedisServer, ExternalRedis]) -> str:
     """The URL of the session's Redis server."""
     return redis_server.url
+
+
+@pytest.fixture(scope="module")
+def clients(redis_server):
+    """clients(stripes, connections=4): one RedisClient per setting and test
+    module, made on first use and closed with the module."""
+    from lmcache_redis import RedisClient
+
+    made: dict = {}
+
+    def get(stripes: int, connections: int = 4) -> RedisClient:
+        if (stripes, connections) not in made:
+            made[stripes, connections] = RedisClient(
+                redis_server.host, redis_server.port, stripes=stripes, connections=connections)
+        return made[stripes, connections]
+
+    yield get
+    for client in made.values():
+        client.close()
+
+
+@pytest.fixture
+def key(request) -> str:
+    """A key no other test uses, named after the test module."""
+    return f"{request.module.__name__}:{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A server of the test's own, free to kill, pause, restart or stop."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        if server.pid is not None:
+            os.kill(server.pid, signal.SIGCONT)  # in case a test left it stopped
+        server.stop()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -26,11 +25,6 @@ def client(request, redis_server) -> Iterator[RedisClient]:
     with RedisClient(redis_server.host, redis_server.port, stripes=request.param,
                      connections=4) as c:
         yield c
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_buffers:{uuid.uuid4().hex}"
 
 
 # ---- buffers that work ----------------------------------------------------

@@ -5,8 +5,6 @@ never a mix."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,27 +14,6 @@ from lmcache_redis import RedisClient
 
 MiB = 1 << 20
 THREADS = 8
-
-
-@pytest.fixture(scope="module")
-def clients(redis_server) -> Iterator[dict]:
-    made: dict = {}
-
-    def get(stripes: int, connections: int = 4) -> RedisClient:
-        if (stripes, connections) not in made:
-            made[stripes, connections] = RedisClient(
-                redis_server.host, redis_server.port, stripes=stripes,
-                connections=connections)
-        return made[stripes, connections]
-
-    yield get
-    for client in made.values():
-        client.close()
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_concurrency:{uuid.uuid4().hex}"
 
 
 def _run_all(*workers) -> list:

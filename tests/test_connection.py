@@ -11,7 +11,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -37,23 +36,6 @@ def auth_server() -> Iterator[RedisServer]:
 def unix_server() -> Iterator[RedisServer]:
     with RedisServer(unix_socket=True) as server:
         yield server
-
-
-@pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server of the test's own, free to kill, restart or stop."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        if server.pid is not None:
-            os.kill(server.pid, signal.SIGCONT)  # in case a test left it stopped
-        server.stop()
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_connection:{uuid.uuid4().hex}"
 
 
 def _closed_port() -> int:
@@ -146,6 +128,21 @@ def test_acl_user_without_the_rights(auth_server, key) -> None:
             client.set(key, b"value")
         assert "NOPERM" in str(info.value)
         assert client.get(key, bytearray(5)) is None  # still usable
+
+
+def test_acl_key_pattern(auth_server, key) -> None:
+    # A user restricted to keys under "allowed:": writes elsewhere surface the
+    # server's NOPERM error, for the plain key and for sub-keys alike.
+    auth_server.command("ACL", "SETUSER", "scoped", "reset", "on", ">scoped-pw",
+                        "~allowed:*", "+@all")
+    with RedisClient(auth_server.host, auth_server.port, username="scoped",
+                     password="scoped-pw") as client:
+        for stripes_data in (b"x" * 10, b"y" * (5 << 20)):  # one stripe, then three
+            client.set(f"allowed:{key}", stripes_data)
+            assert client.get(f"allowed:{key}", bytearray(len(stripes_data))) == len(stripes_data)
+            with pytest.raises(ResponseError, match="NOPERM") as info:
+                client.set(key, stripes_data)
+            assert "scoped-pw" not in str(info.value)
 
 
 def test_username_needs_a_password(redis_server) -> None:

@@ -18,7 +18,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Optional
 
@@ -28,7 +27,7 @@ import pytest
 import lmcache_redis
 from lmcache_redis import (BufferTooSmallError, ClientClosedError, ConnectionError,
                            ProtocolError, RedisClient, ResponseError, TimeoutError)
-from lmcache_redis.testing import RedisServer, resp_command
+from lmcache_redis.testing import resp_command
 
 from fault_server import FaultServer
 
@@ -107,11 +106,6 @@ def client(request, fault_server) -> Iterator[RedisClient]:
                     connections=connections, timeout=TIMEOUT)
     yield c
     c.close()
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_faults:{uuid.uuid4().hex}"
 
 
 # ---- the fault server itself ------------------------------------------------------
@@ -390,18 +384,6 @@ def test_fault_storm_from_threads(fault_server, key) -> None:
 STORM_THREADS = 8
 STORM_SIZE = 32 * MiB
 STORM_TIMEOUT = 5.0
-
-
-@pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server of the test's own, free to kill, pause or restart."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        if server.pid is not None:
-            os.kill(server.pid, signal.SIGCONT)  # in case a test left it stopped
-        server.stop()
 
 
 @pytest.fixture(scope="module")

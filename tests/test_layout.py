@@ -7,7 +7,6 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -36,22 +35,6 @@ def _length(length: int, count: int, i: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def clients(redis_server) -> Iterator[dict]:
-    """Clients by stripe count, made on first use."""
-    made: dict = {}
-
-    def get(stripes: int) -> RedisClient:
-        if stripes not in made:
-            made[stripes] = RedisClient(redis_server.host, redis_server.port,
-                                        stripes=stripes, connections=4)
-        return made[stripes]
-
-    yield get
-    for client in made.values():
-        client.close()
-
-
-@pytest.fixture(scope="module")
 def rpy(redis_server) -> Iterator[redis.Redis]:
     r = redis.Redis(redis_server.host, redis_server.port)
     yield r
@@ -62,11 +45,6 @@ def rpy(redis_server) -> Iterator[redis.Redis]:
 def raw(redis_server):
     """One raw command over a fresh connection (works with an external server)."""
     return lambda *args: resp_command((redis_server.host, redis_server.port), *args)
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_layout:{uuid.uuid4().hex}"
 
 
 def _keys(raw, key: str) -> set:

@@ -3,8 +3,6 @@ size, stripe count and connection count."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -32,28 +30,6 @@ def _same(buffer: object, n: int, expected: bytes) -> bool:
     """The first n bytes of buffer equal expected (no copy of buffer)."""
     got = np.frombuffer(buffer, dtype=np.uint8, count=n)
     return n == len(expected) and bool(np.array_equal(got, np.frombuffer(expected, np.uint8)))
-
-
-@pytest.fixture(scope="module")
-def clients(redis_server) -> Iterator[dict]:
-    """One client per (stripes, connections), made on first use."""
-    made: dict = {}
-
-    def get(stripes: int, connections: int) -> RedisClient:
-        if (stripes, connections) not in made:
-            made[stripes, connections] = RedisClient(
-                redis_server.host, redis_server.port, stripes=stripes,
-                connections=connections)
-        return made[stripes, connections]
-
-    yield get
-    for client in made.values():
-        client.close()
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_roundtrip:{uuid.uuid4().hex}"
 
 
 def _roundtrip(client: RedisClient, key: str, size: int, seed: int = 0) -> None:

@@ -4,38 +4,15 @@ value is stored under."""
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Iterator
 
 import pytest
 
-from lmcache_redis import RedisClient
 from lmcache_redis.testing import resp_command
-
-
-@pytest.fixture(scope="module")
-def clients(redis_server) -> Iterator[dict]:
-    made: dict = {}
-
-    def get(stripes: int) -> RedisClient:
-        if stripes not in made:
-            made[stripes] = RedisClient(redis_server.host, redis_server.port,
-                                        stripes=stripes, connections=4)
-        return made[stripes]
-
-    yield get
-    for client in made.values():
-        client.close()
 
 
 @pytest.fixture
 def raw(redis_server):
     return lambda *args: resp_command((redis_server.host, redis_server.port), *args)
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_ttl:{uuid.uuid4().hex}"
 
 
 def _stored_keys(key: str, stripes: int) -> list:

@@ -7,7 +7,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,11 +17,6 @@ from lmcache_redis.testing import RedisServer
 
 MiB = 1 << 20
 LMR_HEADER_READ = 512  # csrc/conn.h: the largest read while looking for a reply header
-
-
-@pytest.fixture
-def key() -> str:
-    return f"test_zero_copy:{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
