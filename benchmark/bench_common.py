@@ -12,12 +12,12 @@
 * verification of what was read (``check_chunk``): a wrong byte ends the
   run with exit status 1;
 * the driver (``run``): the writes (timed with --write, untimed otherwise,
-  since the reads need the keys), then the timed reads and their
+  since the reads need the keys; with --overwrite an untimed pass first), then the timed reads and their
   verification, then deleting the keys; and the result printing, as text
   or one JSON object per op per line (--json).
 
-JSON fields: client, variant, op ("set"/"get"), size_bytes, num_chunks,
-concurrent, stripes, connections, seconds, cpu_seconds, gb_per_s,
+JSON fields: client, overwrite, variant, op ("set"/"get"), size_bytes,
+num_chunks, concurrent, stripes, connections, seconds, cpu_seconds, gb_per_s,
 gib_per_s, cpu_s_per_gb, latency_median_s (null when concurrent), parser
 (redis-py's "hiredis"/"python", else null), parallelism (threads or tasks
 in flight; 1 when sequential), pool_backend. Fields that do not apply to
@@ -76,6 +76,11 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--key-prefix", default="bench:",
                         help="keys are PREFIX0, PREFIX1, ... (default 'bench:'); they are "
                              "overwritten and deleted")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write every key once untimed, then time writing them again: "
+                             "the steady state of a full cache, where the server reuses "
+                             "the memory of the values it replaces instead of faulting in "
+                             "fresh pages")
     parser.add_argument("--no-verify", action="store_true",
                         help="don't compare what was read with what was written (only for "
                              "servers that don't store, such as tools/null_server.c)")
@@ -212,6 +217,7 @@ class Result:
     """One op's measurement; ``asdict`` of it is the JSON line."""
 
     client: str
+    overwrite: bool
     variant: str
     op: str
     size_bytes: int
@@ -267,6 +273,8 @@ def run(args: argparse.Namespace, meta: dict[str, Any], *,
     if not args.json:
         print(describe(meta, args), flush=True)
     try:
+        if args.write and args.overwrite:
+            write()  # untimed: the server allocates the values' memory here
         if args.write:
             report(args, meta, "set", write())
         elif args.read:
@@ -285,7 +293,7 @@ def report(args: argparse.Namespace, meta: dict[str, Any], op: str, timing: Timi
     total = args.size_bytes * args.num_chunks
     result = Result(
         op=op, size_bytes=args.size_bytes, num_chunks=args.num_chunks,
-        concurrent=args.concurrent, seconds=timing.seconds, cpu_seconds=timing.cpu_seconds,
+        overwrite=args.overwrite, concurrent=args.concurrent, seconds=timing.seconds, cpu_seconds=timing.cpu_seconds,
         gb_per_s=total / GB / timing.seconds, gib_per_s=total / GiB / timing.seconds,
         cpu_s_per_gb=timing.cpu_seconds / (total / GB),
         latency_median_s=statistics.median(timing.latencies) if timing.latencies else None,
