@@ -43,6 +43,8 @@ extension = Extension(
     sources=["lmcache_redis/_core.pyx", *c_sources()],
     include_dirs=["csrc"],
     define_macros=[("_GNU_SOURCE", None)],
+    # TLS (csrc/tls.c): OpenSSL, from Debian's libssl-dev.
+    libraries=["ssl", "crypto"],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
 )

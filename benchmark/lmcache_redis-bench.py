@@ -13,6 +13,10 @@ caller holding only tensor.data_ptr() would.
 client, each working through its share of the keys; the GIL is released
 inside the calls, so they overlap.
 
+--ssl-ca-certs: TLS, trusting that CA file, to the server at --host/--port
+(its TLS port; `python tools/local_redis.py --tls` starts one and prints
+the commands).
+
     python benchmark/lmcache_redis-bench.py --size-mb 32 --num-chunks 50 --concurrent
 """
 
@@ -40,7 +44,14 @@ def main() -> None:
                                               "which names the same server)")
     parser.add_argument("--threads", type=int,
                         help="Python threads with --concurrent (default: --connections)")
+    parser.add_argument("--ssl-ca-certs", metavar="PATH",
+                        help="connect with TLS (ssl=True), trusting the CAs in PATH; "
+                             "--host/--port must name the server's TLS port")
     args = bench_common.parse_args(parser)
+    if args.ssl_ca_certs is not None and args.host is None:
+        parser.error("--ssl-ca-certs needs --host and --port of a TLS port "
+                     "(python tools/local_redis.py --tls starts a server with one)")
+    tls = {} if args.ssl_ca_certs is None else {"ssl": True, "ssl_ca_certs": args.ssl_ca_certs}
     threads = (args.threads or args.connections) if args.concurrent else None
 
     stripe_size = int(args.stripe_size_mb * bench_common.MiB)
@@ -55,7 +66,7 @@ def main() -> None:
     with bench_common.redis_address(args) as (host, port), lmcache_redis.RedisClient(
             host, port, stripes=args.stripes, stripe_size=stripe_size,
             connections=args.connections, timeout=args.timeout,
-            unix_socket_path=args.unix_socket) as client:
+            unix_socket_path=args.unix_socket, **tls) as client:
         if args.client_type == "ptr":
             def put(i: int) -> None:
                 client.set_ptr(keys[i], sources[i].address, sources[i].nbytes)
@@ -78,7 +89,7 @@ def main() -> None:
                 client.delete(key)
 
         variant = ("buffer" if args.client_type == "lmcache_redis" else "ptr") + (
-            "+threads" if args.concurrent else "")
+            "+threads" if args.concurrent else "") + ("+tls" if tls else "")
         meta = dict(client="lmcache_redis", variant=variant, stripes=stripes,
                     connections=args.connections, parser=None,
                     parallelism=threads or 1, pool_backend=pool.backend)

@@ -24,6 +24,8 @@
 struct lmr_client {
   lmr_config cfg;    /* its strings point at the copies below */
   char *host, *unix_path, *username, *password;
+  char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
+  lmr__tls_ctx *tls; /* shared by all connections; NULL without TLS */
   lmr_pool *pool;
   lmr__stats stats;
   uint64_t id_seed;
@@ -41,6 +43,8 @@ void lmr_config_init(lmr_config *cfg) {
   cfg->stripes = 0;
   cfg->stripe_size = LMR_DEFAULT_STRIPE_SIZE;
   cfg->connections = 4;
+  cfg->tls = 0;
+  cfg->tls_verify = 1;
 }
 
 static int check_config(const lmr_config *cfg, lmr_error *err) {
@@ -67,6 +71,15 @@ static int check_config(const lmr_config *cfg, lmr_error *err) {
   if (cfg->db < 0) return lmr__err(err, LMR_EINVAL, "db must be >= 0, got %d", cfg->db);
   if (cfg->username != NULL && cfg->password == NULL)
     return lmr__err(err, LMR_EINVAL, "a username needs a password");
+  if (cfg->tls && cfg->unix_path != NULL)
+    return lmr__err(err, LMR_EINVAL, "TLS is for TCP connections, not a Unix socket");
+  if (!cfg->tls && (cfg->tls_ca_file != NULL || cfg->tls_cert_file != NULL ||
+                    cfg->tls_key_file != NULL || cfg->tls_server_name != NULL))
+    return lmr__err(err, LMR_EINVAL, "TLS options are given but TLS is off (set tls = 1)");
+  if (cfg->tls_key_file != NULL && cfg->tls_cert_file == NULL)
+    return lmr__err(err, LMR_EINVAL, "a TLS key file needs its certificate file");
+  if (cfg->tls_server_name != NULL && cfg->tls_server_name[0] == '\0')
+    return lmr__err(err, LMR_EINVAL, "the TLS server name must not be empty");
   return LMR_OK;
 }
 
@@ -77,7 +90,7 @@ static int worker_init(void *ctx, int index, void **state, lmr_error *err) {
   lmr_client *c = ctx;
   lmr_conn *conn = malloc(sizeof *conn);
   if (conn == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for a connection");
-  lmr__conn_init(conn, &c->cfg, &c->stats);
+  lmr__conn_init(conn, &c->cfg, c->tls, &c->stats);
   int rc = lmr__conn_ensure(conn, err);
   if (rc != LMR_OK) {
     lmr__conn_destroy(conn);
@@ -132,6 +145,10 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   c->cfg.unix_path = c->unix_path = dup_or_null(cfg->unix_path, &failed);
   c->cfg.username = c->username = dup_or_null(cfg->username, &failed);
   c->cfg.password = c->password = dup_or_null(cfg->password, &failed);
+  c->cfg.tls_ca_file = c->tls_ca_file = dup_or_null(cfg->tls_ca_file, &failed);
+  c->cfg.tls_cert_file = c->tls_cert_file = dup_or_null(cfg->tls_cert_file, &failed);
+  c->cfg.tls_key_file = c->tls_key_file = dup_or_null(cfg->tls_key_file, &failed);
+  c->cfg.tls_server_name = c->tls_server_name = dup_or_null(cfg->tls_server_name, &failed);
   /* Random seed: set ids of different clients must not collide. */
   if (getrandom(&c->id_seed, sizeof c->id_seed, 0) != (ssize_t)sizeof c->id_seed)
     c->id_seed = (uint64_t)lmr__now_ns() ^ (uint64_t)(uintptr_t)c;
@@ -141,6 +158,11 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   if (failed) {
     lmr_client_free(c);
     return lmr__err(err, LMR_ENOMEM, "out of memory for the client");
+  }
+  /* Certificates are loaded once, here: a bad file fails the open. */
+  if (cfg->tls && (rc = lmr__tls_ctx_new(&c->tls, &c->cfg, err)) != LMR_OK) {
+    lmr_client_free(c);
+    return rc;
   }
   lmr_pool_config pc = {.workers = cfg->connections,
                         .worker_init = worker_init,
@@ -177,6 +199,11 @@ void lmr_client_free(lmr_client *c) {
   free(c->unix_path);
   free(c->username);
   free(c->password);
+  free(c->tls_ca_file);
+  free(c->tls_cert_file);
+  free(c->tls_key_file);
+  free(c->tls_server_name);
+  lmr__tls_ctx_free(c->tls);
   free(c);
 }
 

@@ -1,4 +1,5 @@
-/* Connections (conn.h): socket + read-ahead + parser, and the handshake. */
+/* Connections (conn.h): socket + read-ahead + parser, and the handshake.
+ * The socket's bytes go through net.c, or tls.c when the client uses TLS. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,8 +9,11 @@
 #include "conn.h"
 #include "net.h"
 
-void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__stats *stats) {
+void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
+                    lmr__stats *stats) {
   c->fd = -1;
+  c->tls = NULL;
+  c->tls_ctx = tls_ctx;
   atomic_init(&c->interrupted, 0);
   pthread_mutex_init(&c->fd_mu, NULL);
   c->cfg = cfg;
@@ -21,6 +25,10 @@ void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__stats *stats) {
 }
 
 void lmr__conn_close(lmr_conn *c) {
+  /* Only this connection's worker uses the session; an interrupt touches
+   * just the fd. */
+  lmr__tls_free(c->tls);
+  c->tls = NULL;
   pthread_mutex_lock(&c->fd_mu);
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
@@ -75,8 +83,10 @@ static int handshake_step(lmr_conn *c, lmr_cmd *cmd, const char *context, int fa
 
 /* An idle connection has nothing to read: EOF, an error or stray bytes
  * mean the server closed it (restart, CLIENT KILL, idle timeout) or it is
- * out of step; either way it must be re-made before it is used. */
+ * out of step; either way it must be re-made before it is used. With TLS,
+ * bytes in the session count too (a close_notify arrives as a record). */
 static int idle_conn_ok(lmr_conn *c) {
+  if (c->tls != NULL && lmr__tls_pending(c->tls)) return 0;
   char b;
   ssize_t k = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
   return k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
@@ -106,6 +116,10 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
     return rc;
   }
   if (atomic_load(&c->interrupted)) return broken(c, LMR_ECLOSED, err);
+  if (c->tls_ctx != NULL) {
+    rc = lmr__tls_connect(c->tls_ctx, fd, deadline, &c->tls, err);
+    if (rc != LMR_OK) return broken(c, rc, err);
+  }
   if (c->ever_connected) LMR__COUNT(c->stats, reconnects, 1);
   c->ever_connected = 1;
 
@@ -142,15 +156,22 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
 
 int lmr__conn_send(lmr_conn *c, lmr_cmd *cmd, lmr_error *err) {
   if (cmd->overflow) return lmr__err(err, LMR_EINVAL, "command too large to encode");
-  int rc = lmr__net_send_all(c->fd, cmd->iov, cmd->iovcnt, c->deadline, err);
+  int rc = c->tls != NULL ? lmr__tls_send_all(c->tls, cmd->iov, cmd->iovcnt, c->deadline, err)
+                          : lmr__net_send_all(c->fd, cmd->iov, cmd->iovcnt, c->deadline, err);
   if (rc != LMR_OK) return broken(c, rc, err);
   LMR__COUNT(c->stats, commands, 1);
   return LMR_OK;
 }
 
+/* 1..n bytes from the socket into buf, decrypted when TLS is on. */
+static long recv_some(lmr_conn *c, void *buf, size_t n, lmr_error *err) {
+  return c->tls != NULL ? lmr__tls_recv(c->tls, buf, n, c->deadline, err)
+                        : lmr__net_recv(c->fd, buf, n, c->deadline, err);
+}
+
 /* Refills the empty read-ahead buffer with at most `limit` bytes. */
 static int fill(lmr_conn *c, size_t limit, lmr_error *err) {
-  long k = lmr__net_recv(c->fd, c->rbuf, limit, c->deadline, err);
+  long k = recv_some(c, c->rbuf, limit, err);
   if (k < 0) return broken(c, (int)k, err);
   c->rpos = 0;
   c->rlen = (size_t)k;
@@ -196,7 +217,7 @@ int lmr__conn_read_payload(lmr_conn *c, void *dst, size_t n, size_t *copied,
       k = lmr_resp_take_payload(&c->parser, c->rbuf, c->rlen, NULL, n);
       c->rpos = k;
     } else {
-      long got = lmr__net_recv(c->fd, out, n, c->deadline, err);
+      long got = recv_some(c, out, n, err);
       if (got < 0) return broken(c, (int)got, err);
       k = (size_t)got;
       lmr_resp_payload_done(&c->parser, k);

@@ -1,4 +1,5 @@
-/* A connection: one socket, its read-ahead buffer and its reply parser.
+/* A connection: one socket (with a TLS session on it, or plain), its
+ * read-ahead buffer and its reply parser.
  *
  * Replies are read header by header; a bulk payload is then moved with
  * lmr__conn_read_payload straight into its destination. Only the bytes that
@@ -16,6 +17,7 @@
 
 #include "internal.h"
 #include "resp.h"
+#include "tls.h"
 
 /* Largest read while looking for a reply header: small, so that little of a
  * following payload lands in (and must be copied out of) the buffer. */
@@ -25,6 +27,8 @@
 
 typedef struct {
   int fd;                     /* -1 while disconnected */
+  lmr__tls *tls;              /* the TLS session on fd, or NULL */
+  lmr__tls_ctx *tls_ctx;      /* the client's, or NULL: plain TCP */
   atomic_int interrupted;     /* set once by lmr__conn_interrupt */
   pthread_mutex_t fd_mu;      /* guards fd against a concurrent interrupt */
   const lmr_config *cfg;
@@ -36,8 +40,10 @@ typedef struct {
   char rbuf[LMR_RBUF_SIZE];
 } lmr_conn;
 
-void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__stats *stats);
-/* Connects (and authenticates, selects the db) unless already connected. */
+/* tls_ctx: NULL for plain connections. */
+void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
+                    lmr__stats *stats);
+/* Connects (TLS handshake, AUTH, SELECT) unless already connected. */
 int lmr__conn_ensure(lmr_conn *c, lmr_error *err);
 void lmr__conn_close(lmr_conn *c);
 /* From another thread: makes current and future I/O on c fail promptly. */

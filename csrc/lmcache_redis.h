@@ -38,7 +38,7 @@ typedef enum {
 #undef LMR_XX_ENUM
 } lmr_code;
 
-#define LMR_ERRSTR_SIZE 192
+#define LMR_ERRSTR_SIZE 256
 
 typedef struct {
   int code;                   /* LMR_OK or a negative lmr_code */
@@ -73,10 +73,22 @@ typedef struct {
                               or 0: as many as stripe_size asks for */
   uint64_t stripe_size;    /* with stripes == 0: most bytes per stripe */
   int connections;         /* worker threads/connections: 1..LMR_MAX_CONNECTIONS */
+  /* TLS (TCP only). With tls_verify the server's certificate must chain to
+   * a trusted CA and name the server (tls_server_name, else host: a DNS
+   * name or an IP address); the handshake fails otherwise. */
+  int tls;                     /* 1: TLS on every connection */
+  const char *tls_ca_file;     /* PEM file of trusted CAs; NULL: the system's */
+  const char *tls_cert_file;   /* client certificate (PEM chain), or NULL */
+  const char *tls_key_file;    /* its private key (PEM, unencrypted); NULL:
+                                  in tls_cert_file */
+  const char *tls_server_name; /* name to verify and send (SNI); NULL: host */
+  int tls_verify;              /* 1 (default): verify as above; 0: accept any
+                                  certificate (no protection from a
+                                  man in the middle) */
 } lmr_config;
 
 /* Fills a config with the defaults (localhost:6379, stripes of at most
- * LMR_DEFAULT_STRIPE_SIZE, 4 connections). */
+ * LMR_DEFAULT_STRIPE_SIZE, 4 connections, no TLS, tls_verify 1). */
 void lmr_config_init(lmr_config *cfg);
 
 typedef struct lmr_client lmr_client;

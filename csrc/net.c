@@ -21,8 +21,7 @@ void lmr__net_endpoint(const lmr_config *cfg, char *out, size_t n) {
   else snprintf(out, n, "%s:%d", cfg->host, cfg->port);
 }
 
-/* Waits until fd is ready for `events` or the deadline passes. */
-static int wait_fd(int fd, short events, int64_t deadline, const char *what, lmr_error *err) {
+int lmr__net_wait(int fd, short events, int64_t deadline, const char *what, lmr_error *err) {
   for (;;) {
     int64_t left_ns = deadline - lmr__now_ns();
     if (left_ns <= 0) return lmr__err(err, LMR_ETIMEDOUT, "timed out %s", what);
@@ -59,7 +58,7 @@ static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
     }
     char what[sizeof "connecting to " + 160];
     snprintf(what, sizeof what, "connecting to %s", endpoint);
-    int rc = wait_fd(fd, POLLOUT, deadline, what, err);
+    int rc = lmr__net_wait(fd, POLLOUT, deadline, what, err);
     int soerr = 0;
     socklen_t sl = sizeof soerr;
     if (rc == LMR_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
@@ -123,7 +122,7 @@ int lmr__net_send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
       if (errno == EINTR) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK)
         return lmr__err_sys(err, LMR_ECONN, errno, "send");
-      int rc = wait_fd(fd, POLLOUT, deadline, "sending a command", err);
+      int rc = lmr__net_wait(fd, POLLOUT, deadline, "sending a command", err);
       if (rc != LMR_OK) return rc;
       continue;
     }
@@ -150,7 +149,7 @@ long lmr__net_recv(int fd, void *buf, size_t n, int64_t deadline, lmr_error *err
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK)
       return lmr__err_sys(err, LMR_ECONN, errno, "recv");
-    int rc = wait_fd(fd, POLLIN, deadline, "waiting for the server's reply", err);
+    int rc = lmr__net_wait(fd, POLLIN, deadline, "waiting for the server's reply", err);
     if (rc != LMR_OK) return rc;
   }
 }

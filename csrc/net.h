@@ -28,6 +28,11 @@ int lmr__net_send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline,
 /* Receives 1..n bytes into buf; the peer closing is an LMR_ECONN error. */
 long lmr__net_recv(int fd, void *buf, size_t n, int64_t deadline, lmr_error *err);
 
+/* Waits until fd is ready for poll(2) `events` or the deadline passes; the
+ * timeout's message is "timed out <what>". Errors and hang-ups are left for
+ * the next I/O call on fd to report. */
+int lmr__net_wait(int fd, short events, int64_t deadline, const char *what, lmr_error *err);
+
 /* Describes the endpoint ("127.0.0.1:6379" or "unix:/path") for messages. */
 void lmr__net_endpoint(const lmr_config *cfg, char *out, size_t n);
 

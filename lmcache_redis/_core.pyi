@@ -1,5 +1,8 @@
+import os
 from collections.abc import Buffer
-from typing import Any
+from typing import Any, Union
+
+_Path = Union[str, os.PathLike[str]]
 
 MAX_STRIPES: int
 MAX_CONNECTIONS: int
@@ -19,6 +22,12 @@ class RedisClient:
     connections: int
     timeout: float
     connect_timeout: float
+    ssl: bool
+    ssl_ca_certs: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_verify: bool
+    ssl_server_name: str | None
 
     def __init__(
         self,
@@ -34,6 +43,12 @@ class RedisClient:
         password: str | None = None,
         db: int = 0,
         unix_socket_path: str | None = None,
+        ssl: bool = False,
+        ssl_ca_certs: _Path | None = None,
+        ssl_certfile: _Path | None = None,
+        ssl_keyfile: _Path | None = None,
+        ssl_verify: bool = True,
+        ssl_server_name: str | None = None,
     ) -> None: ...
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisClient: ...

@@ -9,6 +9,7 @@ from lmcache_redis._lmr cimport *
 
 import math
 import operator
+import os
 
 from lmcache_redis.exceptions import error_from_code
 from lmcache_redis._url import parse_url
@@ -64,6 +65,16 @@ cdef check_range(object address, object nbytes):
         raise ValueError("address is NULL")
 
 
+cdef object path_or_none(object value, str name):
+    if value is None:
+        return None
+    try:
+        return os.fsdecode(os.fspath(value))
+    except TypeError:
+        raise TypeError(f"{name} must be a path (str or os.PathLike), "
+                        f"not {type(value).__name__}") from None
+
+
 cdef lmr_client *open_client(lmr_client *c) except NULL:
     if c == NULL:
         from lmcache_redis.exceptions import ClientClosedError
@@ -74,7 +85,9 @@ cdef lmr_client *open_client(lmr_client *c) except NULL:
 cdef class RedisClient:
     """RedisClient(host="localhost", port=6379, *, stripes=None,
     stripe_size=2 MiB, connections=4, timeout=10.0, connect_timeout=None,
-    username=None, password=None, db=0, unix_socket_path=None)
+    username=None, password=None, db=0, unix_socket_path=None,
+    ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None,
+    ssl_verify=True, ssl_server_name=None)
 
     A Redis client for huge values (KV-cache chunks of 4-80 MB).
 
@@ -106,6 +119,22 @@ cdef class RedisClient:
         username, password: AUTH credentials (username needs a password).
         db: database number to SELECT.
         unix_socket_path: connect over a Unix socket instead of TCP.
+        ssl: TLS (1.2 or later) on every connection (OpenSSL). The server's
+            certificate is verified: it must chain to a trusted CA and name
+            the host (a DNS name or an IP address in its subjectAltName);
+            otherwise ConnectionError, with the reason.
+        ssl_ca_certs: PEM file of the CAs to trust (default: the system's
+            trust store, e.g. /etc/ssl/certs).
+        ssl_certfile, ssl_keyfile: a client certificate (PEM, with its chain)
+            and its unencrypted private key, for servers that require one
+            (``tls-auth-clients yes``). ssl_keyfile=None: the key is in
+            ssl_certfile.
+        ssl_verify: False accepts any server certificate, unchecked: the
+            traffic is encrypted, but anyone in the path can pose as the
+            server. For tests only.
+        ssl_server_name: the name the certificate must carry, also sent as
+            SNI (default: host). For connecting by address to a server whose
+            certificate names it by DNS name.
     """
 
     cdef lmr_client *_c
@@ -119,15 +148,49 @@ cdef class RedisClient:
     cdef readonly int connections
     cdef readonly double timeout
     cdef readonly double connect_timeout
+    cdef readonly bint ssl
+    cdef readonly object ssl_ca_certs
+    cdef readonly object ssl_certfile
+    cdef readonly object ssl_keyfile
+    cdef readonly bint ssl_verify
+    cdef readonly object ssl_server_name
 
     def __cinit__(self, *args, **kwargs):
         self._c = NULL
 
     def __init__(self, str host not None="localhost", int port=6379, *, stripes=None,
                  stripe_size=LMR_DEFAULT_STRIPE_SIZE, int connections=4, double timeout=10.0, connect_timeout=None,
-                 username=None, password=None, int db=0, unix_socket_path=None):
+                 username=None, password=None, int db=0, unix_socket_path=None,
+                 bint ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None,
+                 bint ssl_verify=True, ssl_server_name=None):
         if self._c != NULL:
             raise RuntimeError("RedisClient is already initialised")
+        ssl_ca_certs = path_or_none(ssl_ca_certs, "ssl_ca_certs")
+        ssl_certfile = path_or_none(ssl_certfile, "ssl_certfile")
+        ssl_keyfile = path_or_none(ssl_keyfile, "ssl_keyfile")
+        if ssl_server_name is not None and not isinstance(ssl_server_name, str):
+            raise TypeError(f"ssl_server_name must be str, not {type(ssl_server_name).__name__}")
+        if not ssl:
+            given = [name for name, value in (("ssl_ca_certs", ssl_ca_certs),
+                                              ("ssl_certfile", ssl_certfile),
+                                              ("ssl_keyfile", ssl_keyfile),
+                                              ("ssl_server_name", ssl_server_name))
+                     if value is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} given without ssl=True "
+                                 f"(or a rediss:// URL)")
+        elif unix_socket_path is not None:
+            raise ValueError("ssl=True is for TCP connections, not unix_socket_path")
+        if ssl_keyfile is not None and ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the certificate it belongs to)")
+        if ssl_server_name == "":
+            raise ValueError("ssl_server_name must not be empty")
+        self.ssl = ssl
+        self.ssl_ca_certs = ssl_ca_certs
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile = ssl_keyfile
+        self.ssl_verify = ssl_verify
+        self.ssl_server_name = ssl_server_name
         self.host = host
         self.port = port
         self.unix_socket_path = None if unix_socket_path is None else str(unix_socket_path)
@@ -151,6 +214,10 @@ cdef class RedisClient:
         cdef bytes b_unix = None if unix_socket_path is None else self.unix_socket_path.encode()
         cdef bytes b_user = None if username is None else str(username).encode("utf-8")
         cdef bytes b_pass = None if password is None else str(password).encode("utf-8")
+        cdef bytes b_ca = None if ssl_ca_certs is None else os.fsencode(ssl_ca_certs)
+        cdef bytes b_cert = None if ssl_certfile is None else os.fsencode(ssl_certfile)
+        cdef bytes b_key = None if ssl_keyfile is None else os.fsencode(ssl_keyfile)
+        cdef bytes b_sni = None if ssl_server_name is None else ssl_server_name.encode("utf-8")
         cdef lmr_config cfg
         lmr_config_init(&cfg)
         cfg.host = b_host
@@ -164,6 +231,12 @@ cdef class RedisClient:
         cfg.stripes = 0 if stripes is None else min(stripes, LMR_MAX_STRIPES + 1)
         cfg.stripe_size = stripe_size
         cfg.connections = connections
+        cfg.tls = ssl
+        cfg.tls_ca_file = NULL if b_ca is None else <const char *>b_ca
+        cfg.tls_cert_file = NULL if b_cert is None else <const char *>b_cert
+        cfg.tls_key_file = NULL if b_key is None else <const char *>b_key
+        cfg.tls_server_name = NULL if b_sni is None else <const char *>b_sni
+        cfg.tls_verify = ssl_verify
         cdef lmr_error err
         cdef int rc
         with nogil:
@@ -173,11 +246,14 @@ cdef class RedisClient:
 
     @classmethod
     def from_url(cls, url, **kwargs):
-        """Makes a client from ``redis://[[user]:password@]host[:port][/db]``
+        """Makes a client from ``redis://[[user]:password@]host[:port][/db]``,
+        ``rediss://...`` (the same with ssl=True: TLS, certificate verified)
         or ``unix:///path/to/redis.sock[?db=N]``. Query parameters
         (``stripes``, ``stripe_size``, ``connections``, ``timeout``,
-        ``connect_timeout``, ``db``)
-        and keyword arguments set the other options; keywords win.
+        ``connect_timeout``, ``db``, and with rediss:// ``ssl_ca_certs``,
+        ``ssl_certfile``, ``ssl_keyfile``, ``ssl_server_name``,
+        ``ssl_verify=false``) and keyword arguments set the other options;
+        keywords win.
         """
         options = parse_url(url)
         options.update(kwargs)
@@ -216,6 +292,8 @@ cdef class RedisClient:
         where = (f"unix_socket_path={self.unix_socket_path!r}" if self.unix_socket_path
                  else f"host={self.host!r}, port={self.port}")
         user = f", username={self.username!r}" if self.username is not None else ""
+        if self.ssl:
+            user += ", ssl=True" + ("" if self.ssl_verify else ", ssl_verify=False")
         striping = (f"stripes={self.stripes}" if self.stripes is not None
                     else f"stripe_size={self.stripe_size}")
         return (f"RedisClient({where}, db={self.db}{user}, {striping}, "

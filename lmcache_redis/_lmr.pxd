@@ -17,7 +17,7 @@ cdef extern from "lmcache_redis.h" nogil:
     ctypedef struct lmr_error:
         int code
         uint64_t needed
-        char msg[192]
+        char msg[256]
 
     const char *lmr_code_name(int code)
     const char *lmr_strerror(int code)
@@ -42,6 +42,12 @@ cdef extern from "lmcache_redis.h" nogil:
         int stripes
         uint64_t stripe_size
         int connections
+        int tls
+        const char *tls_ca_file
+        const char *tls_cert_file
+        const char *tls_key_file
+        const char *tls_server_name
+        int tls_verify
 
     void lmr_config_init(lmr_config *cfg)
 

@@ -1,4 +1,5 @@
-"""Throwaway ``redis-server`` processes for tests and demos.
+"""Throwaway ``redis-server`` processes for tests and demos, and the test
+certificates for a TLS one.
 
 Pure Python on purpose: it must not depend on the compiled core or on
 redis-py, so it can check the server that the core is then tested against.
@@ -14,10 +15,19 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Optional, Union
 
-__all__ = ["RedisServer", "RespError", "find_redis_server", "resp_command"]
+__all__ = [
+    "RedisServer",
+    "RespError",
+    "TestCertificates",
+    "find_redis_server",
+    "make_test_certificates",
+    "resp_command",
+]
 
 _HOST = "127.0.0.1"
 _START_TIMEOUT = 10.0
@@ -135,6 +145,83 @@ def resp_command(
     return reply
 
 
+@dataclass(frozen=True)
+class TestCertificates:
+    """PEM files made by :func:`make_test_certificates` (paths as str).
+
+    ``ca_cert`` signed ``server_cert`` (for ``IP:127.0.0.1`` and
+    ``DNS:localhost``) and ``client_cert``; ``other_ca_cert`` is an
+    unrelated CA that signed nothing here. The keys are unencrypted, except
+    ``client_key_encrypted`` (passphrase ``"secret"``). ``client_combined``
+    holds the client certificate followed by its key.
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    ca_cert: str
+    ca_key: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+    client_key_encrypted: str
+    client_combined: str
+    other_ca_cert: str
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is not installed (apt-get install openssl)")
+    proc = subprocess.run([openssl, *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed:\n{proc.stderr}")
+
+
+def make_test_certificates(directory: Union[str, os.PathLike]) -> TestCertificates:
+    """Make a test CA, certificates it signed and an unrelated CA, in
+    ``directory``, with the ``openssl`` command (P-256 keys, valid 7 days).
+
+    For tests and benchmarks only: the CA's key is left beside its
+    certificate, unprotected.
+
+    Raises:
+        RuntimeError: if ``openssl`` is missing or fails.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for name, cn in (("ca", "lmcache_redis test CA"), ("other-ca", "unrelated test CA")):
+        _openssl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem",
+                 "-days", "7", "-subj", f"/CN={cn}",
+                 "-addext", "basicConstraints=critical,CA:TRUE",
+                 "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    leaves = {
+        "server": ("localhost", "serverAuth", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"),
+        "client": ("lmcache_redis test client", "clientAuth", ""),
+    }
+    for name, (cn, usage, san) in leaves.items():
+        (d / f"{name}.ext").write_text(
+            f"basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+            f"extendedKeyUsage={usage}\n{san}")
+        _openssl("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={cn}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "7",
+                 "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+    _openssl("pkey", "-in", "client.key", "-aes256", "-passout", "pass:secret",
+             "-out", "client-encrypted.key", cwd=d)
+    (d / "client-combined.pem").write_bytes(
+        (d / "client.pem").read_bytes() + (d / "client.key").read_bytes())
+    return TestCertificates(
+        ca_cert=str(d / "ca.pem"), ca_key=str(d / "ca.key"),
+        server_cert=str(d / "server.pem"), server_key=str(d / "server.key"),
+        client_cert=str(d / "client.pem"), client_key=str(d / "client.key"),
+        client_key_encrypted=str(d / "client-encrypted.key"),
+        client_combined=str(d / "client-combined.pem"),
+        other_ca_cert=str(d / "other-ca.pem"))
+
+
 def _free_port() -> int:
     # The port may be taken again between close() and redis binding it;
     # start() retries on "Address already in use" for that reason.
@@ -157,15 +244,27 @@ class RedisServer:
             ``["--requirepass", "secret"]``. A ``--requirepass`` given here
             is also used by :meth:`command` and the start-up check.
         unix_socket: also listen on ``<tempdir>/redis.sock`` (mode 700).
+        tls: also listen for TLS on :attr:`tls_port` with these
+            certificates (see :func:`make_test_certificates`); the plain
+            port stays open (:meth:`command` and the start-up check use it).
+        tls_auth_clients: with ``tls``, require a client certificate signed
+            by the CA.
     """
 
     def __init__(
-        self, extra_args: Sequence[str] = (), unix_socket: bool = False
+        self,
+        extra_args: Sequence[str] = (),
+        unix_socket: bool = False,
+        tls: Optional[TestCertificates] = None,
+        tls_auth_clients: bool = False,
     ) -> None:
         self._extra_args = list(extra_args)
         self._unix_socket = unix_socket
+        self._tls = tls
+        self._tls_auth_clients = tls_auth_clients
         self._password = _option_value(self._extra_args, "--requirepass")
         self._port: Optional[int] = None
+        self._tls_port: Optional[int] = None
         self._dir: Optional[str] = None
         self._proc: Optional[subprocess.Popen] = None
 
@@ -182,6 +281,20 @@ class RedisServer:
         if self._port is None:
             raise RuntimeError("RedisServer is not started")
         return self._port
+
+    @property
+    def tls_port(self) -> int:
+        """The TLS port (only with ``tls=``); kept across :meth:`restart`."""
+        if self._tls is None:
+            raise RuntimeError("RedisServer was made without tls=")
+        if self._tls_port is None:
+            raise RuntimeError("RedisServer is not started")
+        return self._tls_port
+
+    @property
+    def tls_url(self) -> str:
+        """``rediss://127.0.0.1:TLS_PORT`` (no CA file in it)."""
+        return f"rediss://{_HOST}:{self.tls_port}"
 
     @property
     def unix_path(self) -> Optional[str]:
@@ -221,6 +334,10 @@ class RedisServer:
         try:
             while True:
                 self._port = _free_port()
+                if self._tls is not None:
+                    self._tls_port = _free_port()
+                    while self._tls_port == self._port:
+                        self._tls_port = _free_port()
                 try:
                     self._launch()
                     return self
@@ -301,6 +418,14 @@ class RedisServer:
         ]
         if self._unix_socket:
             argv += ["--unixsocket", self.unix_path, "--unixsocketperm", "700"]
+        if self._tls is not None:
+            argv += [
+                "--tls-port", str(self._tls_port),
+                "--tls-cert-file", self._tls.server_cert,
+                "--tls-key-file", self._tls.server_key,
+                "--tls-ca-cert-file", self._tls.ca_cert,
+                "--tls-auth-clients", "yes" if self._tls_auth_clients else "no",
+            ]
         argv += self._extra_args
         # Appending keeps the log of earlier runs for a failing restart.
         with open(self._log_path(), "ab") as log:

@@ -224,7 +224,6 @@ def test_from_url_options(redis_server) -> None:
     "http://localhost:6379",
     "localhost:6379",
     "",
-    "rediss://localhost:6379",
     "redis://localhost:6379/abc",
     "redis://localhost:6379/-1",
     "redis://localhost:notaport",

@@ -48,6 +48,10 @@ command -v cmake >/dev/null || _lmr_apt+=(cmake)
 { command -v cc && command -v c++ && command -v make; } >/dev/null \
   || _lmr_apt+=(build-essential)
 command -v clang >/dev/null || _lmr_apt+=(clang)
+# OpenSSL: headers and libraries for csrc/tls.c, and the openssl command
+# that makes the TLS tests' certificates.
+dpkg -s libssl-dev >/dev/null 2>&1 || _lmr_apt+=(libssl-dev)
+command -v openssl >/dev/null || _lmr_apt+=(openssl)
 if [ "${#_lmr_apt[@]}" -gt 0 ]; then
   _lmr_apt_install "${_lmr_apt[@]}" || return
 fi
