@@ -5,7 +5,7 @@ Starts a throwaway redis-server, then runs one `get` into a numpy array under
 the array (the payload, received in place) or elsewhere (the 512-byte header
 reads into a connection's read-ahead). Needs strace (apt-get install strace).
 
-    python tools/trace_zero_copy.py [--size-mb 32] [--stripes 8] [--connections 4]
+    python tools/trace_zero_copy.py [--size-mb 32] [--stripes 16] [--connections 4]
 """
 
 import argparse
@@ -36,7 +36,7 @@ CALL = re.compile(r"^recvfrom\(0x[0-9a-f]+, (0x[0-9a-f]+), 0x[0-9a-f]+,.*= (0x[0
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=32)
-    ap.add_argument("--stripes", type=int, default=8)
+    ap.add_argument("--stripes", type=int, default=16)
     ap.add_argument("--connections", type=int, default=4)
     args = ap.parse_args()
     with RedisServer() as srv, tempfile.TemporaryDirectory() as tmp:
@@ -44,7 +44,7 @@ def main():
         # raw=recvfrom: the destination address in hex.
         out = subprocess.run(
             ["strace", "-f", "-ff", "-qq", "-e", "trace=recvfrom", "-e", "raw=recvfrom",
-             "-e", "signal=none", "-o", f"{tmp}/t", sys.executable, "-c", CHILD,
+             "-e", "signal=none", "-o", f"{tmp}/t", sys.executable, "-P", "-c", CHILD,
              str(srv.port), str(args.size_mb << 20), str(args.stripes), str(args.connections)],
             check=True, capture_output=True, text=True).stdout.split()
         lo, size = int(out[1]), int(out[2])
