@@ -13,7 +13,7 @@ untimed, then the timed writes replace them (a full cache's steady state).
 Prints one table, and writes the rows as JSON and two plots (throughput
 against stripe count and against value size) as a PNG.
 
-    python benchmark/compare.py            # quick: well under a minute
+    python benchmark/compare.py            # quick: about 30 s
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep
 """
 
@@ -54,9 +54,9 @@ class Plan:
     redis_py_chunks: int             # redis-py is slow: fewer keys in quick mode
 
 
-QUICK = Plan(num_chunks=12, sizes_mb=[4, 32], stripe_sweep=[1, 4, 8, 16],
+QUICK = Plan(num_chunks=10, sizes_mb=[4, 32], stripe_sweep=[1, 8, 16],
              null_stripe_sweep=[1, 16], connection_sweep=[], resp_py_sizes_mb=[4, 32],
-             redis_py_chunks=6)
+             redis_py_chunks=4)
 FULL = Plan(num_chunks=50, sizes_mb=[4, 32, 80], stripe_sweep=[1, 2, 4, 8, 12, 16],
             null_stripe_sweep=[1, 2, 4, 8, 16], connection_sweep=[1, 2, 4, 8],
             resp_py_sizes_mb=[1, 4, 8, 32], redis_py_chunks=50)
