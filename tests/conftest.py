@@ -73,12 +73,23 @@ def key(request) -> str:
 
 
 @pytest.fixture
-def own_server() -> Iterator[RedisServer]:
-    """A server of the test's own, free to kill, pause, restart or stop."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
+def make_own_server():
+    """make_own_server(**RedisServer options): a started server of the test's
+    own, free to kill, pause, restart or stop; stopped after the test."""
+    made: list[RedisServer] = []
+
+    def make(**options) -> RedisServer:
+        made.append(RedisServer(**options).start())
+        return made[-1]
+
+    yield make
+    for server in made:
         if server.pid is not None:
             os.kill(server.pid, signal.SIGCONT)  # in case a test left it stopped
         server.stop()
+
+
+@pytest.fixture
+def own_server(make_own_server) -> RedisServer:
+    """A plain server of the test's own (see make_own_server)."""
+    return make_own_server()

@@ -42,14 +42,8 @@ def auth_clients_server(certs) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def own_tls_server(certs) -> Iterator[RedisServer]:
-    server = RedisServer(tls=certs).start()
-    try:
-        yield server
-    finally:
-        if server.pid is not None:
-            os.kill(server.pid, signal.SIGCONT)  # in case a test left it stopped
-        server.stop()
+def own_tls_server(certs, make_own_server) -> RedisServer:
+    return make_own_server(tls=certs)
 
 
 @pytest.fixture(scope="module")

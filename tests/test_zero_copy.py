@@ -7,13 +7,11 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from lmcache_redis import RedisClient
-from lmcache_redis.testing import RedisServer
 
 MiB = 1 << 20
 LMR_HEADER_READ = 512  # csrc/conn.h: the largest read while looking for a reply header
@@ -91,22 +89,11 @@ def test_other_threads_run_during_a_get_loop(redis_server, key) -> None:
         client.delete(key)
 
 
-@pytest.fixture
-def stoppable_server() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        if server.pid is not None:
-            os.kill(server.pid, signal.SIGCONT)
-        server.stop()
-
-
-def test_gil_is_released_while_waiting(stoppable_server, key) -> None:
+def test_gil_is_released_while_waiting(own_server, key) -> None:
     # Deterministic: with the server stopped (SIGSTOP), a get cannot finish
     # until this thread resumes the server. If get held the GIL, this
     # thread could not run, and the get would end in TimeoutError instead.
-    server = stoppable_server
+    server = own_server
     with RedisClient(server.host, server.port, stripes=4, timeout=10) as client:
         data = np.random.default_rng(8).bytes(MiB)
         client.set(key, data)
