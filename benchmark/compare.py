@@ -1,7 +1,8 @@
-"""Every client and every limit side by side, in one run on one server.
+"""Every client and every limit side by side, in one run.
 
-Starts a throwaway redis-server tuned for huge values (tools/local_redis.py;
-or uses --host/--port), then runs, each in its own process on the same keys
+Each client run gets a fresh throwaway redis-server tuned for huge values
+(tools/local_redis.py), so each starts from the same empty server (or all
+use --host/--port). The clients run each in its own process on the same keys
 and sizes: redis-py (sequential and asyncio), the pure-Python zero-copy
 client (at several value sizes, to find its best), lmcache_redis (a stripe
 sweep, sequential and concurrent), lmcache_redis against the null server
@@ -15,11 +16,13 @@ against stripe count and against value size) as a PNG.
 
     python benchmark/compare.py            # quick: about 30 s
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep
+    python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -136,6 +140,11 @@ def plan_runs(plan: Plan, default_stripes: int, default_conns: int) -> list[Run]
         runs.append(Run(f"null server stripes={stripes}", script(
             "lmcache_redis-bench.py", "--num-chunks", n, "--stripes", stripes,
             "--connections", min(default_conns, stripes), "--no-verify"), target="null"))
+    # Two Python threads keep the client busy between calls: the client's
+    # own ceiling, as a fraction of the transport's.
+    runs.append(Run("null server concurrent", script(
+        "lmcache_redis-bench.py", "--num-chunks", n, "--stripes", default_stripes,
+        "--no-verify", "--concurrent", "--threads", 2), target="null"))
     return runs
 
 
@@ -198,19 +207,24 @@ def memtier_rows(host: str, port: int, size_mb: int, n: int) -> list[dict]:
 
 
 def pump_rows(pump: Optional[Path]) -> list[dict]:
-    """The raw loopback TCP limit: 1 MiB writes over 1 and over 2 streams."""
+    """The loopback TCP limit, 1 MiB writes: raw (each receiver reuses one
+    cache-hot 1 MiB buffer) over 1 and 2 streams, and over 2 streams landing
+    in 32 MiB areas, as a client landing 32 MiB values in memory must."""
     if pump is None:
         return []
     rows = []
-    for streams in (1, 2):
-        out = subprocess.run([str(pump), "--json", "--bytes", str(8 << 30), "--streams",
-                              str(streams)], capture_output=True, text=True, check=True).stdout
+    for streams, span in ((1, None), (2, None), (2, 32 * MiB)):
+        argv = [str(pump), "--json", "--bytes", str(8 << 30), "--streams", str(streams)]
+        if span:
+            argv += ["--recv-span", str(span)]
+        out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
         result = json.loads(out.strip().splitlines()[-1])
+        variant = f"{streams} stream(s), {result['chunk'] // MiB} MiB writes"
         rows.append(dict(client="loopback TCP",
-                         variant=f"{streams} stream(s), {result['chunk'] // MiB} MiB writes",
-                         op="transfer", size_bytes=None, num_chunks=None, stripes=None,
+                         variant=variant + (f", into {span // MiB} MiB" if span else ""),
+                         op="transfer", size_bytes=span, num_chunks=None, stripes=None,
                          connections=streams, gb_per_s=result["gb_per_s"], cpu_s_per_gb=None,
-                         latency_median_s=None, target="limit"))
+                         latency_median_s=None, target="limit" if span is None else "landing"))
     return rows
 
 
@@ -222,7 +236,7 @@ def add_ratios(rows: list[dict]) -> float:
         if r["client"] == "redis-py":
             k = (r["op"], r["size_bytes"], r.get("overwrite", False))
             best[k] = max(best.get(k, 0.0), r["gb_per_s"])
-    limit = max((r["gb_per_s"] for r in rows if r["client"] == "loopback TCP"), default=None)
+    limit = max((r["gb_per_s"] for r in rows if r["target"] == "limit"), default=None)
     for r in rows:
         base = best.get((r["op"], r["size_bytes"], r.get("overwrite", False)))
         r["x_redis_py"] = r["gb_per_s"] / base if base else None
@@ -230,8 +244,90 @@ def add_ratios(rows: list[dict]) -> float:
     return limit
 
 
+def scorecard(rows: list[dict]) -> list[dict]:
+    """Issue 4's targets, each as a ratio of two rows of this run (32 MiB
+    values). A metric whose rows are missing (a tool not built) is left out."""
+    size = 32 * MiB
+
+    def pick(**want: object) -> list[dict]:
+        return [r for r in rows if all(r.get(k) == v for k, v in want.items())]
+
+    def best(found: list[dict]) -> Optional[dict]:
+        return max(found, key=lambda r: r["gb_per_s"], default=None)
+
+    card: list[dict] = []
+
+    def add(metric: str, target: float, at_least: bool, measured: dict[str, float],
+            note: str = "") -> None:
+        hits = [v >= target if at_least else v <= target for v in measured.values()]
+        status = "met" if all(hits) else "partly met" if any(hits) else "missed"
+        card.append(dict(metric=metric, target=("≥ " if at_least else "≤ ") + f"{target:g}×",
+                         measured=measured, status=status, note=note))
+
+    ours = {op: {mode: best(pick(client="lmcache_redis", target="redis", op=op, size_bytes=size,
+                                 concurrent=conc, overwrite=False,
+                                 **({"default_config": True} if not conc else {})))
+                 for mode, conc in (("sequential", False), ("concurrent", True))}
+            for op in ("get", "set")}
+    redis_py = {op: best(pick(client="redis-py", op=op, size_bytes=size, overwrite=False))
+                for op in ("get", "set")}
+    raw = best(pick(target="limit"))
+    landing = best(pick(target="landing"))
+    server_best = best(pick(target="redis", op="get", size_bytes=size))
+
+    if redis_py["get"] and all(ours["get"].values()):
+        base = redis_py["get"]["gb_per_s"]
+        note = f"25x redis-py would be {25 * base:.2f} GB/s"
+        if raw:
+            note += f" = {25 * base / raw['gb_per_s']:.2f} of the raw loopback limit"
+        if server_best:
+            note += f"; the best GET of any client from this server: {server_best['gb_per_s']:.2f}"
+        add("GET vs redis-py's best mode", 25, True,
+            {m: r["gb_per_s"] / base for m, r in ours["get"].items()}, note)
+    if redis_py["set"] and all(ours["set"].values()):
+        base = redis_py["set"]["gb_per_s"]
+        measured = {m: r["gb_per_s"] / base for m, r in ours["set"].items()}
+        steady_py = best(pick(client="redis-py", op="set", size_bytes=size, overwrite=True))
+        steady_ours = best(pick(client="lmcache_redis", op="set", size_bytes=size, overwrite=True))
+        if steady_py and steady_ours:
+            measured["steady state (overwrite)"] = steady_ours["gb_per_s"] / steady_py["gb_per_s"]
+        add("SET vs redis-py's best mode", 6, True, measured,
+            "writes into an empty server wait on its page faults, whatever the client")
+    resp_py = best(pick(client="resp-py", op="get", target="redis"))
+    if resp_py and all(ours["get"].values()):
+        add("GET vs pure-Python zero-copy at its best size", 1, True,
+            {m: r["gb_per_s"] / resp_py["gb_per_s"] for m, r in ours["get"].items()},
+            f"its best: {resp_py['size_bytes'] // MiB} MiB values, {resp_py['gb_per_s']:.2f} GB/s")
+    null_get = best(pick(client="lmcache_redis", target="null", op="get"))
+    if null_get and raw:
+        measured = {"of the raw limit": null_get["gb_per_s"] / raw["gb_per_s"]}
+        if landing:
+            measured["of the limit landing in 32 MiB"] = null_get["gb_per_s"] / landing["gb_per_s"]
+        add("null server GET, share of loopback TCP", 0.8, True, measured,
+            f"{null_get['gb_per_s']:.2f} GB/s; raw {raw['gb_per_s']:.2f}"
+            + (f", landing {landing['gb_per_s']:.2f}" if landing else ""))
+    py_get, seq = redis_py["get"], ours["get"]["sequential"]
+    if py_get and seq and py_get.get("cpu_s_per_gb") and seq.get("cpu_s_per_gb"):
+        add("client CPU s/GB vs redis-py (GET)", 0.25, False,
+            {"sequential": seq["cpu_s_per_gb"] / py_get["cpu_s_per_gb"]})
+    py_seq = best(pick(client="redis-py", variant="single-pool", op="get", size_bytes=size))
+    if py_seq and seq and py_seq.get("latency_median_s") and seq.get("latency_median_s"):
+        add("median 32 MiB GET latency vs redis-py", 0.1, False,
+            {"sequential": seq["latency_median_s"] / py_seq["latency_median_s"]},
+            f"{seq['latency_median_s'] * 1e3:.1f} ms vs {py_seq['latency_median_s'] * 1e3:.1f} ms")
+    return card
+
+
+def print_scorecard(card: list[dict]) -> None:
+    print("\nissue 4 targets, from this run (32 MiB values):")
+    for c in card:
+        measured = ", ".join(f"{v:.2f}x {k}" for k, v in c["measured"].items())
+        print(f"  [{c['status']}] {c['metric']} {c['target']}: {measured}"
+              + (f"  ({c['note']})" if c["note"] else ""))
+
+
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'client':<18} {'variant':<26} {'server':<6} {'op':<4} {'size':>7} {'str':>3} "
+    head = (f"{'client':<18} {'variant':<26} {'server':<7} {'op':<4} {'size':>7} {'str':>3} "
             f"{'conn':>4} {'GB/s':>6} {'x redis-py':>10} {'of TCP':>6} {'CPU s/GB':>8} "
             f"{'median ms':>9}")
     print(head)
@@ -240,7 +336,7 @@ def print_table(rows: list[dict]) -> None:
         size = f"{r['size_bytes'] // MiB} MiB" if r.get("size_bytes") else "-"
         fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
         median = r.get("latency_median_s")
-        print(f"{r['client']:<18} {r['variant']:<26} {r['target']:<6} {r['op']:<4} {size:>7} "
+        print(f"{r['client']:<18} {r['variant']:<26} {r['target']:<7} {r['op']:<4} {size:>7} "
               f"{fmt(r.get('stripes'), 'd'):>3} {fmt(r.get('connections'), 'd'):>4} "
               f"{r['gb_per_s']:>6.2f} {fmt(r.get('x_redis_py'), '.1f'):>10} "
               f"{fmt(r.get('of_tcp'), '.2f'):>6} {fmt(r.get('cpu_s_per_gb'), '.2f'):>8} "
@@ -293,10 +389,14 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="50-key batches, 4/32/80 MiB, full sweeps")
     ap.add_argument("--host", help="benchmark this server instead of starting one")
     ap.add_argument("--port", type=int, default=6379)
+    ap.add_argument("--malloc-conf", default=local_redis.MALLOC_CONF,
+                    help="MALLOC_CONF for the throwaway servers' jemalloc ('none': jemalloc's "
+                         f"defaults; default: the launcher's, {local_redis.MALLOC_CONF})")
     ap.add_argument("--out", type=Path, default=BENCH / "results",
                     help="directory for the JSON and PNG (default benchmark/results)")
     args = ap.parse_args()
     plan = FULL if args.full else QUICK
+    malloc_conf = "" if args.malloc_conf == "none" else args.malloc_conf
 
     import lmcache_redis
     # The defaults' stripe count for 32 MiB, the size the sweeps run at.
@@ -309,8 +409,19 @@ def main() -> None:
     if null_exe is None:
         runs = [r for r in runs if r.target != "null"]
 
-    server = None if args.host else local_redis.start()
-    host, port = (args.host, args.port) if args.host else (server.host, server.port)
+    @contextlib.contextmanager
+    def redis_server() -> Iterator[tuple[str, int]]:
+        """--host/--port, or a fresh tuned server: each client then starts
+        from the same empty server, not from memory an earlier client freed."""
+        if args.host:
+            yield args.host, args.port
+            return
+        server = local_redis.start(malloc_conf=malloc_conf)
+        try:
+            yield server.host, server.port
+        finally:
+            server.stop()
+
     rows: list[dict] = []
     progress = Progress(len(runs) + 3)
     try:
@@ -321,32 +432,40 @@ def main() -> None:
                 with local_redis.null_server(null_exe, 32 * MiB, stripes) as null_port:
                     rows += run_json(run, "127.0.0.1", null_port)
             else:
-                rows += run_json(run, host, port)
+                with redis_server() as (host, port):
+                    rows += run_json(run, host, port)
         progress.step("redis-benchmark / memtier_benchmark")
-        rows += redis_benchmark_rows(host, port, 32, plan.num_chunks)
-        rows += memtier_rows(host, port, 32, plan.num_chunks)
+        with redis_server() as (host, port):
+            rows += redis_benchmark_rows(host, port, 32, plan.num_chunks)
+        with redis_server() as (host, port):
+            rows += memtier_rows(host, port, 32, plan.num_chunks)
         progress.step("loopback TCP limit")
         rows += pump_rows(pump)
         progress.step("done")
     finally:
         progress.close()
-        if server is not None:
-            server.stop()
 
     limit = add_ratios(rows)
+    print(f"server: {local_redis.version()}; "
+          + (f"{args.host}:{args.port}" if args.host
+             else f"settings: {local_redis.settings(malloc_conf)}"))
     print(f"{'full' if args.full else 'quick'} run, {plan.num_chunks}-key batches "
           f"(redis-py: {plan.redis_py_chunks}); x redis-py: over redis-py's best mode at the "
           f"same op and size (overwrite rows: over its overwrite rows); of TCP: share of "
           f"the best loopback figure"
           + (f" ({limit:.2f} GB/s)" if limit else ""))
     print_table(rows)
+    card = scorecard(rows)
+    print_scorecard(card)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = args.out / f"compare-{stamp}.json", args.out / f"compare-{stamp}.png"
     meta = dict(mode="full" if args.full else "quick", date=stamp, host=platform.node(),
                 cpus=os.cpu_count(), python=platform.python_version(),
-                redis_server=local_redis.version(), plan=plan.__dict__)
-    json_path.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+                redis_server=local_redis.version(),
+                server_settings=None if args.host else local_redis.settings(malloc_conf),
+                plan=plan.__dict__)
+    json_path.write_text(json.dumps(dict(meta=meta, rows=rows, targets=card), indent=1))
     print(f"\nwrote {json_path}")
     if plot(rows, png_path):
         print(f"wrote {png_path}")

@@ -95,8 +95,7 @@ def redis_url() -> Iterator[str]:
             version = r.info("server").get("redis_version")
         _server_info.update(
             server="LMCACHE_REDIS_URL" if server is None else
-                   "throwaway redis-server, tools/local_redis.py TUNED_ARGS "
-                   + " ".join(local_redis.TUNED_ARGS),
+                   "throwaway redis-server, tools/local_redis.py: " + local_redis.settings(),
             redis_version=version)
         yield url
     finally:

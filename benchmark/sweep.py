@@ -9,6 +9,7 @@ and target (GB/s, GET / SET) and writes every row as JSON.
     python benchmark/sweep.py                          # 4, 32, 80 MiB; real server
     python benchmark/sweep.py --sizes 32 --null --connections 1 2 4
     python benchmark/sweep.py --server-args --io-threads 2   # other server settings
+    python benchmark/sweep.py --malloc-conf none dirty_decay_ms:-1  # jemalloc settings
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def main() -> None:
     ap.add_argument("--num-chunks", type=int, default=16)
     ap.add_argument("--null", action="store_true", help="also against the null server")
     ap.add_argument("--unix", action="store_true", help="connect over a Unix socket")
+    ap.add_argument("--malloc-conf", nargs="+", default=[local_redis.MALLOC_CONF],
+                    help="MALLOC_CONF settings for the server's jemalloc, one server each in "
+                         "turn ('none': jemalloc's defaults); default: the launcher's, "
+                         f"{local_redis.MALLOC_CONF}")
     ap.add_argument("--server-args", nargs=argparse.REMAINDER, default=[],
                     help="extra redis-server arguments (after TUNED_ARGS)")
     ap.add_argument("--out", type=Path, default=BENCH / "results")
@@ -42,11 +47,16 @@ def main() -> None:
     null_exe = find_tool("lmr_null_server")
     if args.null and null_exe is None:
         sys.exit("build/c/lmr_null_server is missing: cmake --build build/c --target lmr_null_server")
-    server = local_redis.start(list(args.server_args), unix_socket=args.unix)
+    confs = ["" if c == "none" else c for c in args.malloc_conf]
+    servers = [(target, conf) for target in targets for conf in (confs if target == "redis" else [""])]
     rows: list[dict] = []
-    progress = Progress(len(grid) * len(targets))
+    progress = Progress(len(grid) * len(servers))
+    server = None
     try:
-        for target in targets:
+        for target, conf in servers:
+            if target == "redis":
+                server = local_redis.start(list(args.server_args), unix_socket=args.unix,
+                                           malloc_conf=conf)
             for size, ss, conns in grid:
                 count = max(1, -(-size * MiB // int(ss * MiB)))
                 progress.step(f"{target} {size} MiB, {count} stripes, {conns} connections")
@@ -60,21 +70,28 @@ def main() -> None:
                     got = run_json(Run("", argv + unix), server.host, server.port)
                 for row in got:
                     row["stripe_size"] = ss * MiB
+                    row["malloc_conf"] = conf
                 rows += got
+            if server is not None:
+                server.stop()
+                server = None
     finally:
         progress.close()
-        server.stop()
+        if server is not None:
+            server.stop()
 
     settings = " ".join(local_redis.TUNED_ARGS + list(args.server_args))
     print(f"server: {local_redis.version()}; settings: {settings}; "
           f"{args.num_chunks} values per cell, sequential; GB/s as GET / SET"
           + ("; Unix socket" if args.unix else ""))
-    for target in targets:
+    for target, conf in servers:
         for size in args.sizes:
             cells = {(r["stripes"], r["connections"], r["op"]): r["gb_per_s"] for r in rows
-                     if r["target"] == target and r["size_bytes"] == size * MiB}
+                     if r["target"] == target and r["malloc_conf"] == conf
+                     and r["size_bytes"] == size * MiB}
             counts = sorted({c for c, _, _ in cells})
-            print(f"\n{size} MiB values, {target} server\n")
+            print(f"\n{size} MiB values, {target} server"
+                  + (f", MALLOC_CONF={conf or 'none'}" if target == "redis" else "") + "\n")
             print("| stripes (size) | " + " | ".join(f"{c} conn" for c in args.connections) + " |")
             print("|---" * (len(args.connections) + 1) + "|")
             for count in counts:

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -249,6 +249,8 @@ class RedisServer:
             port stays open (:meth:`command` and the start-up check use it).
         tls_auth_clients: with ``tls``, require a client certificate signed
             by the CA.
+        env: environment variables to set for ``redis-server``, e.g.
+            ``{"MALLOC_CONF": "dirty_decay_ms:-1"}`` for its jemalloc.
     """
 
     def __init__(
@@ -257,8 +259,10 @@ class RedisServer:
         unix_socket: bool = False,
         tls: Optional[TestCertificates] = None,
         tls_auth_clients: bool = False,
+        env: Optional[Mapping[str, str]] = None,
     ) -> None:
         self._extra_args = list(extra_args)
+        self._env = dict(env or {})
         self._unix_socket = unix_socket
         self._tls = tls
         self._tls_auth_clients = tls_auth_clients
@@ -434,6 +438,7 @@ class RedisServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **self._env} if self._env else None,
             )
         self._wait_ready()
 

@@ -76,6 +76,14 @@ def test_unix_socket_and_password() -> None:
         assert server.command("PING") == "PONG"
 
 
+def test_env_reaches_the_server() -> None:
+    # Debian's redis-server uses the system jemalloc, which reads MALLOC_CONF:
+    # its allocator report shows the option took effect.
+    with RedisServer(env={"MALLOC_CONF": "dirty_decay_ms:-1"}) as server:
+        stats = server.command("MEMORY", "MALLOC-STATS")
+        assert isinstance(stats, bytes) and b"opt.dirty_decay_ms: -1" in stats
+
+
 def test_start_failure_reports_log() -> None:
     expected = r"(?s)exited during start-up.*no-such-option"
     with pytest.raises(RuntimeError, match=expected):

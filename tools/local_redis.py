@@ -5,7 +5,7 @@ As a script it starts a throwaway server and keeps it until Ctrl-C:
     python tools/local_redis.py        # prints redis://127.0.0.1:<free port>
     python tools/local_redis.py --tls  # and a TLS port, with test certificates
 
-The settings (TUNED_ARGS) and why each is there are in BENCHMARKS.md; they
+The settings (TUNED_ARGS, MALLOC_CONF) and why each is there are in BENCHMARKS.md; they
 are what benchmark/compare.py measures against.
 """
 
@@ -29,14 +29,33 @@ from lmcache_redis.testing import (RedisServer, TestCertificates, find_redis_ser
 # cores, extra I/O threads fight the clients for the CPU (BENCHMARKS.md).
 TUNED_ARGS = ["--io-threads", "1"]
 
+# Debian's redis-server links the system jemalloc, which reads MALLOC_CONF.
+# By default jemalloc hands freed pages back to the kernel (for blocks of
+# 8 MiB and more at once, on free), so the next big value or reply buffer
+# is faulted in and zeroed again: that zeroing is most of the server's time
+# on such values. dirty_decay_ms:-1 keeps freed pages for reuse, which makes
+# 8 MiB stripes and plain 32 MiB values read 2-3x faster and writes after
+# deletes or evictions 2.5x faster (BENCHMARKS.md). The price: the server's
+# RSS stays at its peak after keys go, which a cache bounded by maxmemory
+# pays anyway. "" runs jemalloc's own defaults.
+MALLOC_CONF = "dirty_decay_ms:-1"
+
+
+def settings(malloc_conf: str = MALLOC_CONF) -> str:
+    """The launcher's settings, as a line for a report."""
+    return " ".join(TUNED_ARGS) + (f"; MALLOC_CONF={malloc_conf}" if malloc_conf else "")
+
 
 def start(extra_args: list[str] = (), unix_socket: bool = False,
-          tls: Optional[TestCertificates] = None) -> RedisServer:
+          tls: Optional[TestCertificates] = None,
+          malloc_conf: str = MALLOC_CONF) -> RedisServer:
     """A started RedisServer on a free port (and a Unix socket, a TLS port
-    with the tls certificates, if asked) with TUNED_ARGS, then extra_args;
+    with the tls certificates, if asked) with TUNED_ARGS, then extra_args,
+    and malloc_conf as its jemalloc's MALLOC_CONF ("": jemalloc's defaults);
     stop() it when done."""
+    env = {"MALLOC_CONF": malloc_conf} if malloc_conf else None
     return RedisServer(extra_args=TUNED_ARGS + list(extra_args), unix_socket=unix_socket,
-                       tls=tls).start()
+                       tls=tls, env=env).start()
 
 
 def version() -> str:
@@ -76,7 +95,7 @@ def main() -> None:
                 tempfile.TemporaryDirectory(prefix="lmcache-redis-certs-")))
         server = start(tls=certs)
         stack.callback(server.stop)
-        print(f"{server.url}  (settings: {' '.join(TUNED_ARGS)}; Ctrl-C stops it)", flush=True)
+        print(f"{server.url}  (settings: {settings()}; Ctrl-C stops it)", flush=True)
         if certs is not None:
             bench = "python benchmark/lmcache_redis-bench.py --host 127.0.0.1"
             print(f"{server.tls_url}?ssl_ca_certs={certs.ca_cert}\n"

@@ -6,7 +6,14 @@
  * runs from the first sender passing the start barrier (all buffers touched,
  * all sockets connected) to the last byte received.
  *
- *   lmr_tcp_pump [--bytes N] [--chunk BYTES] [--streams K] [--unix] [--json]
+ * By default each receiver reuses one --chunk-sized buffer, which stays in
+ * the CPU cache: the transport alone. A client that lands values in memory
+ * cannot do that: --recv-span S makes each receiver walk through a
+ * pre-touched S-byte area instead (S = the value size), so the copy out of
+ * the kernel writes to memory as a client's does.
+ *
+ *   lmr_tcp_pump [--bytes N] [--chunk BYTES] [--recv-span BYTES] [--streams K]
+ *                [--unix] [--json]
  *
  * Sizes take binary suffixes (K/KiB, M/MiB, G/GiB). Rates are reported in
  * GB/s (1e9 bytes/s) and GiB/s; cpu_seconds is the process's user + system
@@ -41,6 +48,7 @@ typedef struct {
   int fd;
   uint64_t bytes;   /* to send, or received */
   size_t chunk;
+  size_t span;      /* receiver: size of the area it walks through */
   double begin;     /* sender: when it passed the start barrier */
   double end;       /* receiver: when its last byte arrived */
   const char *error;
@@ -98,15 +106,17 @@ static void *sender(void *arg) {
 
 static void *receiver(void *arg) {
   side *s = arg;
-  unsigned char *buf = touched_buffer(s->chunk, 0);
+  unsigned char *buf = touched_buffer(s->span, 0);
   pthread_barrier_wait(&start);
   if (buf == NULL) {
     s->error = "out of memory";
     s->end = now();
     return NULL;
   }
+  size_t off = 0;
   for (;;) {
-    ssize_t n = recv(s->fd, buf, s->chunk, 0);
+    size_t room = s->span - off;
+    ssize_t n = recv(s->fd, buf + off, room < s->chunk ? room : s->chunk, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
       s->error = "recv";
@@ -115,6 +125,7 @@ static void *receiver(void *arg) {
     }
     if (n == 0) break;
     s->bytes += (uint64_t)n;
+    off = (off + (size_t)n) % s->span;
   }
   s->end = now();
   free(buf);
@@ -123,9 +134,12 @@ static void *receiver(void *arg) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: lmr_tcp_pump [--bytes N] [--chunk BYTES] [--streams K] [--unix] [--json]\n"
+          "usage: lmr_tcp_pump [--bytes N] [--chunk BYTES] [--recv-span BYTES] [--streams K]\n"
+          "                    [--unix] [--json]\n"
           "  --bytes N      total bytes over all streams (default 4G)\n"
           "  --chunk B      bytes per send()/recv() call (default 1M)\n"
+          "  --recv-span S  each receiver fills an S-byte area chunk by chunk, as a\n"
+          "                 client fills S-byte values (default: one chunk, cache-hot)\n"
           "  --streams K    sender/receiver thread pairs (default 1)\n"
           "  --unix         Unix socket pairs instead of loopback TCP\n"
           "  --json         one JSON object line instead of text\n"
@@ -156,7 +170,7 @@ static void make_pair(int use_unix, int listener, const struct sockaddr_in *addr
 }
 
 int main(int argc, char **argv) {
-  uint64_t total = (uint64_t)4 << 30, chunk = (uint64_t)1 << 20, streams = 1;
+  uint64_t total = (uint64_t)4 << 30, chunk = (uint64_t)1 << 20, streams = 1, span = 0;
   int json = 0, use_unix = 0;
   for (int i = 1; i < argc; i++) {
     const char *v;
@@ -172,6 +186,8 @@ int main(int argc, char **argv) {
       bad = cli_size(v, UINT64_MAX, &total) < 0;
     } else if ((v = cli_value("lmr_tcp_pump", argc, argv, &i, "--chunk")) != NULL) {
       bad = cli_size(v, MAX_CHUNK, &chunk) < 0 || chunk == 0;
+    } else if ((v = cli_value("lmr_tcp_pump", argc, argv, &i, "--recv-span")) != NULL) {
+      bad = cli_size(v, MAX_CHUNK, &span) < 0 || span == 0;
     } else if ((v = cli_value("lmr_tcp_pump", argc, argv, &i, "--streams")) != NULL) {
       bad = cli_size(v, MAX_STREAMS, &streams) < 0 || streams == 0;
     } else {
@@ -184,6 +200,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  if (span == 0) span = chunk;
   signal(SIGPIPE, SIG_IGN);
   int k = (int)streams;
 
@@ -209,7 +226,7 @@ int main(int argc, char **argv) {
     make_pair(use_unix, listener, &addr, fds);
     send_side[s] = (side){.fd = fds[0], .chunk = (size_t)chunk,
                           .bytes = total / streams + ((uint64_t)s < total % streams ? 1 : 0)};
-    recv_side[s] = (side){.fd = fds[1], .chunk = (size_t)chunk};
+    recv_side[s] = (side){.fd = fds[1], .chunk = (size_t)chunk, .span = (size_t)span};
   }
   if (listener >= 0) close(listener);
 
@@ -255,13 +272,14 @@ int main(int argc, char **argv) {
   const char *transport = use_unix ? "unix" : "tcp";
   if (json) {
     printf("{\"transport\":\"%s\",\"bytes\":%llu,\"seconds\":%.6f,\"gb_per_s\":%.4f,"
-           "\"gib_per_s\":%.4f,\"streams\":%d,\"chunk\":%llu,\"cpu_seconds\":%.3f}\n",
+           "\"gib_per_s\":%.4f,\"streams\":%d,\"chunk\":%llu,\"recv_span\":%llu,"
+           "\"cpu_seconds\":%.3f}\n",
            transport, (unsigned long long)moved, secs, rate / 1e9, rate / (double)(1u << 30), k,
-           (unsigned long long)chunk, cpu);
+           (unsigned long long)chunk, (unsigned long long)span, cpu);
   } else {
-    printf("%s loopback, %d stream%s, %llu-byte chunks: %llu bytes in %.3f s = "
-           "%.3f GB/s (%.3f GiB/s), %.2f CPU-seconds\n",
-           transport, k, k == 1 ? "" : "s", (unsigned long long)chunk,
+    printf("%s loopback, %d stream%s, %llu-byte chunks into a %llu-byte area: %llu bytes in "
+           "%.3f s = %.3f GB/s (%.3f GiB/s), %.2f CPU-seconds\n",
+           transport, k, k == 1 ? "" : "s", (unsigned long long)chunk, (unsigned long long)span,
            (unsigned long long)moved, secs, rate / 1e9, rate / (double)(1u << 30), cpu);
   }
   free(send_side);
