@@ -49,6 +49,9 @@ def main() -> None:
     ap.add_argument("--after", default="HEAD", help="git revision after it (default HEAD)")
     ap.add_argument("--runs", type=int, default=5, help="runs of each side (default 5)")
     ap.add_argument("--null", action="store_true", help="against the null server")
+    ap.add_argument("--fresh-server", action="store_true",
+                    help="a new tuned redis-server for every run, so that each side writes into "
+                         "an empty server, not into memory the other side just freed")
     ap.add_argument("bench_args", nargs=argparse.REMAINDER,
                     help="after --: arguments for lmcache_redis-bench.py")
     args = ap.parse_args()
@@ -69,22 +72,30 @@ def main() -> None:
         server = local_redis.null_server(exe, int(size_mb * MiB), stripes)
         port = server.__enter__()
         host = "127.0.0.1"
-    else:
+    elif not args.fresh_server:
         server = local_redis.start()
         host, port = server.host, server.port
     try:
         for _ in range(args.runs):
             for side, lib in sides.items():
-                results[side] += run_once(lib, bench_args, host, port)
+                if args.fresh_server and not args.null:
+                    fresh = local_redis.start()
+                    try:
+                        results[side] += run_once(lib, bench_args, fresh.host, fresh.port)
+                    finally:
+                        fresh.stop()
+                else:
+                    results[side] += run_once(lib, bench_args, host, port)
     finally:
         if args.null:
             server.__exit__(None, None, None)
-        else:
+        elif not args.fresh_server:
             server.stop()
 
     print(f"{args.runs} alternating runs each: before {args.before}, after {args.after}; "
           f"lmcache_redis-bench.py {' '.join(bench_args)}"
-          + (" (null server)" if args.null else ""))
+          + (" (null server)" if args.null else " (a fresh server each run)" if args.fresh_server
+             else ""))
     for op in ("set", "get"):
         for side in ("before", "after"):
             rows = [r for r in results[side] if r["op"] == op]

@@ -375,7 +375,8 @@ def plot(rows: list[dict], path: Path) -> bool:
         print("matplotlib is not installed: no plot", file=sys.stderr)
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    ours = [r for r in rows if r["client"] == "lmcache_redis" and not r["concurrent"]]
+    ours = [r for r in rows if r["client"] == "lmcache_redis" and not r["concurrent"]
+            and not r.get("overwrite")]
     for target, style in (("redis", "-o"), ("null", "--s")):
         for op in ("get", "set"):
             pts = sorted((r["stripes"], r["gb_per_s"]) for r in ours
