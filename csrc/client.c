@@ -264,14 +264,17 @@ static int probe_stripes(lmr_client *c, lmr_op *op, uint32_t *count, lmr_error *
 
 static uint32_t max_u32(uint32_t a, uint32_t b) { return a > b ? a : b; }
 
-/* Stripes for a value of len bytes: the fixed count, or enough stripes of
- * at most stripe_size bytes. A reader calls it with its buffer's size: its
- * best guess of the value's length (the stripe headers correct it). */
+/* Stripes for a value of len bytes: the fixed count, or as stripe.h's
+ * lmr_stripe_count chooses for stripe_size. A reader calls it with its
+ * buffer's size: its best guess of the value's length (the stripe headers
+ * correct a wrong guess). */
 static uint32_t stripes_for(const lmr_client *c, uint64_t len) {
   if (c->cfg.stripes > 0) return (uint32_t)c->cfg.stripes;
-  uint64_t n = len / c->cfg.stripe_size + (len % c->cfg.stripe_size != 0);
-  return n < 1 ? 1 : n > LMR_MAX_STRIPES ? LMR_MAX_STRIPES : (uint32_t)n;
+  return lmr_stripe_count(len, c->cfg.stripe_size, (uint32_t)c->cfg.connections,
+                          LMR_MAX_STRIPES);
 }
+
+uint32_t lmr_stripes_for(const lmr_client *c, uint64_t len) { return stripes_for(c, len); }
 
 int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, size_t len,
             int64_t ttl_ms, lmr_error *err) {

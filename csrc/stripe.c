@@ -13,6 +13,47 @@ uint64_t lmr_stripe_len(uint64_t total_len, uint32_t count, uint32_t i) {
   return total_len / count + (i < total_len % count ? 1 : 0);
 }
 
+/* jemalloc's size class for n bytes: above 4 KiB, four classes per
+ * doubling (n rounded up to a quarter of the power of two below it). */
+static uint64_t alloc_class(uint64_t n) {
+  if (n <= 4096) return n;
+  int lg = 0;
+  while ((n - 1) >> (lg + 1)) lg++; /* 2^lg <= n - 1 < 2^(lg + 1) */
+  uint64_t step = (uint64_t)1 << (lg - 2);
+  return (n + step - 1) & ~(step - 1);
+}
+
+/* The server memory a value of len bytes takes in n stripes. */
+static uint64_t footprint(uint64_t len, uint32_t n) {
+  if (n == 1) return alloc_class(len + LMR_SERVER_STRING_SLACK);
+  uint64_t slice = len / n + (len % n != 0);
+  return (uint64_t)n * alloc_class(slice + LMR_STRIPE_HDR_SIZE + LMR_SERVER_STRING_SLACK);
+}
+
+uint32_t lmr_stripe_count(uint64_t len, uint64_t budget, uint32_t group, uint32_t max_count) {
+  if (len + LMR_SERVER_STRING_SLACK <= budget) return 1;
+  uint64_t room = budget - LMR_STRIPE_HDR_SIZE - LMR_SERVER_STRING_SLACK;
+  uint64_t fewest = len / room + (len % room != 0);
+  if (fewest >= max_count) return max_count;
+  if (group < 1) group = 1;
+  uint64_t first = fewest, step = 1, last = group;
+  if (fewest > group) {
+    first = (fewest + group - 1) / group * group;
+    step = group;
+    last = 2 * fewest + group;
+  }
+  uint32_t best = (uint32_t)fewest;
+  uint64_t best_bytes = UINT64_MAX;
+  for (uint64_t n = first; n <= last && n <= max_count; n += step) {
+    uint64_t bytes = footprint(len, (uint32_t)n);
+    if (bytes < best_bytes) {
+      best_bytes = bytes;
+      best = (uint32_t)n;
+    }
+  }
+  return best;
+}
+
 static void put_le(unsigned char *p, uint64_t v, int bytes) {
   for (int k = 0; k < bytes; k++) p[k] = (unsigned char)(v >> (8 * k));
 }

@@ -38,6 +38,21 @@ typedef struct {
   uint64_t set_id;
 } lmr_stripe_hdr;
 
+/* Bytes Redis may add to a string of n bytes in its one allocation: the
+ * sds header, the CRLF it read the value with and a terminator take 12 in
+ * Redis 7; the rest is a margin. */
+#define LMR_SERVER_STRING_SLACK 64
+
+/* How many stripes to store a value of len bytes in, when the count follows
+ * the size: each stripe's allocation in the server (header and
+ * LMR_SERVER_STRING_SLACK included) at most budget bytes. Among the counts
+ * from the fewest up to about twice that, the one whose allocations,
+ * rounded up to jemalloc's size classes (Redis's allocator), waste least;
+ * above `group` stripes (the connection count) only multiples of group, so
+ * that every connection carries the same share. 1 (the value verbatim)
+ * when it fits the budget whole; at most max_count. */
+uint32_t lmr_stripe_count(uint64_t len, uint64_t budget, uint32_t group, uint32_t max_count);
+
 /* Byte offset and length of stripe i of a value of total_len bytes. */
 uint64_t lmr_stripe_offset(uint64_t total_len, uint32_t count, uint32_t i);
 uint64_t lmr_stripe_len(uint64_t total_len, uint32_t count, uint32_t i);

@@ -103,15 +103,20 @@ cdef class RedisClient:
 
     Parameters:
         host, port: the server's TCP address (ignored with unix_socket_path).
-        stripes: sub-keys per value written, 1..256, or None (default): as
-            many as it takes to keep each at most ``stripe_size`` bytes. A
-            value written as one stripe is stored verbatim under its key,
-            readable by any Redis client. Any client reads values written
-            with any stripe count.
-        stripe_size: with stripes=None, the most bytes per stripe (default
-            2 MiB: Redis slows down on values of 8 MiB and more, and 2 MiB
-            stripes read fastest here, see BENCHMARKS.md). A
-            get guesses the count from its buffer's size.
+        stripes: sub-keys per value written, 1..256, or None (default): the
+            count follows the value's size (``stripe_size``). A value
+            written as one stripe is stored verbatim under its key, readable
+            by any Redis client. Any client reads values written with any
+            stripe count.
+        stripe_size: with stripes=None, the most server memory one stripe
+            may take, header and Redis's own overhead included (default
+            2 MiB: Redis slows down on values of 8 MiB and more, and stripes
+            of 1.5-2 MiB read fastest here, see BENCHMARKS.md). Within that,
+            the count is a multiple of ``connections`` (each connection
+            carries the same share) whose stripes fit Redis's allocator
+            best: a 32 MiB value takes 20 stripes and 35 MiB of server
+            memory, where 16 stripes would take 40 MiB. ``stripes_for(n)``
+            tells the count. A get guesses the count from its buffer's size.
         connections: connections and worker threads, 1..64.
         timeout: seconds allowed for each whole operation.
         connect_timeout: seconds allowed to connect and authenticate
@@ -417,6 +422,15 @@ cdef class RedisClient:
         if rc != LMR_OK:
             raise_error(&err)
         return bool(found)
+
+    def stripes_for(self, nbytes):
+        """The number of stripes this client stores a value of ``nbytes``
+        bytes in (with stripes=None: the count stripe_size and the
+        connection count lead to; see ``stripe_size``)."""
+        nbytes = operator.index(nbytes)
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        return lmr_stripes_for(open_client(self._c), nbytes)
 
     def stats(self):
         """Counters since the client was made: ``bytes_sent`` and

@@ -1,5 +1,5 @@
 # Mirror of csrc/lmcache_redis.h, one to one.
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 
 cdef extern from "lmcache_redis.h" nogil:
     ctypedef enum lmr_code:
@@ -74,3 +74,4 @@ cdef extern from "lmcache_redis.h" nogil:
     int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
                    lmr_error *err)
     void lmr_client_stats(const lmr_client *c, lmr_stats *out)
+    uint32_t lmr_stripes_for(const lmr_client *c, uint64_t len)
