@@ -424,7 +424,8 @@ def main() -> None:
 
     import lmcache_redis
     # The defaults' stripe count for 32 MiB, the size the sweeps run at.
-    default_stripes, default_conns = 32 * MiB // lmcache_redis.DEFAULT_STRIPE_SIZE, 4
+    default_conns = 4
+    default_stripes = lmcache_redis.stripe_count(32 * MiB, connections=default_conns)
     runs = plan_runs(plan, default_stripes, default_conns)
     null_exe, pump = find_tool("lmr_null_server"), find_tool("lmr_tcp_pump")
     if null_exe is None or pump is None:

@@ -4,7 +4,7 @@ Each benchmark times one op on one key per round (benchmark.pedantic, one
 warm-up round), in groups "set <N> MiB" / "get <N> MiB" so that
 lmcache_redis and redis-py (hiredis) line up in the compare view.
 lmcache_redis runs with its defaults (named "lmcache_redis": stripes by
-stripe_size, 2 MiB, so 2 / 16 / 40 stripes at 4 / 32 / 80 MiB; 4
+stripe_size, 2 MiB, so 3 / 20 / 48 stripes at 4 / 32 / 80 MiB; 4
 connections) and with stripes fixed at 1 and 16 ("lmcache_redis-stripes1",
 "-stripes16"; 4 connections). "latency get 32 MiB" is a
 single 32 MiB GET with more rounds, ours against redis-py.

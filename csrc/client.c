@@ -274,8 +274,6 @@ static uint32_t stripes_for(const lmr_client *c, uint64_t len) {
                           LMR_MAX_STRIPES);
 }
 
-uint32_t lmr_stripes_for(const lmr_client *c, uint64_t len) { return stripes_for(c, len); }
-
 int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, size_t len,
             int64_t ttl_ms, lmr_error *err) {
   int rc = check_call(c, key, key_len, err);

@@ -139,10 +139,6 @@ int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
 
 void lmr_client_stats(const lmr_client *c, lmr_stats *out);
 
-/* The stripe count this client writes a value of len bytes with (and a
- * reader with a buffer of len bytes tries first). */
-uint32_t lmr_stripes_for(const lmr_client *c, uint64_t len);
-
 #ifdef __cplusplus
 }
 #endif

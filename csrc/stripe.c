@@ -18,7 +18,7 @@ uint64_t lmr_stripe_len(uint64_t total_len, uint32_t count, uint32_t i) {
 static uint64_t alloc_class(uint64_t n) {
   if (n <= 4096) return n;
   int lg = 0;
-  while ((n - 1) >> (lg + 1)) lg++; /* 2^lg <= n - 1 < 2^(lg + 1) */
+  while (lg < 62 && ((n - 1) >> (lg + 1)) != 0) lg++; /* 2^lg <= n - 1 < 2^(lg + 1) */
   uint64_t step = (uint64_t)1 << (lg - 2);
   return (n + step - 1) & ~(step - 1);
 }
@@ -31,7 +31,7 @@ static uint64_t footprint(uint64_t len, uint32_t n) {
 }
 
 uint32_t lmr_stripe_count(uint64_t len, uint64_t budget, uint32_t group, uint32_t max_count) {
-  if (len + LMR_SERVER_STRING_SLACK <= budget) return 1;
+  if (len <= budget - LMR_SERVER_STRING_SLACK) return 1; /* budget >= 4 KiB: no wrap */
   uint64_t room = budget - LMR_STRIPE_HDR_SIZE - LMR_SERVER_STRING_SLACK;
   uint64_t fewest = len / room + (len % room != 0);
   if (fewest >= max_count) return max_count;

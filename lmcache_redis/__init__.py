@@ -19,6 +19,7 @@ from lmcache_redis._core import (
     MAX_KEY_LEN,
     MAX_STRIPES,
     RedisClient,
+    stripe_count,
 )
 from lmcache_redis.exceptions import (
     AuthenticationError,
@@ -47,4 +48,5 @@ __all__ = [
     "MAX_CONNECTIONS",
     "MAX_KEY_LEN",
     "DEFAULT_STRIPE_SIZE",
+    "stripe_count",
 ]

@@ -20,6 +20,26 @@ MAX_KEY_LEN = LMR_MAX_KEY_LEN
 DEFAULT_STRIPE_SIZE = LMR_DEFAULT_STRIPE_SIZE
 
 
+def stripe_count(nbytes, stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4):
+    """The number of stripes a client with stripes=None and these settings
+    stores a value of ``nbytes`` bytes in (1: the value verbatim).
+
+    Each stripe takes at most ``stripe_size`` bytes of the server's memory;
+    above ``connections`` stripes the count is a multiple of it; among such
+    counts, the one whose stripes waste least in Redis's allocator (jemalloc
+    size classes). For 32 MiB with the defaults: 20."""
+    nbytes, stripe_size, connections = (operator.index(nbytes), operator.index(stripe_size),
+                                        operator.index(connections))
+    if nbytes < 0:
+        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+    if not LMR_MIN_STRIPE_SIZE <= stripe_size <= LMR_MAX_STRIPE_SIZE:
+        raise ValueError(f"stripe_size must be in {LMR_MIN_STRIPE_SIZE}..{LMR_MAX_STRIPE_SIZE} "
+                         f"bytes, got {stripe_size}")
+    if not 1 <= connections <= LMR_MAX_CONNECTIONS:
+        raise ValueError(f"connections must be in 1..{LMR_MAX_CONNECTIONS}, got {connections}")
+    return lmr_stripe_count(nbytes, stripe_size, connections, LMR_MAX_STRIPES)
+
+
 cdef raise_error(const lmr_error *err):
     raise error_from_code(lmr_code_name(err.code).decode("ascii"),
                           err.msg.decode("utf-8", "replace"), err.needed)
@@ -115,8 +135,9 @@ cdef class RedisClient:
             the count is a multiple of ``connections`` (each connection
             carries the same share) whose stripes fit Redis's allocator
             best: a 32 MiB value takes 20 stripes and 35 MiB of server
-            memory, where 16 stripes would take 40 MiB. ``stripes_for(n)``
-            tells the count. A get guesses the count from its buffer's size.
+            memory, where 16 stripes would take 40 MiB.
+            ``lmcache_redis.stripe_count()`` tells the count. A get guesses
+            it from its buffer's size.
         connections: connections and worker threads, 1..64.
         timeout: seconds allowed for each whole operation.
         connect_timeout: seconds allowed to connect and authenticate
@@ -422,15 +443,6 @@ cdef class RedisClient:
         if rc != LMR_OK:
             raise_error(&err)
         return bool(found)
-
-    def stripes_for(self, nbytes):
-        """The number of stripes this client stores a value of ``nbytes``
-        bytes in (with stripes=None: the count stripe_size and the
-        connection count lead to; see ``stripe_size``)."""
-        nbytes = operator.index(nbytes)
-        if nbytes < 0:
-            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        return lmr_stripes_for(open_client(self._c), nbytes)
 
     def stats(self):
         """Counters since the client was made: ``bytes_sent`` and

@@ -74,4 +74,7 @@ cdef extern from "lmcache_redis.h" nogil:
     int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
                    lmr_error *err)
     void lmr_client_stats(const lmr_client *c, lmr_stats *out)
-    uint32_t lmr_stripes_for(const lmr_client *c, uint64_t len)
+
+
+cdef extern from "stripe.h" nogil:
+    uint32_t lmr_stripe_count(uint64_t len, uint64_t budget, uint32_t group, uint32_t max_count)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import redis
 
-from lmcache_redis import RedisClient
+from lmcache_redis import RedisClient, stripe_count
 from lmcache_redis.testing import resp_command
 
 HEADER = struct.Struct("<4sHHIIQQ")  # magic, version, header size, index, count, length, set id
@@ -297,12 +297,17 @@ def test_delete_sweeps_stripes_after_stripe_0_is_gone(clients, key, raw) -> None
 def test_stripe_count_follows_the_value_size(redis_server, raw, key, stripe_size: int,
                                              multiple: float) -> None:
     size = int(stripe_size * multiple)
-    count = -(-size // stripe_size)
+    count = stripe_count(size, stripe_size)
     data = _data(size)
     with RedisClient(redis_server.host, redis_server.port, stripe_size=stripe_size) as client:
         client.set(key, data)
         expected = {key.encode()} if count == 1 else _sub_keys(key, count)
         assert _keys(raw, key) == expected
+        # Each stored string, with Redis's own few bytes, fits the budget;
+        # above the connection count (4) the count divides evenly among them.
+        for sub_key in expected:
+            assert raw("STRLEN", sub_key) + 64 <= stripe_size
+        assert count <= 4 or count % 4 == 0
         # The reader guesses the count from its buffer: right, too small and too big.
         for cap in (size, size * 3 + 1):
             out = bytearray(cap)
@@ -312,14 +317,28 @@ def test_stripe_count_follows_the_value_size(redis_server, raw, key, stripe_size
                 client.get(key, bytearray(size - 1))
 
 
-def test_default_splits_32_mib_into_2_mib_stripes(redis_server, raw, key) -> None:
+def test_default_layout_of_32_mib_fits_the_servers_allocator(redis_server, raw, key) -> None:
+    # 16 stripes of 2 MiB + header would each take a 2.5 MiB block of
+    # Redis's jemalloc (40 MiB in all); 20 stripes of 1.6 MiB take 1.75 MiB.
     data = _data(32 << 20)
     with RedisClient(redis_server.host, redis_server.port) as client:
         assert client.stripes is None and client.stripe_size == 2 << 20
+        assert stripe_count(32 << 20) == 20
         client.set(key, data)
-        assert _keys(raw, key) == _sub_keys(key, 16)
+        assert _keys(raw, key) == _sub_keys(key, 20)
+        used = sum(raw("MEMORY", "USAGE", k) for k in _sub_keys(key, 20))
+        assert used <= 1.1 * len(data)
         out = bytearray(32 << 20)
         assert client.get(key, out) == len(data) and out == data
+
+
+def test_stripe_count_arguments() -> None:
+    assert stripe_count(80 << 20, connections=8) % 8 == 0
+    assert stripe_count(10, stripe_size=4096, connections=1) == 1
+    for bad in (dict(nbytes=-1), dict(nbytes=1, stripe_size=4095),
+                dict(nbytes=1, connections=0), dict(nbytes=1, connections=65)):
+        with pytest.raises(ValueError):
+            stripe_count(**bad)
 
 
 @pytest.mark.parametrize("stripe_size", [0, 4095, (256 << 20) + 1, -1])

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 import lmcache_redis
-from lmcache_redis import ClientClosedError, RedisClient
+from lmcache_redis import ClientClosedError, RedisClient, stripe_count
 from lmcache_redis.testing import RedisServer, TestCertificates, make_test_certificates
 
 MiB = 1 << 20
@@ -138,7 +138,7 @@ def test_get_receives_in_place_over_tls(tls_server, certs, key, data_32_mib) -> 
         assert client.get(key, out) == data_32_mib.nbytes
         after = client.stats()
         np.testing.assert_array_equal(out, data_32_mib)
-        stripes = 16  # 32 MiB in 2 MiB stripes
+        stripes = stripe_count(data_32_mib.nbytes)  # the default layout
         assert after["bytes_copied"] - before["bytes_copied"] <= stripes * LMR_HEADER_READ
         assert after["bytes_received"] - before["bytes_received"] >= data_32_mib.nbytes
         client.delete(key)

@@ -5,7 +5,7 @@ Starts a throwaway redis-server, then runs one `get` into a numpy array under
 the array (the payload, received in place) or elsewhere (the 512-byte header
 reads into a connection's read-ahead). Needs strace (apt-get install strace).
 
-    python tools/trace_zero_copy.py [--size-mb 32] [--stripes 16] [--connections 4]
+    python tools/trace_zero_copy.py [--size-mb 32] [--stripes N] [--connections 4]
 """
 
 import argparse
@@ -15,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lmcache_redis import stripe_count
 from lmcache_redis.testing import RedisServer
 
 CHILD = r"""
@@ -36,9 +37,12 @@ CALL = re.compile(r"^recvfrom\(0x[0-9a-f]+, (0x[0-9a-f]+), 0x[0-9a-f]+,.*= (0x[0
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=32)
-    ap.add_argument("--stripes", type=int, default=16)
+    ap.add_argument("--stripes", type=int, default=None,
+                    help="default: the library's count for the size (20 for 32 MiB)")
     ap.add_argument("--connections", type=int, default=4)
     args = ap.parse_args()
+    if args.stripes is None:
+        args.stripes = stripe_count(args.size_mb << 20, connections=args.connections)
     with RedisServer() as srv, tempfile.TemporaryDirectory() as tmp:
         # -ff: one trace file per thread, so no call is split across lines;
         # raw=recvfrom: the destination address in hex.

@@ -132,5 +132,67 @@ TEST(suffix) {
   return 0;
 }
 
+/* jemalloc's class for n bytes, spelled out differently from stripe.c: the
+ * smallest m * 2^(k-2) >= n with 4 <= m <= 8 (four classes per doubling). */
+static uint64_t model_class(uint64_t n) {
+  if (n <= 4096) return n;
+  uint64_t q = 1024; /* a quarter of 4 KiB: classes 5, 6, 7, 8 KiB follow */
+  while (8 * q < n) q *= 2;
+  return (n + q - 1) / q * q;
+}
+
+static uint64_t model_footprint(uint64_t L, uint32_t C) {
+  if (C == 1) return model_class(L + LMR_SERVER_STRING_SLACK);
+  return C * model_class(L / C + (L % C != 0) + LMR_STRIPE_HDR_SIZE + LMR_SERVER_STRING_SLACK);
+}
+
+/* Verbatim iff it fits; else every stripe fits the budget, the count is a
+ * multiple of the group once it exceeds it, and no count in the rule's
+ * range (the fewest that fit, up to the group or to twice the fewest plus
+ * the group) wastes less. */
+static int check_count(uint64_t L, uint64_t budget, uint32_t group) {
+  uint32_t C = lmr_stripe_count(L, budget, group, 256);
+  uint64_t slack = LMR_STRIPE_HDR_SIZE + LMR_SERVER_STRING_SLACK;
+  ASSERT(C >= 1 && C <= 256);
+  ASSERT_EQ(C == 1, L + LMR_SERVER_STRING_SLACK <= budget);
+  if (C > 1 && C < 256) ASSERT(L / C + (L % C != 0) + slack <= budget);
+  if (C > group && C < 256) ASSERT_EQ(C % group, 0u);
+  if (C == 1 || C == 256) return 0;
+  uint64_t mine = model_footprint(L, C);
+  uint64_t fewest = L / (budget - slack) + (L % (budget - slack) != 0);
+  uint64_t last = fewest <= group ? group : 2 * fewest + group;
+  for (uint32_t other = (uint32_t)fewest; other <= last && other <= 256; other++) {
+    if (other > group && other % group != 0) continue;
+    if (model_footprint(L, other) < mine)
+      fprintf(stderr, "  L=%" PRIu64 " group=%u: %u stripes beat %u\n", L, group, other, C);
+    ASSERT(model_footprint(L, other) >= mine);
+  }
+  return 0;
+}
+
+TEST(count_by_size) {
+  const uint64_t MiB = 1u << 20;
+  /* The defaults (2 MiB, 4 connections) on the sizes LMCache uses. */
+  ASSERT_EQ(lmr_stripe_count(32 * MiB, 2 * MiB, 4, 256), 20u);  /* 35 MiB, not 40 */
+  ASSERT_EQ(lmr_stripe_count(80 * MiB, 2 * MiB, 4, 256), 48u);  /* 84 MiB, not 100 */
+  ASSERT_EQ(lmr_stripe_count(4 * MiB, 2 * MiB, 4, 256), 3u);
+  ASSERT_EQ(lmr_stripe_count(1 * MiB, 2 * MiB, 4, 256), 1u);
+  ASSERT_EQ(lmr_stripe_count(0, 2 * MiB, 4, 256), 1u);
+  ASSERT_EQ(lmr_stripe_count(2 * MiB - 64, 2 * MiB, 4, 256), 1u);
+  ASSERT(lmr_stripe_count(2 * MiB - 63, 2 * MiB, 4, 256) > 1);
+  /* More than the cap allows: the cap. */
+  ASSERT_EQ(lmr_stripe_count(UINT64_MAX / 2, 2 * MiB, 4, 256), 256u);
+  ASSERT_EQ(lmr_stripe_count(UINT64_MAX, 2 * MiB, 4, 256), 256u);
+  ASSERT_EQ(lmr_stripe_count(1024 * MiB, 2 * MiB, 4, 256), 256u);
+  static const uint32_t groups[] = {1, 2, 3, 4, 8, 64};
+  for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+    for (uint64_t L = 0; L < 120 * MiB; L += 3 * MiB / 7 + 4099)
+      ASSERT_EQ(check_count(L, 2 * MiB, groups[g]), 0);
+    for (uint64_t L = 0; L < 2 * MiB; L += 777)
+      ASSERT_EQ(check_count(L, 4096, groups[g]), 0);
+  }
+  return 0;
+}
+
 TEST_MAIN(TEST_ENTRY(tiling), TEST_ENTRY(worked_example), TEST_ENTRY(header_round_trip),
-          TEST_ENTRY(header_rejects), TEST_ENTRY(suffix))
+          TEST_ENTRY(header_rejects), TEST_ENTRY(suffix), TEST_ENTRY(count_by_size))
