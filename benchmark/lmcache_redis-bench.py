@@ -56,7 +56,7 @@ def main() -> None:
 
     stripe_size = int(args.stripe_size_mb * bench_common.MiB)
     # The count actually used, reported so that rows compare like with like.
-    stripes = args.stripes or max(1, -(-args.size_bytes // stripe_size))
+    stripes = args.stripes or lmcache_redis.stripe_count(args.size_bytes, stripe_size, args.connections)
     n = args.num_chunks
     pool = bench_common.make_pool(args, copies=2)
     sources, targets = pool.objects[:n], pool.objects[n:]

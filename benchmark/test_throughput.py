@@ -76,10 +76,10 @@ class Ops:
         else:
             client = lmcache_client(config.stripes, config.connections)
             self.stripes = config.stripes
-            if config.stripes is None:  # as csrc/client.c's stripes_for
+            if config.stripes is None:
                 self.stripe_size = client.stripe_size
-                self.stripes = min(lmcache_redis.MAX_STRIPES,
-                                   max(1, -(-src.nbytes // client.stripe_size)))
+                self.stripes = lmcache_redis.stripe_count(src.nbytes, client.stripe_size,
+                                                          client.connections)
             self.set = lambda: client.set(key, src)
             self.get = lambda: client.get(key, dst)
             self._delete = lambda: client.delete(key)
