@@ -497,6 +497,8 @@ def main() -> None:
     print_table(rows)
     card = scorecard(rows)
     print_scorecard(card)
+    if not args.full:
+        print("  (a quick run: one round, redis-py on 4 keys; the targets are judged on --full)")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = args.out / f"compare-{stamp}.json", args.out / f"compare-{stamp}.png"
