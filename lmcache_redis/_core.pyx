@@ -20,6 +20,14 @@ MAX_KEY_LEN = LMR_MAX_KEY_LEN
 DEFAULT_STRIPE_SIZE = LMR_DEFAULT_STRIPE_SIZE
 
 
+def _checked_stripe_size(stripe_size):
+    stripe_size = operator.index(stripe_size)
+    if not LMR_MIN_STRIPE_SIZE <= stripe_size <= LMR_MAX_STRIPE_SIZE:
+        raise ValueError(f"stripe_size must be in {LMR_MIN_STRIPE_SIZE}..{LMR_MAX_STRIPE_SIZE} "
+                         f"bytes, got {stripe_size}")
+    return stripe_size
+
+
 def stripe_count(nbytes, stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4):
     """The number of stripes a client with stripes=None and these settings
     stores a value of ``nbytes`` bytes in (1: the value verbatim).
@@ -28,13 +36,10 @@ def stripe_count(nbytes, stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4):
     above ``connections`` stripes the count is a multiple of it; among such
     counts, the one whose stripes waste least in Redis's allocator (jemalloc
     size classes). For 32 MiB with the defaults: 20."""
-    nbytes, stripe_size, connections = (operator.index(nbytes), operator.index(stripe_size),
-                                        operator.index(connections))
+    nbytes, connections = operator.index(nbytes), operator.index(connections)
+    stripe_size = _checked_stripe_size(stripe_size)
     if nbytes < 0:
         raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-    if not LMR_MIN_STRIPE_SIZE <= stripe_size <= LMR_MAX_STRIPE_SIZE:
-        raise ValueError(f"stripe_size must be in {LMR_MIN_STRIPE_SIZE}..{LMR_MAX_STRIPE_SIZE} "
-                         f"bytes, got {stripe_size}")
     if not 1 <= connections <= LMR_MAX_CONNECTIONS:
         raise ValueError(f"connections must be in 1..{LMR_MAX_CONNECTIONS}, got {connections}")
     return lmr_stripe_count(nbytes, stripe_size, connections, LMR_MAX_STRIPES)
@@ -226,10 +231,7 @@ cdef class RedisClient:
             stripes = operator.index(stripes)
             if stripes < 1:
                 raise ValueError(f"stripes must be in 1..{LMR_MAX_STRIPES} or None, got {stripes}")
-        stripe_size = operator.index(stripe_size)
-        if not LMR_MIN_STRIPE_SIZE <= stripe_size <= LMR_MAX_STRIPE_SIZE:
-            raise ValueError(f"stripe_size must be in {LMR_MIN_STRIPE_SIZE}..{LMR_MAX_STRIPE_SIZE} "
-                             f"bytes, got {stripe_size}")
+        stripe_size = _checked_stripe_size(stripe_size)
         self.stripes = stripes
         self.stripe_size = stripe_size
         self.connections = connections
