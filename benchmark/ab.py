@@ -79,11 +79,8 @@ def main() -> None:
         for _ in range(args.runs):
             for side, lib in sides.items():
                 if args.fresh_server and not args.null:
-                    fresh = local_redis.start()
-                    try:
+                    with local_redis.running() as fresh:
                         results[side] += run_once(lib, bench_args, fresh.host, fresh.port)
-                    finally:
-                        fresh.stop()
                 else:
                     results[side] += run_once(lib, bench_args, host, port)
     finally:

@@ -441,11 +441,8 @@ def main() -> None:
         if args.host:
             yield args.host, args.port
             return
-        server = local_redis.start(malloc_conf=malloc_conf)
-        try:
+        with local_redis.running(malloc_conf=malloc_conf) as server:
             yield server.host, server.port
-        finally:
-            server.stop()
 
     rows: list[dict] = []
     progress = Progress(len(runs) + (plan.rounds - 1) * sum(r.scored for r in runs) + 4)

@@ -15,12 +15,36 @@ and target (GB/s, GET / SET) and writes every row as JSON.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
 from compare import BENCH, MiB, Progress, find_tool, local_redis, run_json, Run, script
+
+
+def sweep_grid(args: argparse.Namespace, grid: list[tuple], target: str, conf: str,
+               server, null_exe, progress: Progress) -> list[dict]:
+    """Runs every cell of the grid against one target (server: the running
+    redis-server, or None for the null server, started per cell)."""
+    rows: list[dict] = []
+    for size, ss, conns in grid:
+        count = max(1, -(-size * MiB // int(ss * MiB)))
+        progress.step(f"{target} {size} MiB, {count} stripes, {conns} connections")
+        argv = script("lmcache_redis-bench.py", "--size-mb", size, "--num-chunks",
+                      args.num_chunks, "--stripes", count, "--connections", conns)
+        if target == "null":
+            with local_redis.null_server(null_exe, size * MiB, count) as port:
+                got = run_json(Run("", argv + ["--no-verify"], "null"), "127.0.0.1", port)
+        else:
+            unix = ["--unix-socket", server.unix_path] if args.unix else []
+            got = run_json(Run("", argv + unix), server.host, server.port)
+        for row in got:
+            row["stripe_size"] = ss * MiB
+            row["malloc_conf"] = conf
+        rows += got
+    return rows
 
 
 def main() -> None:
@@ -51,34 +75,14 @@ def main() -> None:
     servers = [(target, conf) for target in targets for conf in (confs if target == "redis" else [""])]
     rows: list[dict] = []
     progress = Progress(len(grid) * len(servers))
-    server = None
     try:
         for target, conf in servers:
-            if target == "redis":
-                server = local_redis.start(list(args.server_args), unix_socket=args.unix,
-                                           malloc_conf=conf)
-            for size, ss, conns in grid:
-                count = max(1, -(-size * MiB // int(ss * MiB)))
-                progress.step(f"{target} {size} MiB, {count} stripes, {conns} connections")
-                argv = script("lmcache_redis-bench.py", "--size-mb", size, "--num-chunks",
-                              args.num_chunks, "--stripes", count, "--connections", conns)
-                if target == "null":
-                    with local_redis.null_server(null_exe, size * MiB, count) as port:
-                        got = run_json(Run("", argv + ["--no-verify"], "null"), "127.0.0.1", port)
-                else:
-                    unix = ["--unix-socket", server.unix_path] if args.unix else []
-                    got = run_json(Run("", argv + unix), server.host, server.port)
-                for row in got:
-                    row["stripe_size"] = ss * MiB
-                    row["malloc_conf"] = conf
-                rows += got
-            if server is not None:
-                server.stop()
-                server = None
+            with (local_redis.running(list(args.server_args), unix_socket=args.unix,
+                                      malloc_conf=conf)
+                  if target == "redis" else contextlib.nullcontext()) as server:
+                rows += sweep_grid(args, grid, target, conf, server, null_exe, progress)
     finally:
         progress.close()
-        if server is not None:
-            server.stop()
 
     settings = " ".join(local_redis.TUNED_ARGS + list(args.server_args))
     print(f"server: {local_redis.version()}; settings: {settings}; "

@@ -58,6 +58,17 @@ def start(extra_args: list[str] = (), unix_socket: bool = False,
                        tls=tls, env=env).start()
 
 
+@contextlib.contextmanager
+def running(extra_args: list[str] = (), unix_socket: bool = False,
+            malloc_conf: str = MALLOC_CONF) -> Iterator[RedisServer]:
+    """start(...) for a with-block: the server is stopped when it ends."""
+    server = start(extra_args, unix_socket=unix_socket, malloc_conf=malloc_conf)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def version() -> str:
     out = subprocess.run([find_redis_server(), "--version"], capture_output=True, text=True)
     return out.stdout.strip()
