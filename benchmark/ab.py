@@ -23,13 +23,16 @@ from compare import MiB, ROOT, find_tool, local_redis
 
 
 def build(rev: str) -> Path:
-    """Installs revision `rev` into build/ab/<rev>/lib; returns that path."""
-    base = ROOT / "build" / "ab" / rev
+    """Installs revision `rev` into build/ab/<its commit>/lib; returns that
+    path. Keyed by the commit, not the name: a branch or HEAD moves."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    base = ROOT / "build" / "ab" / commit
     tree, lib = base / "tree", base / "lib"
     if not (lib / "lmcache_redis").exists():
         if not tree.exists():
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(tree),
-                            rev], check=True, capture_output=True)
+                            commit], check=True, capture_output=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                         str(lib), str(tree)], check=True)
     return lib
