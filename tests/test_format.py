@@ -1,0 +1,522 @@
+"""Stored format 2 (issue 9), black box: what a real redis-server and another
+client (redis-py) see of our values, and what we see of theirs.
+
+Every value is one Redis string under the user's key (README, "Stored
+format (version 2)"), so Redis evicts, expires, replaces and deletes it
+whole; the library creates no other key and refuses, before sending, a
+value over the server's proto-max-bulk-len. Each test configures its own
+server (one per module, shared: FLUSHALL, CONFIG SET and CONFIG RESETSTAT
+before every test) and uses the default ``stripes=None`` client unless it
+says otherwise. Values are self-verifying (tests/selfcheck.py): a torn mix
+of two writes is caught, not just a wrong length.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import redis
+
+import lmcache_redis
+from lmcache_redis import RedisClient, ResponseError, stripe_count
+from lmcache_redis.testing import RedisServer
+from selfcheck import MiB, fresh_tag, make, tag_of
+
+DEFAULTS = {
+    "maxmemory": "0",
+    "maxmemory-policy": "noeviction",
+    "proto-max-bulk-len": "512mb",
+}
+
+
+@pytest.fixture(scope="module")
+def _server() -> Iterator[RedisServer]:
+    # A higher query-buffer limit than Redis's 1gb lets a test raise
+    # proto-max-bulk-len to 1gb (Redis wants the one below the other).
+    with RedisServer(extra_args=["--client-query-buffer-limit", "2gb"]) as server:
+        yield server
+
+
+@pytest.fixture
+def srv(_server: RedisServer) -> Iterator[RedisServer]:
+    """The module's server, empty, with Redis's default limits and fresh stats."""
+
+    def reset() -> None:
+        _server.command("FLUSHALL")
+        for name, value in DEFAULTS.items():
+            _server.command("CONFIG", "SET", name, value)
+        _server.command("CONFIG", "RESETSTAT")
+
+    reset()
+    yield _server
+    reset()
+
+
+@pytest.fixture
+def rpy(srv: RedisServer) -> Iterator[redis.Redis]:
+    r = redis.Redis(srv.host, srv.port)
+    yield r
+    r.close()
+
+
+def _client(srv: RedisServer, **options) -> RedisClient:
+    return RedisClient(srv.host, srv.port, **options)
+
+
+def _all_keys(r: redis.Redis) -> set:
+    return set(r.scan_iter(count=1000))
+
+
+def _info(r: redis.Redis, field: str) -> int:
+    section = {"used_memory": "memory", "total_connections_received": "stats",
+               "evicted_keys": "stats"}[field]
+    return int(r.info(section)[field])
+
+
+def _read(client: RedisClient, key, buf: np.ndarray):
+    """(length, tag) of what a get reads: (None, None) on a miss; a torn or
+    damaged value gives tag None with a length."""
+    n = client.get(key, buf)
+    if n is None:
+        return None, None
+    return n, tag_of(buf, n)
+
+
+# ---- 1. an LRU/LFU cache holds as many whole values as it would plain SETs ----------
+
+
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu"])
+def test_cache_under_eviction_keeps_as_many_whole_values_as_plain_sets(srv, rpy,
+                                                                      policy) -> None:
+    # The issue's table: 40 values of 32 MiB written in a burst into a cache
+    # of 256 MB (5x its size). Format 1's stripes were evicted one by one,
+    # leaving almost no whole value; one string per value is evicted whole.
+    count, size = 40, 32 * MiB
+    rng = np.random.default_rng(1)
+    buf = np.empty(size, dtype=np.uint8)
+
+    def burst(write) -> dict:
+        rpy.flushall()
+        rpy.config_set("maxmemory", "256mb")
+        rpy.config_set("maxmemory-policy", policy)
+        tags = {}
+        for i in range(count):
+            tags[f"v:{i}"] = fresh_tag(rng)
+            write(f"v:{i}", make(tags[f"v:{i}"], size))
+        # Reading must not evict what the burst left (reply buffers count
+        # towards used_memory): lift the limit before counting.
+        rpy.config_set("maxmemory", "0")
+        assert _info(rpy, "evicted_keys") > 0, "the burst did not fill the cache"
+        return tags
+
+    tags = burst(lambda k, v: rpy.set(k, memoryview(v)))
+    plain = sum(rpy.get(k) == make(t, size).tobytes() for k, t in tags.items())
+
+    with _client(srv) as client:
+        tags = burst(client.set)
+        ours, torn = 0, 0
+        for k, t in tags.items():
+            n, tag = _read(client, k, buf)
+            if n is None:
+                continue
+            if (n, tag) == (size, t):
+                ours += 1
+            else:
+                torn += 1
+        keys = _all_keys(rpy)
+    print(f"\n{policy}: {ours} whole values of ours, {plain} plain, of {count}")
+    assert torn == 0
+    assert plain > 0
+    assert ours >= 0.9 * plain, (ours, plain)
+    assert keys <= set(k.encode() for k in tags), "keys besides the values' own"
+
+
+# ---- 2. no key of the user's is ever touched but the one a call names ------------------
+
+
+def test_set_of_a_stripe_like_name_leaves_the_other_key_alone(srv, rpy) -> None:
+    wide = make(fresh_tag(np.random.default_rng(2)), 8 * MiB + 3)
+    small = make(fresh_tag(np.random.default_rng(3)), 1000)
+    with _client(srv) as client:
+        client.set("a", wide)
+        client.set("a:stripe:3", small)
+        buf = np.empty(16 * MiB, dtype=np.uint8)
+        assert client.get("a", buf) == wide.nbytes and np.array_equal(buf[:wide.nbytes], wide)
+        assert client.get("a:stripe:3", buf) == 1000 and np.array_equal(buf[:1000], small)
+        assert client.exists("a") and client.exists("a:stripe:3")
+    assert _all_keys(rpy) == {b"a", b"a:stripe:3"}
+    assert rpy.get("a:stripe:3") == small.tobytes()  # small: stored verbatim
+
+
+def test_delete_touches_only_the_named_key(srv, rpy) -> None:
+    rpy.set("b:stripe:0", b"the user's own value")
+    rpy.set("b:stripe:1", b"another")
+    with _client(srv) as client:
+        assert client.delete("b") is False  # b itself is absent
+        assert rpy.get("b:stripe:0") == b"the user's own value"
+        client.set("b", make(fresh_tag(np.random.default_rng(4)), 8 * MiB))
+        assert client.delete("b") is True
+        assert client.delete("b") is False
+    assert _all_keys(rpy) == {b"b:stripe:0", b"b:stripe:1"}
+    assert rpy.get("b:stripe:0") == b"the user's own value"
+    assert rpy.get("b:stripe:1") == b"another"
+
+
+# ---- 3. a write refused halfway (out of memory) changes nothing ---------------------------
+
+
+def test_refused_set_leaves_the_old_value_and_no_debris(srv, rpy) -> None:
+    rng = np.random.default_rng(5)
+    old_tag, old_size = fresh_tag(rng), 4 * MiB + 5
+    with _client(srv) as client:
+        client.set("k", make(old_tag, old_size))
+        rpy.config_set("maxmemory-policy", "noeviction")
+        rpy.config_set("maxmemory", str(64 * MiB))
+        # Fill to within ~12 MiB of the limit with the user's own keys.
+        filler = b"\x00" * (MiB - 64)
+        i = 0
+        while _info(rpy, "used_memory") < 52 * MiB:
+            rpy.set(f"fill:{i}", filler)
+            i += 1
+        keys_before = _all_keys(rpy)
+        used_before = _info(rpy, "used_memory")
+
+        big = make(fresh_tag(rng), 32 * MiB)
+        with pytest.raises(ResponseError, match="OOM"):
+            client.set("k", big)
+
+        buf = np.empty(32 * MiB, dtype=np.uint8)
+        assert _read(client, "k", buf) == (old_size, old_tag), "the old value was damaged"
+        assert client.exists("k")
+        assert _all_keys(rpy) == keys_before, "the refused write left keys behind"
+        used_after = _info(rpy, "used_memory")
+        assert abs(used_after - used_before) < 0.1 * big.nbytes, (used_before, used_after)
+
+        # A value that fits is still stored.
+        fits_tag = fresh_tag(rng)
+        client.set("fits", make(fits_tag, 3 * MiB))
+        assert _read(client, "fits", buf) == (3 * MiB, fits_tag)
+        assert _read(client, "k", buf) == (old_size, old_tag)
+    assert _all_keys(rpy) == keys_before | {b"fits"}
+
+
+# ---- 4. part of a wide value removed, then the key rewritten smaller ---------------------
+
+
+def test_rewrite_after_another_client_deleted_the_key(srv, rpy) -> None:
+    rng = np.random.default_rng(6)
+    with _client(srv) as client:
+        client.set("key", make(fresh_tag(rng), 32 * MiB))
+        # Covers both formats: format 2's one key, format 1's stripe 0.
+        rpy.delete("key", "key:stripe:0")
+        new_tag = fresh_tag(rng)
+        client.set("key", make(new_tag, 3 * MiB))
+        for cap in (3 * MiB, 32 * MiB, 64 * MiB):
+            buf = np.empty(cap, dtype=np.uint8)
+            assert _read(client, "key", buf) == (3 * MiB, new_tag), cap
+        with _client(srv) as other:  # a reader that never saw the wide value
+            assert _read(other, "key", np.empty(64 * MiB, dtype=np.uint8)) == (3 * MiB, new_tag)
+        assert client.exists("key")
+        assert _all_keys(rpy) == {b"key"}
+        assert client.delete("key") is True
+        assert not client.exists("key")
+    assert list(rpy.scan_iter(match="key*", count=1000)) == []
+    assert rpy.dbsize() == 0
+
+
+# ---- 5. racing writers of every width and size ---------------------------------------------
+
+
+WIDTHS = (None, 1, 4, 16)
+RACE_SIZES = (100 * 1024, 3 * MiB, 9 * MiB, 33 * MiB)
+READER_BUFFERS = (200 * 1024, 10 * MiB, 40 * MiB, 64 * MiB)
+
+
+class _Ledger:
+    """Which writes completed, in which order: every set takes a ticket
+    before it is sent and one when it returns. A write W can be the final
+    one only if no other write started after W had returned (that one
+    reached the server after W and replaced it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ticket = 0
+        self.done: dict[int, tuple[int, int, int]] = {}  # tag -> (start, end, size)
+        self.last_tag_done = None
+
+    def begin(self) -> int:
+        with self.lock:
+            self.ticket += 1
+            return self.ticket
+
+    def end(self, tag: int, start: int, size: int) -> None:
+        with self.lock:
+            self.ticket += 1
+            self.done[tag] = (start, self.ticket, size)
+            self.last_tag_done = tag
+
+    def could_be_last(self, tag: int) -> bool:
+        _, end, _ = self.done[tag]
+        return not any(start > end for start, _, _ in self.done.values())
+
+
+def race(server: RedisServer, keys: list, seconds: float = 0.0, writes_each: int = 0,
+         seed: int = 0) -> dict:
+    """Writers (one client per width in WIDTHS, sizes from RACE_SIZES) and
+    readers (one per buffer size in READER_BUFFERS) on ``keys`` until every
+    writer made ``writes_each`` writes or ``seconds`` passed; then checks
+    what is left. Returns counts; raises AssertionError on any torn read,
+    disagreement or debris. Used by tests/test_soak.py too."""
+    ledgers = {k: _Ledger() for k in keys}
+    counts = dict(writes=0, hits=0, misses=0, too_small=0, torn=0)
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+    writers_left = [len(WIDTHS)]
+    stop_at = time.monotonic() + seconds
+
+    def bump(name: str) -> None:
+        with lock:
+            counts[name] += 1
+
+    def writer(n: int) -> None:
+        rng = np.random.default_rng(seed * 1000 + n)
+        with RedisClient(server.host, server.port, stripes=WIDTHS[n]) as client:
+            i = 0
+            while (i < writes_each) if writes_each else (time.monotonic() < stop_at):
+                k = keys[int(rng.integers(len(keys)))]
+                size = RACE_SIZES[(n + i) % len(RACE_SIZES)]
+                tag = fresh_tag(rng)
+                value = make(tag, size)
+                start = ledgers[k].begin()
+                client.set(k, value)
+                ledgers[k].end(tag, start, size)
+                bump("writes")
+                i += 1
+
+    def reader(n: int) -> None:
+        buf = np.empty(READER_BUFFERS[n], dtype=np.uint8)
+        with RedisClient(server.host, server.port) as client:
+            i = n
+            while True:
+                with lock:
+                    if not writers_left[0]:
+                        return
+                k = keys[i % len(keys)]
+                i += 1
+                try:
+                    got, tag = _read(client, k, buf)
+                except lmcache_redis.BufferTooSmallError:
+                    bump("too_small")
+                    continue
+                if got is None:
+                    bump("misses")
+                elif tag is None:
+                    bump("torn")
+                else:
+                    with ledgers[k].lock:
+                        sizes = {t: s for t, (_, _, s) in ledgers[k].done.items()}
+                    # A value being written may be read before its set returns.
+                    bump("hits" if sizes.get(tag, got) == got else "torn")
+
+    def guarded(fn, n: int) -> None:
+        try:
+            fn(n)
+        except BaseException as exc:  # re-raised in the test's thread
+            failures.append(exc)
+        finally:
+            if fn is writer:
+                with lock:
+                    writers_left[0] -= 1
+
+    threads = [threading.Thread(target=guarded, args=(writer, n)) for n in range(len(WIDTHS))]
+    threads += [threading.Thread(target=guarded, args=(reader, n))
+                for n in range(len(READER_BUFFERS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+    assert counts["torn"] == 0, counts
+
+    # The writers stopped: every reader reads the same, last written value.
+    with redis.Redis(server.host, server.port) as r:
+        written = {k for k in keys if ledgers[k].done}
+        assert _all_keys(r) == {k.encode() for k in written}, "keys besides the values"
+    readers = [RedisClient(server.host, server.port, stripes=w) for w in WIDTHS]
+    try:
+        for k in written:
+            ledger = ledgers[k]
+            seen = set()
+            for client in readers:
+                for cap in READER_BUFFERS:
+                    buf = np.empty(cap, dtype=np.uint8)
+                    try:
+                        got, tag = _read(client, k, buf)
+                    except lmcache_redis.BufferTooSmallError:
+                        continue
+                    assert got is not None, (k, cap, "a stored value read as a miss")
+                    assert tag in ledger.done and ledger.done[tag][2] == got, (k, cap, got)
+                    seen.add(tag)
+                    assert client.exists(k)
+            assert len(seen) == 1, (k, "readers disagree", seen)
+            assert ledger.could_be_last(seen.pop()), (k, "an older write won")
+        # One more write each, after the race: the last completed set wins.
+        rng = np.random.default_rng(seed + 99)
+        for n, k in enumerate(sorted(written)):
+            tag = fresh_tag(rng)
+            size = RACE_SIZES[n % len(RACE_SIZES)]
+            readers[n % len(readers)].set(k, make(tag, size))
+            for client in readers:
+                buf = np.empty(64 * MiB, dtype=np.uint8)
+                assert _read(client, k, buf) == (size, tag)
+                assert client.exists(k)
+    finally:
+        for client in readers:
+            client.close()
+    return counts
+
+
+def test_racing_writers_never_tear_and_the_last_write_wins(srv, rpy) -> None:
+    counts = race(srv, ["race"], writes_each=5)
+    print(f"\nrace: {counts}")
+    assert counts["hits"] > 0, counts
+    assert _all_keys(rpy) == {b"race"}
+
+
+# ---- 6. another client's SET, DEL and EXPIRE act on the whole value ------------------------
+
+
+def test_other_client_set_del_expire_act_on_the_whole_value(srv, rpy) -> None:
+    rng = np.random.default_rng(7)
+    buf = np.empty(64 * MiB, dtype=np.uint8)
+    with _client(srv) as client:
+        client.set("k", make(fresh_tag(rng), 8 * MiB))
+        plain = b"x" * (1 * MiB)
+        rpy.set("k", plain)
+        assert client.get("k", buf) == len(plain) and buf[:len(plain)].tobytes() == plain
+        assert client.exists("k")
+
+        client.set("k", make(fresh_tag(rng), 8 * MiB))
+        assert rpy.delete("k") == 1
+        assert client.get("k", buf) is None
+        assert not client.exists("k")
+        assert rpy.dbsize() == 0
+
+        tag = fresh_tag(rng)
+        client.set("k", make(tag, 8 * MiB))
+        assert rpy.expire("k", 100) is True
+        assert 0 < rpy.pttl("k") <= 100_000
+        assert _read(client, "k", buf) == (8 * MiB, tag)
+        assert rpy.persist("k") is True and rpy.pttl("k") == -1
+        assert rpy.pexpire("k", 100) is True
+        deadline = time.monotonic() + 10
+        while rpy.exists("k") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("k", buf) is None
+        assert not client.exists("k")
+    assert rpy.dbsize() == 0
+
+
+# ---- 7. a TTL is one key's TTL ----------------------------------------------------------------
+
+
+def test_ttl_is_on_the_one_key(srv, rpy) -> None:
+    buf = np.empty(32 * MiB, dtype=np.uint8)
+    tag = fresh_tag(np.random.default_rng(8))
+    with _client(srv) as client:
+        client.set("t", make(tag, 32 * MiB), ttl=1.5)
+        assert _all_keys(rpy) == {b"t"}
+        assert 0 < rpy.pttl("t") <= 1500
+        assert _read(client, "t", buf) == (32 * MiB, tag)
+        deadline = time.monotonic() + 10
+        while client.get("t", buf) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("t", buf) is None
+        assert not client.exists("t")
+    assert rpy.dbsize() == 0
+
+
+# ---- 8. what a call costs in commands -----------------------------------------------------
+
+
+def test_commands_per_call(srv) -> None:
+    size = 32 * MiB
+    tag = fresh_tag(np.random.default_rng(9))
+    with _client(srv) as client:
+        client.set("c", make(tag, size))
+        client.set("small", make(tag, 1 * MiB))
+
+        def cost(call) -> tuple[int, object]:
+            before = client.stats()["commands"]
+            result = call()
+            return client.stats()["commands"] - before, result
+
+        huge = np.empty(512 * MiB, dtype=np.uint8)  # untouched: only what is read is paged in
+        n, got = cost(lambda: client.get("c", huge))
+        assert got == size and tag_of(huge, size) == tag
+        assert n <= 3 + stripe_count(size), n  # the number follows the value, not the buffer
+        n, got = cost(lambda: client.get("small", huge))
+        assert got == 1 * MiB and tag_of(huge, got) == tag
+        assert n <= 4, n  # first round + one GET of a verbatim value
+        n, got = cost(lambda: client.get("missing", huge))
+        assert got is None and n <= 3, n
+        n, got = cost(lambda: client.exists("c"))
+        assert got is True and n <= 3, n
+        n, got = cost(lambda: client.exists("missing"))
+        assert got is False and n <= 3, n
+        n, got = cost(lambda: client.delete("c"))
+        assert got is True and n == 1, n
+        n, got = cost(lambda: client.delete("c"))
+        assert got is False and n == 1, n
+
+
+# ---- 9. the server's proto-max-bulk-len ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("stripes", [1, None])
+def test_value_over_proto_max_bulk_len_is_refused_before_sending(srv, rpy, stripes) -> None:
+    rpy.config_set("proto-max-bulk-len", "1mb")
+    value = make(fresh_tag(np.random.default_rng(10)), 2 * MiB)
+    small = make(fresh_tag(np.random.default_rng(11)), 1000)
+    with _client(srv, stripes=stripes) as client:  # reads the limit when it connects
+        client.set("warm", small)  # every connection made
+        connections = _info(rpy, "total_connections_received")
+        sent = client.stats()["bytes_sent"]
+        with pytest.raises(ValueError, match="proto-max-bulk-len"):
+            client.set("big", value)
+        assert client.stats()["bytes_sent"] == sent, "bytes were sent"
+        client.set("small", small)
+        buf = np.empty(4 * MiB, dtype=np.uint8)
+        assert client.get("small", buf) == 1000 and np.array_equal(buf[:1000], small)
+        assert client.get("big", buf) is None
+        assert client.stats()["reconnects"] == 0
+        assert _info(rpy, "total_connections_received") == connections, "a connection was reset"
+    assert _all_keys(rpy) == {b"warm", b"small"}
+
+
+def test_value_over_512_mib_with_the_limit_raised(srv, rpy) -> None:
+    # Heavy on purpose (~2 GiB at the peak: the value, the buffer read into
+    # and the server's copy): the one test of values past Redis's default
+    # limit. Sized to run on a 24 GiB CI machine.
+    size = 520 * MiB
+    tag = fresh_tag(np.random.default_rng(12))
+    value = make(tag, size)
+    with _client(srv, stripes=1) as client:  # Redis's default: 512 MiB
+        sent = client.stats()["bytes_sent"]
+        with pytest.raises(ValueError, match="proto-max-bulk-len"):
+            client.set("huge", value)
+        assert client.stats()["bytes_sent"] == sent
+    rpy.config_set("proto-max-bulk-len", "1gb")
+    with _client(srv, stripes=1) as client:
+        client.set("huge", value)
+        del value
+        assert rpy.strlen("huge") == size
+        buf = np.empty(size, dtype=np.uint8)
+        assert _read(client, "huge", buf) == (size, tag)
+        assert client.delete("huge")
+    assert rpy.dbsize() == 0
