@@ -22,8 +22,10 @@ import pytest
 
 from lmcache_redis import RedisClient, ResponseError
 from lmcache_redis.testing import RedisServer
+from racing import race
 
 SOAK_SECONDS = float(os.environ.get("LMR_SOAK_SECONDS", "5"))
+RACE_SECONDS = float(os.environ.get("LMR_SOAK_SECONDS", "3"))
 ROUND_TRIPS = int(os.environ.get("LMR_SOAK_ROUND_TRIPS", "150"))
 KEYS = [f"soak:{i}" for i in range(4)]
 MAX_VALUE = 2 << 20
@@ -114,6 +116,23 @@ def test_soak_with_eviction_gives_whole_values_or_misses() -> None:
     assert counts["torn"] == 0, counts
     assert counts["hits"] > 0, counts
     assert evicted > 0, "the server never evicted: the test did not test eviction"
+
+
+def test_soak_racing_writers_of_every_width() -> None:
+    """Writers with stripes=None, 1, 4 and 16, each value 100 KiB to 33 MiB,
+    race on 3 keys for 3 s (LMR_SOAK_SECONDS=N: N s) while readers with
+    buffers of 200 KiB to 64 MiB check every value they read (tests/racing.py).
+    Zero torn reads; once the writers stop, every reader reads the same
+    value, one that could have been the last write, and then exactly the
+    value of one more write; no key exists besides the 3 (no debris)."""
+    with RedisServer() as server:
+        counts = race(server, [f"soak:race:{i}" for i in range(3)], seconds=RACE_SECONDS,
+                      seed=7)
+        dbsize = server.command("DBSIZE")
+    print(f"\nracing soak {RACE_SECONDS:g} s: {counts}")
+    assert counts["torn"] == 0, counts
+    assert counts["writes"] > 0 and counts["hits"] > 0, counts
+    assert dbsize <= 3
 
 
 def _rss_bytes() -> int:
