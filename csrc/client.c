@@ -1,14 +1,6 @@
 /* The public client (lmcache_redis.h): configuration, the worker pool of
- * connections, and each call's plan of rounds of key jobs.
- *
- * Layouts (stripe.h): stripes == 1 stores a value verbatim under its key;
- * stripes > 1 stores sub-keys with headers. A reader tries its own layout
- * first and the other one when nothing of its own is there, and a stripe
- * header tells it the writer's stripe count, so any reader reads any value.
- * A writer first probes the old value's stripe count, then deletes whatever
- * the new value does not overwrite (the other layout, surplus stripes), so
- * no stale parts linger to mislead a reader or fill the server.
- */
+ * connections, and the driver that runs a call's plan (plan.h) round by
+ * round on the pool. What a call sends and concludes is plan.c's alone. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -16,10 +8,10 @@
 #include <unistd.h>
 
 #include "conn.h"
-#include "jobs.h"
+#include "plan.h"
 
-/* Most jobs in one round: a stripe per sub-key plus the plain key. */
-#define ROUND_MAX (LMR_MAX_STRIPES + 1)
+/* Most jobs in one round: one per part. */
+#define ROUND_MAX LMR_MAX_STRIPES
 
 struct lmr_client {
   lmr_config cfg;    /* its strings point at the copies below */
@@ -31,6 +23,7 @@ struct lmr_client {
   uint64_t id_seed;
   atomic_uint_fast64_t id_next;
   atomic_int closed;
+  int64_t max_bulk;  /* the server's proto-max-bulk-len, read at open */
   pid_t pid;         /* the workers exist only in the process that opened */
 };
 
@@ -132,6 +125,8 @@ static uint64_t next_set_id(lmr_client *c) {
   return mix64(c->id_seed + n);
 }
 
+static void read_server_limits(lmr_client *c);
+
 int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   *out = NULL;
   lmr__err_clear(err);
@@ -174,6 +169,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
     lmr_client_free(c);
     return rc;
   }
+  read_server_limits(c);
   *out = c;
   return LMR_OK;
 }
@@ -216,7 +212,7 @@ void lmr_client_stats(const lmr_client *c, lmr_stats *out) {
   out->reconnects = atomic_load(&s->reconnects);
 }
 
-/* ---- rounds of jobs ---- */
+/* ---- running plans ---- */
 
 static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error *err) {
   lmr__err_clear(err);
@@ -232,15 +228,8 @@ static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error 
   return LMR_OK;
 }
 
-static lmr_key_job *alloc_jobs(int n, lmr_error *err) {
-  lmr_key_job *jobs = malloc((size_t)n * sizeof *jobs);
-  if (jobs == NULL) lmr__err(err, LMR_ENOMEM, "out of memory for %d jobs", n);
-  return jobs;
-}
-
-/* Runs jobs[0..n) on the pool and waits for all; returns the first error in
- * job order, after every job has finished. */
-static int run_round(lmr_client *c, lmr_key_job *jobs, int n, lmr_error *err) {
+/* Runs jobs[0..n) on the pool and waits for all; each keeps its status. */
+static void run_round(lmr_client *c, lmr_key_job *jobs, int n) {
   lmr_job *ptrs[ROUND_MAX];
   for (int i = 0; i < n; i++) ptrs[i] = &jobs[i].base;
   lmr_batch batch;
@@ -248,26 +237,36 @@ static int run_round(lmr_client *c, lmr_key_job *jobs, int n, lmr_error *err) {
   lmr_pool_submit(c->pool, &batch, ptrs, n);
   lmr_batch_wait(&batch);
   lmr_batch_destroy(&batch);
-  for (int i = 0; i < n; i++)
-    if (jobs[i].base.status != LMR_OK) return lmr__err_copy(err, &jobs[i].base.err);
-  return LMR_OK;
 }
 
-/* Stripe count of the striped value stored under op's key, 0 if none. */
-static int probe_stripes(lmr_client *c, lmr_op *op, uint32_t *count, lmr_error *err) {
-  lmr_key_job job;
-  lmr__key_job_init(&job, op, LMR_JOB_PROBE, 0);
-  int rc = run_round(c, &job, 1, err);
-  *count = rc == LMR_OK && job.hdr_valid ? job.hdr.count : 0;
+/* Starts a plan and runs its rounds to the verdict. */
+static int run_plan(lmr_client *c, lmr_plan *p, lmr_plan_kind kind, lmr_op *op,
+                    uint32_t count, lmr_error *err) {
+  uint64_t set_id = kind == LMR_PLAN_SET ? next_set_id(c) : 0;
+  int rc = lmr__plan_start(p, kind, op, count, set_id, err);
+  while (rc == LMR_OK && p->njobs > 0) {
+    run_round(c, p->jobs, p->njobs);
+    rc = lmr__plan_next(p, err);
+  }
+  lmr__plan_destroy(p);
   return rc;
 }
 
-static uint32_t max_u32(uint32_t a, uint32_t b) { return a > b ? a : b; }
+/* Reads the server's proto-max-bulk-len once; a server that will not say
+ * (no permission for CONFIG) is taken to have Redis's default. */
+static void read_server_limits(lmr_client *c) {
+  static const char name[] = "proto-max-bulk-len";
+  c->max_bulk = LMR_RESP_MAX_BULK;
+  lmr_op op;
+  lmr__op_init(&op, name, sizeof name - 1, c->cfg.connect_timeout, LMR_RESP_MAX_BULK);
+  lmr_key_job job;
+  lmr__key_job_init(&job, &op, LMR_JOB_CONFIG);
+  run_round(c, &job, 1);
+  if (job.base.status == LMR_OK && job.integer > 0) c->max_bulk = job.integer;
+}
 
-/* Stripes for a value of len bytes: the fixed count, or as stripe.h's
- * lmr_stripe_count chooses for stripe_size. A reader calls it with its
- * buffer's size: its best guess of the value's length (the stripe headers
- * correct a wrong guess). */
+/* Parts for a value of len bytes: the fixed count, or as stripe.h's
+ * lmr_stripe_count chooses for stripe_size. */
 static uint32_t stripes_for(const lmr_client *c, uint64_t len) {
   if (c->cfg.stripes > 0) return (uint32_t)c->cfg.stripes;
   return lmr_stripe_count(len, c->cfg.stripe_size, (uint32_t)c->cfg.connections,
@@ -281,86 +280,12 @@ int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, siz
   if (buf == NULL && len > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
   if (ttl_ms < 0) return lmr__err(err, LMR_EINVAL, "ttl must be positive");
   lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout);
+  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk);
   op.src = buf;
   op.len = len;
-  op.count = stripes_for(c, len);
-  op.set_id = next_set_id(c);
   op.ttl_ms = ttl_ms;
-  uint32_t old = 0;
-  rc = probe_stripes(c, &op, &old, err);
-  lmr_key_job *jobs = NULL;
-  if (rc == LMR_OK) {
-    /* Sub-keys this write leaves alone that hold an older value: all old
-     * stripes for a plain write, the surplus ones for a striped write. */
-    uint32_t kept = op.count > 1 ? op.count : 0;
-    uint32_t stale_end = max_u32(old, kept);
-    int n = (int)(op.count + 1 + (stale_end - kept));
-    jobs = alloc_jobs(n, err);
-    if (jobs == NULL) rc = LMR_ENOMEM;
-    int k = 0;
-    if (op.count == 1) {
-      if (jobs != NULL) lmr__key_job_init(&jobs[k++], &op, LMR_JOB_SET, -1);
-    } else if (jobs != NULL) {
-      for (uint32_t i = 0; i < op.count; i++) lmr__key_job_init(&jobs[k++], &op, LMR_JOB_SET, (int32_t)i);
-      lmr__key_job_init(&jobs[k++], &op, LMR_JOB_DEL, -1);
-    }
-    for (uint32_t i = kept; jobs != NULL && i < stale_end; i++)
-      lmr__key_job_init(&jobs[k++], &op, LMR_JOB_DEL, (int32_t)i);
-    if (jobs != NULL) rc = run_round(c, jobs, k, err);
-  }
-  free(jobs);
-  lmr__op_destroy(&op);
-  return rc;
-}
-
-enum { READ_HIT, READ_MISS, READ_ABSENT };
-
-static int read_plain(lmr_client *c, lmr_op *op, int *outcome, uint64_t *len, lmr_error *err) {
-  lmr_key_job job;
-  lmr__key_job_init(&job, op, LMR_JOB_GET, -1);
-  int rc = run_round(c, &job, 1, err);
-  *outcome = job.nil ? READ_ABSENT : READ_HIT;
-  *len = job.value_len;
-  return rc;
-}
-
-/* Reads stripes [from, to); every one must be present and of the op's
- * layout. On the first round (from == 0) all absent means ABSENT. */
-static int read_stripe_range(lmr_client *c, lmr_op *op, uint32_t from, uint32_t to,
-                             int *outcome, lmr_error *err) {
-  int n = (int)(to - from);
-  lmr_key_job *jobs = alloc_jobs(n, err);
-  if (jobs == NULL) return LMR_ENOMEM;
-  for (int i = 0; i < n; i++) lmr__key_job_init(&jobs[i], op, LMR_JOB_GET, (int32_t)from + i);
-  int rc = run_round(c, jobs, n, err);
-  int nil = 0, torn = 0;
-  for (int i = 0; i < n; i++) {
-    nil += jobs[i].nil;
-    torn += jobs[i].torn;
-  }
-  int stripe0_missing = from == 0 && jobs[0].nil;
-  free(jobs);
-  if (rc != LMR_OK) return rc;
-  if (from == 0 && nil == n) *outcome = READ_ABSENT;
-  else if (torn > 0 || stripe0_missing) *outcome = READ_MISS;
-  else {
-    /* Requested stripes past the writer's count must be absent: a present
-     * one is of another write and was counted as torn above. */
-    uint32_t count = op->layout.count;
-    uint32_t need = (to < count ? to : count) - from;
-    *outcome = (uint32_t)(n - nil) == need ? READ_HIT : READ_MISS;
-  }
-  return LMR_OK;
-}
-
-static int read_striped(lmr_client *c, lmr_op *op, uint32_t guess, int *outcome,
-                        uint64_t *len, lmr_error *err) {
-  int rc = read_stripe_range(c, op, 0, guess, outcome, err);
-  if (rc == LMR_OK && *outcome == READ_HIT && op->layout.count > guess)
-    rc = read_stripe_range(c, op, guess, op->layout.count, outcome, err);
-  *len = op->layout.total_len;
-  return rc;
+  lmr_plan p;
+  return run_plan(c, &p, LMR_PLAN_SET, &op, stripes_for(c, len), err);
 }
 
 int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t cap,
@@ -371,95 +296,36 @@ int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t ca
   if (rc != LMR_OK) return rc;
   if (buf == NULL && cap > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
   lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout);
+  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk);
   op.dst = buf;
   op.cap = cap;
-  int outcome;
-  uint64_t value_len = 0;
-  uint32_t stripes = stripes_for(c, cap);
-  if (stripes == 1) {
-    rc = read_plain(c, &op, &outcome, &value_len, err);
-    if (rc == LMR_OK && outcome == READ_ABSENT)
-      rc = read_striped(c, &op, 1, &outcome, &value_len, err);
-  } else {
-    rc = read_striped(c, &op, stripes, &outcome, &value_len, err);
-    if (rc == LMR_OK && outcome == READ_ABSENT)
-      rc = read_plain(c, &op, &outcome, &value_len, err);
-  }
-  lmr__op_destroy(&op);
-  if (rc == LMR_OK && outcome == READ_HIT) {
+  lmr_plan p;
+  rc = run_plan(c, &p, LMR_PLAN_GET, &op, 0, err);
+  if (rc == LMR_OK && p.found) {
     *found = 1;
-    *len = (size_t)value_len;
+    *len = (size_t)p.len;
   }
   return rc;
 }
 
-/* 1 when stripes [1, count) all carry the same write's header as h. */
-static int stripes_agree(lmr_client *c, lmr_op *op, const lmr_stripe_hdr *h, int *agree,
-                         lmr_error *err) {
-  int n = (int)h->count - 1;
-  *agree = 1;
-  if (n == 0) return LMR_OK;
-  lmr_key_job *jobs = alloc_jobs(n, err);
-  if (jobs == NULL) return LMR_ENOMEM;
-  for (int i = 0; i < n; i++) lmr__key_job_init(&jobs[i], op, LMR_JOB_PROBE, i + 1);
-  int rc = run_round(c, jobs, n, err);
-  for (int i = 0; i < n; i++) {
-    const lmr_stripe_hdr *g = &jobs[i].hdr;
-    if (!jobs[i].hdr_valid || g->set_id != h->set_id || g->count != h->count ||
-        g->total_len != h->total_len)
-      *agree = 0;
-  }
-  free(jobs);
+/* exists and delete: a plan whose verdict is one flag. */
+static int run_flag_plan(lmr_client *c, lmr_plan_kind kind, const void *key, size_t key_len,
+                         int *found, lmr_error *err) {
+  *found = 0;
+  int rc = check_call(c, key, key_len, err);
+  if (rc != LMR_OK) return rc;
+  lmr_op op;
+  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk);
+  lmr_plan p;
+  rc = run_plan(c, &p, kind, &op, 0, err);
+  if (rc == LMR_OK) *found = p.found;
   return rc;
 }
 
 int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
-  *found = 0;
-  int rc = check_call(c, key, key_len, err);
-  if (rc != LMR_OK) return rc;
-  lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout);
-  lmr_key_job jobs[2];
-  lmr__key_job_init(&jobs[0], &op, LMR_JOB_EXISTS, -1);
-  lmr__key_job_init(&jobs[1], &op, LMR_JOB_PROBE, 0);
-  rc = run_round(c, jobs, 2, err);
-  if (rc == LMR_OK && jobs[0].integer > 0) {
-    *found = 1;
-  } else if (rc == LMR_OK && jobs[1].hdr_valid) {
-    /* Only headers travel: a whole striped value, not a torn or partly
-     * evicted one, counts as existing. */
-    rc = stripes_agree(c, &op, &jobs[1].hdr, found, err);
-  }
-  lmr__op_destroy(&op);
-  return rc;
+  return run_flag_plan(c, LMR_PLAN_EXISTS, key, key_len, found, err);
 }
 
 int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
-  *found = 0;
-  int rc = check_call(c, key, key_len, err);
-  if (rc != LMR_OK) return rc;
-  lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout);
-  uint32_t old = 0;
-  rc = probe_stripes(c, &op, &old, err);
-  lmr_key_job *jobs = NULL;
-  if (rc == LMR_OK) {
-    /* A fixed stripe count of our own is swept too: stripes left behind
-     * when stripe 0 has already expired or been evicted. */
-    uint32_t stripes = max_u32(old, c->cfg.stripes > 0 ? (uint32_t)c->cfg.stripes : 1);
-    int n = (int)stripes + 1;
-    jobs = alloc_jobs(n, err);
-    rc = jobs == NULL ? LMR_ENOMEM : LMR_OK;
-    if (jobs != NULL) {
-      lmr__key_job_init(&jobs[0], &op, LMR_JOB_DEL, -1);
-      for (uint32_t i = 0; i < stripes; i++) lmr__key_job_init(&jobs[i + 1], &op, LMR_JOB_DEL, (int32_t)i);
-      rc = run_round(c, jobs, n, err);
-      for (int i = 0; rc == LMR_OK && i < n; i++)
-        if (jobs[i].integer > 0) *found = 1;
-    }
-  }
-  free(jobs);
-  lmr__op_destroy(&op);
-  return rc;
+  return run_flag_plan(c, LMR_PLAN_DELETE, key, key_len, found, err);
 }

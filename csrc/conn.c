@@ -159,7 +159,7 @@ int lmr__conn_send(lmr_conn *c, lmr_cmd *cmd, lmr_error *err) {
   int rc = c->tls != NULL ? lmr__tls_send_all(c->tls, cmd->iov, cmd->iovcnt, c->deadline, err)
                           : lmr__net_send_all(c->fd, cmd->iov, cmd->iovcnt, c->deadline, err);
   if (rc != LMR_OK) return broken(c, rc, err);
-  LMR__COUNT(c->stats, commands, 1);
+  LMR__COUNT(c->stats, commands, (uint64_t)cmd->ncmds);
   return LMR_OK;
 }
 

@@ -1,196 +1,250 @@
-/* Key jobs (jobs.h): encode one command, send it, and take its reply apart,
- * placing GET payloads straight into the op's buffer. */
+/* Key jobs (jobs.h): encode a job's commands, send them in one go, and take
+ * the replies apart, placing value bytes straight into the op's buffer. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "conn.h"
 #include "jobs.h"
 
-void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout) {
+void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
+                  int64_t max_bulk) {
   memset(op, 0, sizeof *op);
   op->key = key;
   op->key_len = key_len;
   op->deadline = lmr__deadline(timeout);
-  pthread_mutex_init(&op->layout_mu, NULL);
+  op->max_bulk = max_bulk;
 }
 
-void lmr__op_destroy(lmr_op *op) { pthread_mutex_destroy(&op->layout_mu); }
-
-void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind, int32_t stripe) {
+void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
   memset(job, 0, sizeof *job);
   job->base.run = lmr__key_job_run;
   job->op = op;
   job->kind = kind;
-  job->stripe = stripe;
+  job->integer = -1;
+  job->stored_len = -1;
 }
 
 static const char *kind_name(lmr_job_kind kind) {
   switch (kind) {
     case LMR_JOB_SET: return "SET";
+    case LMR_JOB_HEAD: return "GETRANGE";
+    case LMR_JOB_PART: return "GETRANGE";
     case LMR_JOB_GET: return "GET";
     case LMR_JOB_DEL: return "DEL";
-    case LMR_JOB_EXISTS: return "EXISTS";
-    case LMR_JOB_PROBE: return "GETRANGE";
+    case LMR_JOB_CONFIG: return "CONFIG GET";
   }
   return "?";
 }
 
-/* Builds the command. `suffix` and `hdr` must outlive the send. */
-static void encode(lmr_key_job *job, lmr_cmd *cmd, char *suffix,
-                   unsigned char hdr[LMR_STRIPE_HDR_SIZE]) {
-  lmr_op *op = job->op;
-  struct iovec key[2] = {{.iov_base = (void *)op->key, .iov_len = op->key_len}};
-  int key_parts = 1;
-  if (job->stripe >= 0) {
-    key[1].iov_base = suffix;
-    key[1].iov_len = lmr_stripe_suffix((uint32_t)job->stripe, suffix);
-    key_parts = 2;
+/* The value argument of a SET: the bytes as they are, or the encoding's
+ * headers and parts interleaved, each part referenced where it lies. */
+static int value_parts(const lmr_op *op, struct iovec *v) {
+  if (op->count == 0) {
+    v[0] = (struct iovec){(void *)op->src, op->len};
+    return 1;
   }
+  int n = 0;
+  for (uint32_t i = 0; i < op->count; i++) {
+    v[n++] = (struct iovec){(void *)(op->hdrs + (size_t)i * LMR_STRIPE_HDR_SIZE),
+                            LMR_STRIPE_HDR_SIZE};
+    v[n++] = (struct iovec){(void *)(op->src + lmr_stripe_offset(op->len, op->count, i)),
+                            lmr_stripe_len(op->len, op->count, i)};
+  }
+  return n;
+}
+
+static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
+  const lmr_op *op = job->op;
   switch (job->kind) {
     case LMR_JOB_SET: {
-      struct iovec value[2];
-      int value_parts = 0;
-      if (job->stripe < 0) {
-        value[value_parts++] = (struct iovec){(void *)op->src, op->len};
-      } else {
-        uint32_t i = (uint32_t)job->stripe;
-        lmr_stripe_hdr h = {.index = i, .count = op->count, .total_len = op->len,
-                            .set_id = op->set_id};
-        lmr_stripe_hdr_encode(&h, hdr);
-        value[value_parts++] = (struct iovec){hdr, LMR_STRIPE_HDR_SIZE};
-        value[value_parts++] =
-            (struct iovec){(void *)(op->src + lmr_stripe_offset(op->len, op->count, i)),
-                           lmr_stripe_len(op->len, op->count, i)};
-      }
-      lmr_cmd_init(cmd, op->ttl_ms > 0 ? 5 : 3);
-      lmr_cmd_arg_copy(cmd, "SET");
-      lmr_cmd_arg_parts(cmd, key, key_parts);
-      lmr_cmd_arg_parts(cmd, value, value_parts);
-      if (op->ttl_ms > 0) {
-        lmr_cmd_arg_copy(cmd, "PX");
-        lmr_cmd_arg_int(cmd, op->ttl_ms);
-      }
+      /* PSETEX, not SET ... PX: the value must be the command's last
+       * argument, so that Redis can keep the bulk it read as the value
+       * instead of copying it out of a query buffer that holds more. */
+      struct iovec v[2 * LMR_MAX_STRIPES];
+      int nv = value_parts(op, v);
+      lmr_cmd_init(cmd, op->ttl_ms > 0 ? 4 : 3);
+      lmr_cmd_arg_copy(cmd, op->ttl_ms > 0 ? "PSETEX" : "SET");
+      lmr_cmd_arg(cmd, op->key, op->key_len);
+      if (op->ttl_ms > 0) lmr_cmd_arg_int(cmd, op->ttl_ms);
+      lmr_cmd_arg_parts(cmd, v, nv);
       return;
     }
-    case LMR_JOB_PROBE:
+    case LMR_JOB_HEAD:
+      lmr_cmd_init(cmd, 2);
+      lmr_cmd_arg_copy(cmd, "EXISTS");
+      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_next(cmd, 2);
+      lmr_cmd_arg_copy(cmd, "STRLEN");
+      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_next(cmd, 4);
+      lmr_cmd_arg_copy(cmd, "GETRANGE");
+      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_arg_copy(cmd, "0");
+      lmr_cmd_arg_int(cmd, (int64_t)op->head_len - 1);
+      return;
+    case LMR_JOB_PART: {
+      const lmr_stripe_hdr *h = &op->layout;
+      uint64_t from = lmr_stripe_stored_offset(h->total_len, h->count, job->part);
+      uint64_t n = LMR_STRIPE_HDR_SIZE + lmr_stripe_len(h->total_len, h->count, job->part);
       lmr_cmd_init(cmd, 4);
       lmr_cmd_arg_copy(cmd, "GETRANGE");
-      lmr_cmd_arg_parts(cmd, key, key_parts);
-      lmr_cmd_arg_copy(cmd, "0");
-      lmr_cmd_arg_int(cmd, LMR_STRIPE_HDR_SIZE - 1);
+      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_arg_int(cmd, (int64_t)from);
+      lmr_cmd_arg_int(cmd, (int64_t)(from + n - 1));
       return;
-    default:
+    }
+    case LMR_JOB_CONFIG:
+      lmr_cmd_init(cmd, 3);
+      lmr_cmd_arg_copy(cmd, "CONFIG");
+      lmr_cmd_arg_copy(cmd, "GET");
+      lmr_cmd_arg(cmd, op->key, op->key_len);
+      return;
+    case LMR_JOB_GET:
+    case LMR_JOB_DEL:
       lmr_cmd_init(cmd, 2);
       lmr_cmd_arg_copy(cmd, kind_name(job->kind));
-      lmr_cmd_arg_parts(cmd, key, key_parts);
+      lmr_cmd_arg(cmd, op->key, op->key_len);
       return;
   }
 }
 
-/* Reads a stripe's header from the bulk payload and decides where (if
- * anywhere) the rest of the payload goes. Returns the destination, or NULL
- * with job->torn set or an error in job->base.status. */
-static unsigned char *place_stripe(lmr_key_job *job, lmr_conn *conn, int64_t bulk_len) {
-  lmr_op *op = job->op;
-  unsigned char raw[LMR_STRIPE_HDR_SIZE];
-  if (bulk_len < LMR_STRIPE_HDR_SIZE) {
-    job->torn = 1;
-    return NULL;
-  }
-  job->base.status = lmr__conn_read_payload(conn, raw, sizeof raw, NULL, &job->base.err);
-  if (job->base.status != LMR_OK) return NULL;
-  lmr_stripe_hdr h;
-  if (lmr_stripe_hdr_decode(raw, LMR_MAX_STRIPES, &h) != 0 ||
-      h.index != (uint32_t)job->stripe ||
-      lmr_stripe_len(h.total_len, h.count, h.index) !=
-          (uint64_t)(bulk_len - LMR_STRIPE_HDR_SIZE)) {
-    job->torn = 1;
-    return NULL;
-  }
-  job->hdr = h;
-  job->hdr_valid = 1;
-  if (h.total_len > op->cap) {
-    job->base.status = lmr__err(&job->base.err, LMR_ETOOBIG,
-                           "value is %llu bytes but the buffer holds %zu bytes",
-                           (unsigned long long)h.total_len, op->cap);
-    job->base.err.needed = h.total_len;
-    return NULL;
-  }
-  pthread_mutex_lock(&op->layout_mu);
-  if (!op->layout_set) {
-    op->layout = h;
-    op->layout_set = 1;
-  } else if (op->layout.set_id != h.set_id || op->layout.count != h.count ||
-             op->layout.total_len != h.total_len) {
-    job->torn = 1;
-  }
-  pthread_mutex_unlock(&op->layout_mu);
-  if (job->torn) return NULL;
-  return op->dst + lmr_stripe_offset(h.total_len, h.count, h.index);
+/* A reply of the wrong type leaves the stream's state unknown. */
+static int unexpected(lmr_key_job *job, lmr_conn *conn, const char *what) {
+  lmr__conn_close(conn);
+  return lmr__err(&job->base.err, LMR_EPROTO, "unexpected reply type to %s", what);
 }
 
-static int handle_get(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
-  lmr_op *op = job->op;
-  lmr_error *err = &job->base.err;
-  if (r->type == LMR_REPLY_NIL) {
-    job->nil = 1;
-    return LMR_OK;
-  }
-  unsigned char *dst;
-  if (job->stripe < 0) {
-    if ((uint64_t)r->integer > op->cap) {
-      job->base.status = lmr__err(err, LMR_ETOOBIG,
-                             "value is %lld bytes but the buffer holds %zu bytes",
-                             (long long)r->integer, op->cap);
-      err->needed = (uint64_t)r->integer;
-      dst = NULL;
-    } else {
-      job->value_len = (uint64_t)r->integer;
-      dst = op->dst;
-    }
-  } else {
-    dst = place_stripe(job, conn, r->integer);
-    if (job->base.status != LMR_OK && job->base.status != LMR_ETOOBIG) return job->base.status;
-  }
+static int is_wrongtype(const lmr_reply *r) {
+  return r->type == LMR_REPLY_ERROR && strncmp(r->str, "WRONGTYPE", 9) == 0;
+}
+
+/* Moves a bulk payload of n bytes to dst and consumes its CRLF. */
+static int take_bulk(lmr_conn *conn, void *dst, size_t n, lmr_error *err) {
+  size_t copied = 0;
+  int rc = lmr__conn_read_payload(conn, dst, n, &copied, err);
+  if (rc != LMR_OK) return rc;
   if (dst != NULL) {
-    size_t n = (size_t)lmr_resp_payload_pending(&conn->parser), copied = 0;
-    int rc = lmr__conn_read_payload(conn, dst, n, &copied, err);
-    if (rc != LMR_OK) return rc;
     LMR__COUNT(conn->stats, bytes_received, n);
     LMR__COUNT(conn->stats, bytes_copied, copied);
-  }
-  /* A payload not placed (torn, too big) is skipped here; the connection
-   * stays in step and usable. */
-  int rc = lmr__conn_end_bulk(conn, err);
-  return rc != LMR_OK ? rc : job->base.status;
-}
-
-static int handle_probe(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
-  lmr_error *err = &job->base.err;
-  if (r->type == LMR_REPLY_NIL || r->integer == 0) { /* GETRANGE of no key: "" */
-    job->nil = 1;
-    return r->type == LMR_REPLY_NIL ? LMR_OK : lmr__conn_end_bulk(conn, err);
-  }
-  if (r->integer == LMR_STRIPE_HDR_SIZE) {
-    unsigned char raw[LMR_STRIPE_HDR_SIZE];
-    int rc = lmr__conn_read_payload(conn, raw, sizeof raw, NULL, err);
-    if (rc != LMR_OK) return rc;
-    job->hdr_valid = lmr_stripe_hdr_decode(raw, LMR_MAX_STRIPES, &job->hdr) == 0;
   }
   return lmr__conn_end_bulk(conn, err);
 }
 
-static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
+/* HEAD: three replies. A key of another type answers STRLEN and GETRANGE
+ * with WRONGTYPE: a fact about the key, not a failure. */
+static int handle_head(lmr_key_job *job, lmr_conn *conn) {
+  lmr_op *op = job->op;
   lmr_error *err = &job->base.err;
   lmr_reply r;
   int rc = lmr__conn_read_reply(conn, &r, err);
   if (rc != LMR_OK) return rc;
+  if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, "EXISTS", err);
+  if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "EXISTS");
+  job->integer = r.integer;
+  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
+  if (is_wrongtype(&r)) job->wrongtype = 1;
+  else if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, "STRLEN", err);
+  else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "STRLEN");
+  else job->stored_len = r.integer;
+  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
+  if (is_wrongtype(&r)) {
+    job->wrongtype = 1;
+    return LMR_OK;
+  }
+  if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, "GETRANGE", err);
+  if (r.type != LMR_REPLY_BULK) return unexpected(job, conn, "GETRANGE");
+  if ((uint64_t)r.integer > op->head_len)
+    return unexpected(job, conn, "GETRANGE (longer than asked for)");
+  size_t n = (size_t)r.integer;
+  size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
+  job->head_n = n;
+  /* head_len <= cap unless the buffer is under 32 bytes: then the bytes
+   * (at most 32) are kept in the job alone. */
+  job->head_in_dst = op->head_len <= op->cap;
+  rc = take_bulk(conn, job->head_in_dst ? op->dst : job->head, n, err);
+  if (rc == LMR_OK && job->head_in_dst) memcpy(job->head, op->dst, keep);
+  return rc;
+}
+
+/* PART: the part's header must be the one op->layout promises (same write,
+ * this index); only then does its payload go into the buffer. Anything
+ * else means the value changed since the layout was read. */
+static int handle_part(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
+  lmr_op *op = job->op;
+  lmr_error *err = &job->base.err;
+  const lmr_stripe_hdr *want = &op->layout;
+  uint64_t len = lmr_stripe_len(want->total_len, want->count, job->part);
+  if ((uint64_t)r->integer != LMR_STRIPE_HDR_SIZE + len) {
+    job->torn = 1;
+    return lmr__conn_end_bulk(conn, err);
+  }
+  unsigned char raw[LMR_STRIPE_HDR_SIZE];
+  int rc = lmr__conn_read_payload(conn, raw, sizeof raw, NULL, err);
+  if (rc != LMR_OK) return rc;
+  lmr_stripe_hdr h;
+  if (lmr_stripe_hdr_decode(raw, want->count, &h) != 0 || h.index != job->part ||
+      h.count != want->count || h.total_len != want->total_len || h.set_id != want->set_id) {
+    job->torn = 1;
+    return lmr__conn_end_bulk(conn, err);
+  }
+  job->placed = 1;
+  return take_bulk(conn, op->dst + lmr_stripe_offset(want->total_len, want->count, job->part),
+                   (size_t)len, err);
+}
+
+/* GET of a verbatim value: into the buffer when it fits; a longer one is
+ * skipped (the plan learns its length and decides). */
+static int handle_get(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
+  if (r->type == LMR_REPLY_NIL) return LMR_OK;
+  job->stored_len = r->integer;
+  job->placed = (uint64_t)r->integer <= job->op->cap;
+  return take_bulk(conn, job->placed ? job->op->dst : NULL, (size_t)r->integer,
+                   &job->base.err);
+}
+
+/* CONFIG GET name: [name, value] when the setting exists. A server that
+ * refuses (no permission, renamed command) leaves integer at -1. */
+static int handle_config(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
+  lmr_error *err = &job->base.err;
+  if (r->type == LMR_REPLY_ERROR) return LMR_OK;
+  if (r->type != LMR_REPLY_ARRAY) return unexpected(job, conn, "CONFIG GET");
+  for (int64_t i = 0; i < r->integer; i++) {
+    lmr_reply e;
+    int rc = lmr__conn_read_reply(conn, &e, err);
+    if (rc != LMR_OK) return rc;
+    if (e.type != LMR_REPLY_BULK) return unexpected(job, conn, "CONFIG GET");
+    char text[32] = {0};
+    size_t n = (size_t)e.integer < sizeof text - 1 ? (size_t)e.integer : 0;
+    if ((rc = lmr__conn_read_payload(conn, n > 0 ? text : NULL, n, NULL, err)) != LMR_OK ||
+        (rc = lmr__conn_end_bulk(conn, err)) != LMR_OK)
+      return rc;
+    if (i == 1 && n > 0) {
+      char *end;
+      long long v = strtoll(text, &end, 10);
+      if (*end == '\0' && v > 0) job->integer = v;
+    }
+  }
+  return LMR_OK;
+}
+
+static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
+  if (job->kind == LMR_JOB_HEAD) return handle_head(job, conn);
+  lmr_error *err = &job->base.err;
+  lmr_reply r;
+  int rc = lmr__conn_read_reply(conn, &r, err);
+  if (rc != LMR_OK) return rc;
+  if (job->kind == LMR_JOB_CONFIG) return handle_config(job, conn, &r);
+  if (is_wrongtype(&r) && (job->kind == LMR_JOB_GET || job->kind == LMR_JOB_PART)) {
+    job->wrongtype = 1;
+    job->torn = 1;
+    return LMR_OK;
+  }
   if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, kind_name(job->kind), err);
   switch (job->kind) {
     case LMR_JOB_SET:
       if (r.type == LMR_REPLY_STATUS && strcmp(r.str, "OK") == 0) return LMR_OK;
       break;
     case LMR_JOB_DEL:
-    case LMR_JOB_EXISTS:
       if (r.type == LMR_REPLY_INTEGER) {
         job->integer = r.integer;
         return LMR_OK;
@@ -199,20 +253,20 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
     case LMR_JOB_GET:
       if (r.type == LMR_REPLY_NIL || r.type == LMR_REPLY_BULK) return handle_get(job, conn, &r);
       break;
-    case LMR_JOB_PROBE:
-      if (r.type == LMR_REPLY_NIL || r.type == LMR_REPLY_BULK) return handle_probe(job, conn, &r);
+    case LMR_JOB_PART:
+      if (r.type == LMR_REPLY_BULK) return handle_part(job, conn, &r);
+      break;
+    case LMR_JOB_HEAD:
+    case LMR_JOB_CONFIG:
       break;
   }
-  /* A reply of the wrong type leaves the stream's state unknown. */
-  lmr__conn_close(conn);
-  return lmr__err(err, LMR_EPROTO, "unexpected reply type to %s", kind_name(job->kind));
+  return unexpected(job, conn, kind_name(job->kind));
 }
 
 void lmr__key_job_run(lmr_job *base, void *worker_state) {
   lmr_key_job *job = (lmr_key_job *)base;
   lmr_conn *conn = worker_state;
   lmr_error *err = &base->err;
-  job->base.status = LMR_OK;
   conn->deadline = job->op->deadline;
   if (lmr__now_ns() >= conn->deadline) {
     base->status = lmr__err(err, LMR_ETIMEDOUT, "timed out before %s was sent",
@@ -221,14 +275,13 @@ void lmr__key_job_run(lmr_job *base, void *worker_state) {
   }
   int rc = lmr__conn_ensure(conn, err);
   if (rc == LMR_OK) {
+    /* No reply may claim more than the server would ever send. */
+    conn->parser.max_bulk = job->op->max_bulk;
     lmr_cmd cmd;
-    char suffix[LMR_STRIPE_SUFFIX_MAX];
-    unsigned char hdr[LMR_STRIPE_HDR_SIZE];
-    encode(job, &cmd, suffix, hdr);
+    encode(job, &cmd);
     rc = lmr__conn_send(conn, &cmd, err);
     if (rc == LMR_OK && job->kind == LMR_JOB_SET)
-      LMR__COUNT(conn->stats, bytes_sent, job->stripe < 0 ? job->op->len
-                 : lmr_stripe_len(job->op->len, job->op->count, (uint32_t)job->stripe));
+      LMR__COUNT(conn->stats, bytes_sent, job->op->len);
   }
   if (rc == LMR_OK) rc = handle_reply(job, conn);
   base->status = rc;

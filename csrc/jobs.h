@@ -1,39 +1,44 @@
-/* Key jobs: one Redis command on one (sub-)key and the handling of its reply,
- * run by a pool worker on that worker's connection. A client call (an "op")
- * fans out into key jobs that share the op's key, buffer and deadline. */
+/* Key jobs: a few Redis commands on one key, sent together on one
+ * connection, and the handling of their replies, run by a pool worker. A
+ * client call (an "op") fans out into key jobs that share the op's key,
+ * buffer and deadline; plan.c decides which jobs and reads their results.
+ *
+ * A job records what the server said (its result fields) and fails (status
+ * != LMR_OK) only when the connection or the server failed; what the data
+ * means (a miss, a value replaced meanwhile) is the plan's to decide. */
 #ifndef LMR_JOBS_H
 #define LMR_JOBS_H
-
-#include <pthread.h>
 
 #include "pool.h"
 #include "stripe.h"
 
 typedef enum {
-  LMR_JOB_SET,     /* SET (sub-)key value [PX ttl] */
-  LMR_JOB_GET,     /* GET (sub-)key into the op's buffer */
-  LMR_JOB_DEL,     /* DEL (sub-)key */
-  LMR_JOB_EXISTS,  /* EXISTS (sub-)key */
-  LMR_JOB_PROBE,   /* GETRANGE sub-key 0 31: a stripe's header only */
+  LMR_JOB_SET,     /* SET key value, or PSETEX key ms value: verbatim or encoded */
+  LMR_JOB_HEAD,    /* EXISTS key; STRLEN key; GETRANGE key 0 head_len-1 */
+  LMR_JOB_PART,    /* GETRANGE of part `part` of op->layout, into its place */
+  LMR_JOB_GET,     /* GET key into the op's buffer (a verbatim value) */
+  LMR_JOB_DEL,     /* DEL key */
+  LMR_JOB_CONFIG,  /* CONFIG GET <key>: a numeric server setting */
 } lmr_job_kind;
+
+/* Bytes of a value the first round of a read fetches at most. */
+#define LMR_HEAD_MAX (64u * 1024u)
 
 typedef struct {
   const char *key;
   size_t key_len;
   int64_t deadline;
-  /* SET */
+  int64_t max_bulk;         /* the server's proto-max-bulk-len */
+  /* SET: the value, and for an encoded one its headers (count of them) */
   const unsigned char *src;
   uint64_t len;
-  uint32_t count;
-  uint64_t set_id;
   int64_t ttl_ms;
-  /* GET: the destination, and the layout claimed by the first stripe whose
-   * header arrives. Only stripes of that layout (same write) may write into
-   * dst, so stripes of two different writes never overlap in it. */
+  uint32_t count;           /* parts; 0: verbatim */
+  const unsigned char *hdrs;
+  /* reads: the caller's buffer, and the layout its PART jobs read */
   unsigned char *dst;
   size_t cap;
-  pthread_mutex_t layout_mu;
-  int layout_set;
+  size_t head_len;          /* HEAD: bytes [0, head_len) of the string */
   lmr_stripe_hdr layout;
 } lmr_op;
 
@@ -41,19 +46,21 @@ typedef struct {
   lmr_job base;        /* first, so a lmr_job* is a lmr_key_job* */
   lmr_op *op;
   lmr_job_kind kind;
-  int32_t stripe;      /* sub-key index, or -1 for the key itself */
+  uint32_t part;       /* PART: the part's index */
   /* results */
-  int nil;             /* GET/PROBE: the key does not exist */
-  int torn;            /* GET: a stripe not of this format or of another write */
-  int64_t integer;     /* DEL/EXISTS reply */
-  uint64_t value_len;  /* GET of the key itself: the value's length */
-  int hdr_valid;       /* PROBE/GET of a stripe: hdr was decoded */
-  lmr_stripe_hdr hdr;
+  int wrongtype;       /* the key holds another type than a string */
+  int64_t integer;     /* DEL, HEAD's EXISTS, CONFIG's value (-1: not known) */
+  int64_t stored_len;  /* HEAD: STRLEN; GET: the reply's length (-1: nil) */
+  size_t head_n;       /* HEAD: bytes GETRANGE returned */
+  int head_in_dst;     /* HEAD: they were placed at op->dst */
+  unsigned char head[LMR_STRIPE_HDR_SIZE]; /* HEAD: the first min(head_n, 32) */
+  int torn;            /* PART: not the part of op->layout's write */
+  int placed;          /* GET/PART: the payload is in op->dst */
 } lmr_key_job;
 
-void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout);
-void lmr__op_destroy(lmr_op *op);
-void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind, int32_t stripe);
+void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
+                  int64_t max_bulk);
+void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind);
 /* The pool's run() for key jobs; worker_state is the worker's lmr_conn. */
 void lmr__key_job_run(lmr_job *job, void *worker_state);
 

@@ -21,12 +21,15 @@
 
 /* ---- encoder ---- */
 
-#define LMR_CMD_MAX_IOV 48
+/* Room for an encoded value (two pieces per part, 256 parts) and the
+ * command around it. */
+#define LMR_CMD_MAX_IOV 544
 #define LMR_CMD_SCRATCH 512
 
 typedef struct {
   struct iovec iov[LMR_CMD_MAX_IOV];
   int iovcnt;
+  int ncmds;       /* commands in it (lmr_cmd_next pipelines more) */
   size_t total;    /* bytes in all iovecs */
   size_t used;     /* scratch bytes used */
   int overflow;    /* set when iov or scratch ran out: the command is invalid */
@@ -35,6 +38,9 @@ typedef struct {
 
 /* Starts a command of argc arguments. */
 void lmr_cmd_init(lmr_cmd *c, int argc);
+/* Starts another command of argc arguments after the last one, to be sent
+ * with it (a pipeline; the replies come back in order). */
+void lmr_cmd_next(lmr_cmd *c, int argc);
 /* One argument made of nparts pieces, referenced (not copied). */
 void lmr_cmd_arg_parts(lmr_cmd *c, const struct iovec *parts, int nparts);
 /* One argument from a single referenced piece. */
@@ -59,7 +65,8 @@ typedef enum {
 /* Simple-string and error texts keep this many bytes less one (the NUL); longer lines are
  * consumed whole and truncated. */
 #define LMR_RESP_LINE_MAX 256
-/* Longest bulk payload accepted: Redis's own default proto-max-bulk-len. */
+/* Longest bulk payload accepted unless the parser is told otherwise
+ * (max_bulk): Redis's own default proto-max-bulk-len. */
 #define LMR_RESP_MAX_BULK (512ll * 1024 * 1024)
 /* Longest array accepted. */
 #define LMR_RESP_MAX_ARRAY (1ll << 24)
@@ -77,6 +84,7 @@ typedef struct {
   char type;                   /* type byte of the line being read */
   size_t line_len;             /* bytes of the line kept in `line` */
   int64_t remaining;           /* payload bytes still to come */
+  int64_t max_bulk;            /* longest bulk accepted; LMR_RESP_MAX_BULK at init */
   char line[LMR_RESP_LINE_MAX];
 } lmr_resp_parser;
 

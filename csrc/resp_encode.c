@@ -44,9 +44,15 @@ static void push_header(lmr_cmd *c, char kind, uint64_t n) {
 
 void lmr_cmd_init(lmr_cmd *c, int argc) {
   c->iovcnt = 0;
+  c->ncmds = 1;
   c->total = 0;
   c->used = 0;
   c->overflow = 0;
+  push_header(c, '*', (uint64_t)argc);
+}
+
+void lmr_cmd_next(lmr_cmd *c, int argc) {
+  c->ncmds++;
   push_header(c, '*', (uint64_t)argc);
 }
 

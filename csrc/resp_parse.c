@@ -19,6 +19,7 @@ enum {
 void lmr_resp_parser_init(lmr_resp_parser *p) {
   memset(p, 0, sizeof *p);
   p->state = S_TYPE;
+  p->max_bulk = LMR_RESP_MAX_BULK;
 }
 
 static long fail(lmr_resp_parser *p) {
@@ -78,7 +79,7 @@ static int finish_line(lmr_resp_parser *p, lmr_reply *out) {
         out->type = LMR_REPLY_ARRAY;
         p->state = S_TYPE;
       } else {
-        if (n > LMR_RESP_MAX_BULK) return -1;
+        if (n > p->max_bulk) return -1;
         out->type = LMR_REPLY_BULK;
         p->remaining = n;
         p->state = n > 0 ? S_PAYLOAD : S_PAYLOAD_CR;

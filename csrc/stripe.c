@@ -1,5 +1,5 @@
-/* Stripe layout arithmetic and the stripe header's byte format (stripe.h). */
-#include <stdio.h>
+/* Stored format 2 (stripe.h): part arithmetic, the header's bytes, and
+ * telling verbatim, encoded and broken strings apart. */
 #include <string.h>
 
 #include "stripe.h"
@@ -11,6 +11,14 @@ uint64_t lmr_stripe_offset(uint64_t total_len, uint32_t count, uint32_t i) {
 
 uint64_t lmr_stripe_len(uint64_t total_len, uint32_t count, uint32_t i) {
   return total_len / count + (i < total_len % count ? 1 : 0);
+}
+
+uint64_t lmr_stripe_stored_offset(uint64_t total_len, uint32_t count, uint32_t i) {
+  return lmr_stripe_offset(total_len, count, i) + (uint64_t)i * LMR_STRIPE_HDR_SIZE;
+}
+
+uint64_t lmr_stripe_stored_len(uint64_t total_len, uint32_t count) {
+  return total_len + (uint64_t)count * LMR_STRIPE_HDR_SIZE;
 }
 
 /* jemalloc's size class for n bytes: above 4 KiB, four classes per
@@ -88,7 +96,31 @@ int lmr_stripe_hdr_decode(const unsigned char in[LMR_STRIPE_HDR_SIZE],
   return 0;
 }
 
-size_t lmr_stripe_suffix(uint32_t i, char out[LMR_STRIPE_SUFFIX_MAX]) {
-  int n = snprintf(out, LMR_STRIPE_SUFFIX_MAX, LMR_STRIPE_SUFFIX "%u", (unsigned)i);
-  return (size_t)n;
+int lmr_stripe_has_magic(const void *p, size_t n) {
+  return n >= LMR_STRIPE_MAGIC_LEN && memcmp(p, LMR_STRIPE_MAGIC, LMR_STRIPE_MAGIC_LEN) == 0;
+}
+
+lmr_stored_kind lmr_stripe_classify(const unsigned char *head, size_t n, uint64_t stored_len,
+                                    uint32_t max_count, lmr_stripe_hdr *h) {
+  if (!lmr_stripe_has_magic(head, n)) return LMR_STORED_VERBATIM;
+  if (n < LMR_STRIPE_HDR_SIZE || lmr_stripe_hdr_decode(head, max_count, h) != 0 ||
+      h->index != 0 || h->total_len > UINT64_MAX - (uint64_t)h->count * LMR_STRIPE_HDR_SIZE ||
+      lmr_stripe_stored_len(h->total_len, h->count) != stored_len)
+    return LMR_STORED_BROKEN;
+  return LMR_STORED_ENCODED;
+}
+
+int lmr_stripe_decode_in_place(unsigned char *buf, const lmr_stripe_hdr *h) {
+  /* Parts move left, in order: part i's new place ends before hdr(i + 1),
+   * so no header is overwritten before it is checked. */
+  for (uint32_t i = 0; i < h->count; i++) {
+    const unsigned char *hp = buf + lmr_stripe_stored_offset(h->total_len, h->count, i);
+    lmr_stripe_hdr g;
+    if (lmr_stripe_hdr_decode(hp, h->count, &g) != 0 || g.index != i || g.count != h->count ||
+        g.total_len != h->total_len || g.set_id != h->set_id)
+      return -1;
+    memmove(buf + lmr_stripe_offset(h->total_len, h->count, i), hp + LMR_STRIPE_HDR_SIZE,
+            lmr_stripe_len(h->total_len, h->count, i));
+  }
+  return 0;
 }

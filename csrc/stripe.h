@@ -1,22 +1,26 @@
 /*
- * Stripe layout: how one logical value is stored as several Redis values.
+ * Stored format 2: how one value is laid out in one Redis string.
  *
- * A value of L bytes under key K written with C > 1 stripes is stored as the
- * C sub-keys K ":stripe:" i (i in decimal, 0 <= i < C). Sub-key i holds a
- * 32-byte header followed by the slice [off(i), off(i) + len(i)) of the value:
- * base = L / C, rem = L % C, len(i) = base + (i < rem),
- * off(i) = i * base + min(i, rem).
+ * A value of L bytes in C parts (C >= 1) is the single string
+ *   hdr(0) part(0) hdr(1) part(1) ... hdr(C-1) part(C-1)
+ * of L + 32 C bytes. Part i is the slice [off(i), off(i) + len(i)) of the
+ * value: base = L / C, rem = L % C, len(i) = base + (i < rem),
+ * off(i) = i * base + min(i, rem); hdr(i) starts at off(i) + 32 i.
  *
  * Header, all integers little-endian:
- *   0  4  magic "LMRS"
- *   4  2  format version (1)
+ *   0  4  magic "\x89LMR"
+ *   4  2  format version (2)
  *   6  2  header size in bytes (32)
- *   8  4  stripe index i
- *  12  4  stripe count C
- *  16  8  total length L
- *  24  8  set id: random, shared by the stripes of one write
+ *   8  4  part index i
+ *  12  4  part count C
+ *  16  8  value length L
+ *  24  8  write id: random, shared by the headers of one write
  *
- * With C == 1 the value is stored verbatim under K, with no header.
+ * A value not encoded is stored verbatim (no header); a verbatim value never
+ * begins with the magic (the writer encodes such a value with C = 1), so
+ * the first bytes tell the two apart. The parts exist for readers: each is
+ * one GETRANGE, so a value's parts are read over all connections at once,
+ * while the value stays one key that Redis evicts, expires and replaces whole.
  */
 #ifndef LMR_STRIPE_H
 #define LMR_STRIPE_H
@@ -24,12 +28,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LMR_STRIPE_MAGIC "LMRS"
-#define LMR_STRIPE_VERSION 1
+#define LMR_STRIPE_MAGIC "\x89LMR"
+#define LMR_STRIPE_MAGIC_LEN 4
+#define LMR_STRIPE_VERSION 2
 #define LMR_STRIPE_HDR_SIZE 32
-#define LMR_STRIPE_SUFFIX ":stripe:"
-/* Longest suffix: ":stripe:" plus up to 10 digits. */
-#define LMR_STRIPE_SUFFIX_MAX 24
 
 typedef struct {
   uint32_t index;
@@ -53,9 +55,12 @@ typedef struct {
  * when it fits the budget whole; at most max_count. */
 uint32_t lmr_stripe_count(uint64_t len, uint64_t budget, uint32_t group, uint32_t max_count);
 
-/* Byte offset and length of stripe i of a value of total_len bytes. */
+/* Byte offset and length of part i of a value of total_len bytes. */
 uint64_t lmr_stripe_offset(uint64_t total_len, uint32_t count, uint32_t i);
 uint64_t lmr_stripe_len(uint64_t total_len, uint32_t count, uint32_t i);
+/* Where hdr(i) starts in the stored string, and the string's length. */
+uint64_t lmr_stripe_stored_offset(uint64_t total_len, uint32_t count, uint32_t i);
+uint64_t lmr_stripe_stored_len(uint64_t total_len, uint32_t count);
 
 void lmr_stripe_hdr_encode(const lmr_stripe_hdr *h,
                            unsigned char out[LMR_STRIPE_HDR_SIZE]);
@@ -64,7 +69,23 @@ void lmr_stripe_hdr_encode(const lmr_stripe_hdr *h,
 int lmr_stripe_hdr_decode(const unsigned char in[LMR_STRIPE_HDR_SIZE],
                           uint32_t max_count, lmr_stripe_hdr *h);
 
-/* Writes ":stripe:<i>" into out and returns its length. */
-size_t lmr_stripe_suffix(uint32_t i, char out[LMR_STRIPE_SUFFIX_MAX]);
+/* 1 when n bytes at p begin with the magic (n < 4: a prefix of it never
+ * counts). A writer encodes such a value even when it is small. */
+int lmr_stripe_has_magic(const void *p, size_t n);
+
+/* What the first bytes of a stored string (head, n = min(its length, 32))
+ * and its length say it holds. */
+typedef enum {
+  LMR_STORED_VERBATIM,  /* no magic: the value is the string itself */
+  LMR_STORED_ENCODED,   /* hdr(0) decoded into *h and the length matches */
+  LMR_STORED_BROKEN,    /* begins with the magic but is no whole encoding */
+} lmr_stored_kind;
+lmr_stored_kind lmr_stripe_classify(const unsigned char *head, size_t n, uint64_t stored_len,
+                                    uint32_t max_count, lmr_stripe_hdr *h);
+
+/* Decodes an encoded string held whole in buf (stored_len bytes, h its
+ * hdr(0)) into the value, in place: buf[0..h->total_len). 0 when every
+ * header matches hdr(0) (index aside); -1 otherwise (buf then unspecified). */
+int lmr_stripe_decode_in_place(unsigned char *buf, const lmr_stripe_hdr *h);
 
 #endif

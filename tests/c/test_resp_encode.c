@@ -92,27 +92,28 @@ TEST(small_args_merge) {
   return 0;
 }
 
-/* A command of k single-piece arguments takes 2k + 1 iovecs (scratch,
- * piece, scratch, ...): LMR_CMD_MAX_IOV fits exactly, one more overflows. */
+/* An encoded value is one argument of many pieces: "*2\r\n$1\r\n" (one
+ * scratch iovec), the key, "\r\n$n\r\n" (scratch), the pieces, "\r\n":
+ * LMR_CMD_MAX_IOV - 4 pieces fit exactly, one more overflows. */
 TEST(iov_limit) {
   static lmr_cmd c;
   static char want[4096];
-  const char *v = "v", *w = "w";
-  struct iovec two[2] = {{(void *)v, 1}, {(void *)w, 1}};
-  int k = (LMR_CMD_MAX_IOV - 2) / 2;  /* k - 1 one-piece args, one two-piece arg */
-  lmr_cmd_init(&c, k);
-  size_t n = (size_t)sprintf(want, "*%d\r\n", k);
-  for (int i = 0; i < k - 1; i++) {
-    lmr_cmd_arg(&c, v, 1);
-    n += (size_t)sprintf(want + n, "$1\r\nv\r\n");
-  }
-  lmr_cmd_arg_parts(&c, two, 2);
-  n += (size_t)sprintf(want + n, "$2\r\nvw\r\n");
+  static struct iovec pieces[LMR_CMD_MAX_IOV];
+  const char *v = "v";
+  int k = LMR_CMD_MAX_IOV - 4;
+  for (int i = 0; i < k + 1; i++) pieces[i] = (struct iovec){(void *)v, 1};
+  lmr_cmd_init(&c, 2);
+  lmr_cmd_arg(&c, v, 1);
+  lmr_cmd_arg_parts(&c, pieces, k);
+  size_t n = (size_t)sprintf(want, "*2\r\n$1\r\nv\r\n$%d\r\n", k);
+  for (int i = 0; i < k; i++) want[n++] = 'v';
+  n += (size_t)sprintf(want + n, "\r\n");
   ASSERT_EQ(c.iovcnt, LMR_CMD_MAX_IOV);
   ASSERT_EQ(check_bytes(&c, want, n), 0);
 
-  lmr_cmd_init(&c, k + 1);
-  for (int i = 0; i < k + 1; i++) lmr_cmd_arg(&c, v, 1);
+  lmr_cmd_init(&c, 2);
+  lmr_cmd_arg(&c, v, 1);
+  lmr_cmd_arg_parts(&c, pieces, k + 1);
   ASSERT_EQ(c.overflow, 1);
   ASSERT(c.iovcnt <= LMR_CMD_MAX_IOV);
 

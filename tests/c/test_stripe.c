@@ -1,5 +1,8 @@
-/* Stripe layout (stripe.h): slice arithmetic, the header's exact bytes, and
- * sub-key suffixes. */
+/* Stored format 2 (stripe.h): part arithmetic, the header's exact bytes,
+ * where parts sit in the stored string, and telling verbatim, encoded and
+ * broken strings apart. */
+#include <stdlib.h>
+
 #include "stripe.h"
 #include "test.h"
 
@@ -50,8 +53,8 @@ TEST(worked_example) {
 }
 
 static const unsigned char expected_hdr[LMR_STRIPE_HDR_SIZE] = {
-    'L', 'M', 'R', 'S',                               /* magic */
-    0x01, 0x00,                                       /* version 1 */
+    0x89, 'L', 'M', 'R',                              /* magic */
+    0x02, 0x00,                                       /* version 2 */
     0x20, 0x00,                                       /* header size 32 */
     0x03, 0x00, 0x00, 0x00,                           /* index 3 */
     0x08, 0x00, 0x00, 0x00,                           /* count 8 */
@@ -94,8 +97,8 @@ static int decode_patched(size_t at, unsigned char value, uint32_t max_count) {
 
 TEST(header_rejects) {
   ASSERT_EQ(decode_patched(0, 'X', 8), -1);     /* magic */
-  ASSERT_EQ(decode_patched(3, 's', 8), -1);
-  ASSERT_EQ(decode_patched(4, 2, 8), -1);       /* version 2 */
+  ASSERT_EQ(decode_patched(3, 'S', 8), -1);
+  ASSERT_EQ(decode_patched(4, 1, 8), -1);       /* version 1 */
   ASSERT_EQ(decode_patched(5, 1, 8), -1);       /* version 257 */
   ASSERT_EQ(decode_patched(6, 33, 8), -1);      /* header size */
   ASSERT_EQ(decode_patched(7, 1, 8), -1);
@@ -114,21 +117,78 @@ TEST(header_rejects) {
   return 0;
 }
 
-static int check_suffix(uint32_t i, const char *want) {
-  char buf[LMR_STRIPE_SUFFIX_MAX + 8];
-  memset(buf, 0x5a, sizeof buf);
-  size_t n = lmr_stripe_suffix(i, buf);
-  ASSERT_EQ(n, strlen(want));
-  ASSERT_MEM_EQ(buf, want, n + 1);  /* NUL-terminated */
-  for (size_t k = LMR_STRIPE_SUFFIX_MAX; k < sizeof buf; k++) ASSERT_EQ(buf[k], 0x5a);
+/* Encodes value[0..L) in C parts as a writer stores it. */
+static unsigned char *encode_value(const unsigned char *value, uint64_t L, uint32_t C,
+                                   uint64_t id) {
+  unsigned char *out = malloc(lmr_stripe_stored_len(L, C));
+  for (uint32_t i = 0; i < C; i++) {
+    lmr_stripe_hdr h = {.index = i, .count = C, .total_len = L, .set_id = id};
+    unsigned char *at = out + lmr_stripe_stored_offset(L, C, i);
+    lmr_stripe_hdr_encode(&h, at);
+    memcpy(at + LMR_STRIPE_HDR_SIZE, value + lmr_stripe_offset(L, C, i),
+           lmr_stripe_len(L, C, i));
+  }
+  return out;
+}
+
+TEST(stored_layout) {
+  /* 10 bytes in 4 parts: 3 3 2 2, each after its header. */
+  ASSERT_EQ(lmr_stripe_stored_len(10, 4), 10 + 4 * 32);
+  ASSERT_EQ(lmr_stripe_stored_offset(10, 4, 0), 0);
+  ASSERT_EQ(lmr_stripe_stored_offset(10, 4, 1), 32 + 3);
+  ASSERT_EQ(lmr_stripe_stored_offset(10, 4, 2), 64 + 6);
+  ASSERT_EQ(lmr_stripe_stored_offset(10, 4, 3), 96 + 8);
   return 0;
 }
 
-TEST(suffix) {
-  ASSERT_EQ(check_suffix(0, ":stripe:0"), 0);
-  ASSERT_EQ(check_suffix(7, ":stripe:7"), 0);
-  ASSERT_EQ(check_suffix(255, ":stripe:255"), 0);
-  ASSERT_EQ(check_suffix(UINT32_MAX, ":stripe:4294967295"), 0);
+static int check_classify_and_decode(uint64_t L, uint32_t C) {
+  unsigned char *value = malloc(L + 1);
+  for (uint64_t k = 0; k < L; k++) value[k] = (unsigned char)(k * 7 + 1);
+  unsigned char *enc = encode_value(value, L, C, 42);
+  uint64_t S = lmr_stripe_stored_len(L, C);
+  lmr_stripe_hdr h;
+  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S, 256, &h), LMR_STORED_ENCODED);
+  ASSERT_EQ(h.count, C);
+  ASSERT_EQ(h.total_len, L);
+  ASSERT_EQ(h.set_id, 42);
+  /* Cut short or appended to by another client: broken, not data. */
+  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S - 1, 256, &h), LMR_STORED_BROKEN);
+  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S + 1, 256, &h), LMR_STORED_BROKEN);
+  ASSERT_EQ(lmr_stripe_decode_in_place(enc, &h), 0);
+  ASSERT_MEM_EQ(enc, value, L);
+  free(enc);
+  /* A part of another write in the middle: the decode refuses. */
+  if (C > 1) {
+    enc = encode_value(value, L, C, 42);
+    enc[lmr_stripe_stored_offset(L, C, C - 1) + 24] ^= 1;  /* its write id */
+    ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S, 256, &h), LMR_STORED_ENCODED);
+    ASSERT_EQ(lmr_stripe_decode_in_place(enc, &h), -1);
+    free(enc);
+  }
+  free(value);
+  return 0;
+}
+
+TEST(classify) {
+  ASSERT_EQ(check_classify_and_decode(0, 1), 0);
+  ASSERT_EQ(check_classify_and_decode(5, 1), 0);
+  ASSERT_EQ(check_classify_and_decode(10, 4), 0);
+  ASSERT_EQ(check_classify_and_decode(1000, 7), 0);
+  ASSERT_EQ(check_classify_and_decode(3, 8), 0);  /* empty parts */
+  lmr_stripe_hdr h;
+  /* No magic: verbatim, whatever follows; a prefix of the magic too. */
+  ASSERT_EQ(lmr_stripe_classify((const unsigned char *)"hello", 5, 5, 256, &h),
+            LMR_STORED_VERBATIM);
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 3, 3, 256, &h), LMR_STORED_VERBATIM);
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 0, 0, 256, &h), LMR_STORED_VERBATIM);
+  /* The magic and less than a header, or a header not of part 0: broken. */
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 4, 4, 256, &h), LMR_STORED_BROKEN);
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 32, 8 + 32 * 8, 256, &h), LMR_STORED_BROKEN);
+  /* A format 1 header is no magic of format 2: verbatim bytes. */
+  ASSERT_EQ(lmr_stripe_classify((const unsigned char *)"LMRS\x01", 5, 5, 256, &h),
+            LMR_STORED_VERBATIM);
+  ASSERT_EQ(lmr_stripe_has_magic("\x89LMR", 4), 1);
+  ASSERT_EQ(lmr_stripe_has_magic("\x89LM", 3), 0);
   return 0;
 }
 
@@ -195,4 +255,5 @@ TEST(count_by_size) {
 }
 
 TEST_MAIN(TEST_ENTRY(tiling), TEST_ENTRY(worked_example), TEST_ENTRY(header_round_trip),
-          TEST_ENTRY(header_rejects), TEST_ENTRY(suffix), TEST_ENTRY(count_by_size))
+          TEST_ENTRY(header_rejects), TEST_ENTRY(stored_layout), TEST_ENTRY(classify),
+          TEST_ENTRY(count_by_size))

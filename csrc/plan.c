@@ -1,0 +1,228 @@
+/* Call plans (plan.h): which jobs a call runs, round by round, and what it
+ * concludes from their results. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "plan.h"
+
+enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS };
+
+/* What a HEAD job found under the key. */
+typedef enum { H_ABSENT, H_OTHER_TYPE, H_CHANGED, H_VERBATIM, H_ENCODED, H_BROKEN } head_kind;
+
+static void one_job(lmr_plan *p, int stage, lmr_job_kind kind) {
+  lmr__key_job_init(&p->one, p->op, kind);
+  p->jobs = &p->one;
+  p->njobs = 1;
+  p->stage = stage;
+}
+
+static void done(lmr_plan *p) {
+  p->jobs = NULL;
+  p->njobs = 0;
+  p->stage = S_DONE;
+}
+
+static void start_read(lmr_plan *p) {
+  p->attempts++;
+  one_job(p, S_HEAD, LMR_JOB_HEAD);
+}
+
+/* The value changed under the read: read it again, or give up with a miss
+ * (a reader racing a stream of writers must still end). */
+static void read_again(lmr_plan *p) {
+  if (p->attempts < LMR_PLAN_READ_ATTEMPTS) start_read(p);
+  else done(p);
+}
+
+static head_kind classify_head(const lmr_key_job *j, lmr_stripe_hdr *h) {
+  if (j->integer == 0) return H_ABSENT;
+  if (j->wrongtype) return H_OTHER_TYPE;
+  uint64_t s = (uint64_t)j->stored_len, want = j->op->head_len;
+  /* Fewer or more bytes than STRLEN promised: a write came in between. */
+  if (j->stored_len < 0 || j->head_n != (s < want ? s : want)) return H_CHANGED;
+  size_t n = j->head_n < LMR_STRIPE_HDR_SIZE ? j->head_n : LMR_STRIPE_HDR_SIZE;
+  switch (lmr_stripe_classify(j->head, n, s, LMR_MAX_STRIPES, h)) {
+    case LMR_STORED_VERBATIM: return H_VERBATIM;
+    case LMR_STORED_ENCODED: return H_ENCODED;
+    case LMR_STORED_BROKEN: break;
+  }
+  return H_BROKEN;
+}
+
+static int too_big(uint64_t needed, size_t cap, lmr_error *err) {
+  int rc = lmr__err(err, LMR_ETOOBIG, "value is %llu bytes but the buffer holds %zu bytes",
+                    (unsigned long long)needed, cap);
+  err->needed = needed;
+  return rc;
+}
+
+static int parts_round(lmr_plan *p, const lmr_stripe_hdr *h, lmr_error *err) {
+  p->op->layout = *h;
+  if (p->parts == NULL) {
+    p->parts = malloc((size_t)LMR_MAX_STRIPES * sizeof *p->parts);
+    if (p->parts == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for %u jobs", h->count);
+  }
+  for (uint32_t i = 0; i < h->count; i++) {
+    lmr__key_job_init(&p->parts[i], p->op, LMR_JOB_PART);
+    p->parts[i].part = i;
+  }
+  p->jobs = p->parts;
+  p->njobs = (int)h->count;
+  p->stage = S_PARTS;
+  return LMR_OK;
+}
+
+static int after_head(lmr_plan *p, lmr_error *err) {
+  lmr_op *op = p->op;
+  const lmr_key_job *j = &p->one;
+  lmr_stripe_hdr h;
+  head_kind k = classify_head(j, &h);
+  if (k == H_CHANGED) {
+    read_again(p);
+    return LMR_OK;
+  }
+  if (p->kind == LMR_PLAN_EXISTS || k == H_ABSENT || k == H_OTHER_TYPE || k == H_BROKEN) {
+    p->found = k == H_VERBATIM || k == H_ENCODED;
+    done(p);
+    return LMR_OK;
+  }
+  uint64_t s = (uint64_t)j->stored_len;
+  int whole = j->head_n == s;
+  if (k == H_VERBATIM) {
+    if (s > op->cap) return too_big(s, op->cap, err);
+    if (!whole) {
+      one_job(p, S_GET, LMR_JOB_GET);
+      return LMR_OK;
+    }
+    if (!j->head_in_dst) memcpy(op->dst, j->head, j->head_n); /* n <= cap < 32 */
+    p->found = 1;
+    p->len = s;
+    done(p);
+    return LMR_OK;
+  }
+  if (h.total_len > op->cap) return too_big(h.total_len, op->cap, err);
+  if (whole && j->head_in_dst) {
+    /* A small encoded value came whole: take its headers out in place. */
+    if (lmr_stripe_decode_in_place(op->dst, &h) != 0) {
+      read_again(p);
+      return LMR_OK;
+    }
+    p->found = 1;
+    p->len = h.total_len;
+    done(p);
+    return LMR_OK;
+  }
+  return parts_round(p, &h, err);
+}
+
+static void after_get(lmr_plan *p) {
+  const lmr_key_job *j = &p->one;
+  if (j->stored_len < 0 || (j->wrongtype && !j->placed)) {  /* gone since HEAD */
+    done(p);
+    return;
+  }
+  /* Longer than the buffer, or encoded now: replaced since HEAD. */
+  if (!j->placed || lmr_stripe_has_magic(p->op->dst, (size_t)j->stored_len)) {
+    read_again(p);
+    return;
+  }
+  p->found = 1;
+  p->len = (uint64_t)j->stored_len;
+  done(p);
+}
+
+static void after_parts(lmr_plan *p) {
+  for (int i = 0; i < p->njobs; i++) {
+    if (p->jobs[i].torn) {
+      read_again(p);
+      return;
+    }
+  }
+  p->found = 1;
+  p->len = p->op->layout.total_len;
+  done(p);
+}
+
+static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *err) {
+  lmr_op *op = p->op;
+  /* A value that begins with the magic is encoded, even when small, so that
+   * no verbatim value can pass for an encoded one. */
+  if (count == 1 && !lmr_stripe_has_magic(op->src, op->len)) count = 0;
+  uint64_t stored = count == 0 ? op->len : lmr_stripe_stored_len(op->len, count);
+  if (stored > (uint64_t)op->max_bulk)
+    return lmr__err(err, LMR_EINVAL,
+                    "value is %llu bytes (%llu stored) but the server's proto-max-bulk-len is "
+                    "%lld bytes: store smaller values, or raise the server's limit "
+                    "(CONFIG SET proto-max-bulk-len)",
+                    (unsigned long long)op->len, (unsigned long long)stored,
+                    (long long)op->max_bulk);
+  op->count = count;
+  if (count > 0) {
+    p->hdrs = malloc((size_t)count * LMR_STRIPE_HDR_SIZE);
+    if (p->hdrs == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for headers");
+    for (uint32_t i = 0; i < count; i++) {
+      lmr_stripe_hdr h = {.index = i, .count = count, .total_len = op->len, .set_id = set_id};
+      lmr_stripe_hdr_encode(&h, p->hdrs + (size_t)i * LMR_STRIPE_HDR_SIZE);
+    }
+    op->hdrs = p->hdrs;
+  }
+  one_job(p, S_SET, LMR_JOB_SET);
+  return LMR_OK;
+}
+
+int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
+                    uint64_t set_id, lmr_error *err) {
+  memset(p, 0, sizeof *p);
+  p->kind = kind;
+  p->op = op;
+  switch (kind) {
+    case LMR_PLAN_SET:
+      return start_set(p, count, set_id, err);
+    case LMR_PLAN_DELETE:
+      one_job(p, S_DEL, LMR_JOB_DEL);
+      return LMR_OK;
+    case LMR_PLAN_EXISTS:
+      op->dst = NULL;
+      op->cap = 0;
+      op->head_len = LMR_STRIPE_HDR_SIZE;
+      break;
+    case LMR_PLAN_GET: {
+      size_t n = op->cap < LMR_HEAD_MAX ? op->cap : LMR_HEAD_MAX;
+      op->head_len = n > LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
+      break;
+    }
+  }
+  start_read(p);
+  return LMR_OK;
+}
+
+int lmr__plan_next(lmr_plan *p, lmr_error *err) {
+  for (int i = 0; i < p->njobs; i++)
+    if (p->jobs[i].base.status != LMR_OK) return lmr__err_copy(err, &p->jobs[i].base.err);
+  switch (p->stage) {
+    case S_HEAD:
+      return after_head(p, err);
+    case S_GET:
+      after_get(p);
+      return LMR_OK;
+    case S_PARTS:
+      after_parts(p);
+      return LMR_OK;
+    case S_DEL:
+      p->found = p->one.integer > 0;
+      break;
+    default:
+      break;
+  }
+  done(p);
+  return LMR_OK;
+}
+
+void lmr__plan_destroy(lmr_plan *p) {
+  free(p->parts);
+  free(p->hdrs);
+  p->parts = NULL;
+  p->hdrs = NULL;
+}

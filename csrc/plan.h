@@ -1,0 +1,53 @@
+/* Call plans: the stored format's rules (stripe.h) for one key and one
+ * call. A plan is a small state machine: it hands out a round of key jobs,
+ * is told when they have run, and either hands out the next round or ends
+ * with a verdict. It never touches a socket or a thread, so its rules are
+ * unit-tested by filling in job results by hand (tests/c/test_plan.c).
+ *
+ *   get     HEAD (EXISTS, STRLEN, GETRANGE of the first bytes): a miss, a
+ *           key of another type, a broken value or a value that fits in
+ *           the first bytes ends here; then one GETRANGE per part of an
+ *           encoded value, or one GET of a longer verbatim value. A value
+ *           replaced between the rounds starts the read again, at most
+ *           LMR_PLAN_READ_ATTEMPTS times; then a miss.
+ *   exists  HEAD alone: a whole value of this format (or verbatim) exists.
+ *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded.
+ *   delete  one DEL.
+ */
+#ifndef LMR_PLAN_H
+#define LMR_PLAN_H
+
+#include "jobs.h"
+
+#define LMR_PLAN_READ_ATTEMPTS 3
+
+typedef enum { LMR_PLAN_GET, LMR_PLAN_EXISTS, LMR_PLAN_SET, LMR_PLAN_DELETE } lmr_plan_kind;
+
+typedef struct {
+  lmr_plan_kind kind;
+  lmr_op *op;
+  int stage;             /* internal: what the current round is */
+  int attempts;          /* reads started */
+  lmr_key_job *jobs;     /* the current round: njobs of them; 0 when done */
+  int njobs;
+  lmr_key_job one;       /* storage for one-job rounds */
+  lmr_key_job *parts;    /* storage for a round of parts, when needed */
+  unsigned char *hdrs;   /* an encoded SET's headers */
+  /* verdict */
+  int found;             /* get: a hit; exists: a whole value; delete: a key went */
+  uint64_t len;          /* get: the value's length */
+} lmr_plan;
+
+/* Starts a plan over op (key, deadline, and for get the buffer). For set,
+ * op->src/len/ttl_ms are the value; `count` is its part count (1 with a
+ * value that does not begin with the magic: verbatim), `set_id` the
+ * write's id. Fails with LMR_EINVAL for a value the server cannot take. */
+int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
+                    uint64_t set_id, lmr_error *err);
+/* After every job of the round has run: LMR_OK with p->njobs > 0 (run the
+ * new round), LMR_OK with p->njobs == 0 (done: see the verdict), or the
+ * call's error (the first failed job's, in job order, or the plan's own). */
+int lmr__plan_next(lmr_plan *p, lmr_error *err);
+void lmr__plan_destroy(lmr_plan *p);
+
+#endif

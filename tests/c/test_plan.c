@@ -1,0 +1,401 @@
+/* Call plans (plan.h) without a server: each round's jobs are answered by
+ * a fake store (one Redis string, or none, or another type) that fills in
+ * the job results the way jobs.c would from real replies. The plans'
+ * commands and verdicts are checked, including a value replaced between
+ * two rounds of a read. */
+#include <stdlib.h>
+
+#include "plan.h"
+#include "test.h"
+
+/* The fake server's one key. */
+typedef struct {
+  int exists, wrongtype;
+  unsigned char *bytes;
+  size_t len;
+  int commands;            /* commands the plan sent */
+  int rounds;
+  /* Before answering round `swap_at`, the value becomes `next`. */
+  int swap_at;
+  unsigned char *next;
+  size_t next_len;
+} fake_store;
+
+static void store_put(fake_store *s, const unsigned char *v, size_t n) {
+  free(s->bytes);
+  s->bytes = malloc(n + 1);
+  memcpy(s->bytes, v, n);
+  s->len = n;
+  s->exists = 1;
+  s->wrongtype = 0;
+}
+
+/* The string a writer stores for value v (plan_set's own SET job). */
+static void store_set(fake_store *s, const unsigned char *v, size_t n, uint32_t count,
+                      uint64_t id) {
+  lmr_op op;
+  lmr__op_init(&op, "k", 1, 10.0, 1 << 30);
+  op.src = v;
+  op.len = n;
+  lmr_plan p;
+  lmr_error err;
+  if (lmr__plan_start(&p, LMR_PLAN_SET, &op, count, id, &err) != LMR_OK) abort();
+  size_t stored = op.count == 0 ? n : lmr_stripe_stored_len(n, op.count);
+  unsigned char *out = malloc(stored + 1);
+  if (op.count == 0) {
+    memcpy(out, v, n);
+  } else {
+    for (uint32_t i = 0; i < op.count; i++) {
+      unsigned char *at = out + lmr_stripe_stored_offset(n, op.count, i);
+      memcpy(at, op.hdrs + (size_t)i * LMR_STRIPE_HDR_SIZE, LMR_STRIPE_HDR_SIZE);
+      memcpy(at + LMR_STRIPE_HDR_SIZE, v + lmr_stripe_offset(n, op.count, i),
+             lmr_stripe_len(n, op.count, i));
+    }
+  }
+  lmr__plan_destroy(&p);
+  store_put(s, out, stored);
+  free(out);
+}
+
+/* GETRANGE's arithmetic for [from, to] on the stored string. */
+static size_t range(const fake_store *s, uint64_t from, uint64_t to, const unsigned char **p) {
+  *p = s->bytes;
+  if (!s->exists || from >= s->len) return 0;
+  if (to >= s->len) to = s->len - 1;
+  *p = s->bytes + from;
+  return (size_t)(to - from + 1);
+}
+
+/* Answers one job as jobs.c does from the replies a Redis server sends. */
+static void answer(fake_store *s, lmr_key_job *j) {
+  lmr_op *op = j->op;
+  j->base.status = LMR_OK;
+  const unsigned char *p;
+  size_t n;
+  switch (j->kind) {
+    case LMR_JOB_HEAD:
+      s->commands += 3;
+      j->integer = s->exists;
+      if (s->exists && s->wrongtype) {
+        j->wrongtype = 1;
+        return;
+      }
+      j->stored_len = (int64_t)(s->exists ? s->len : 0);
+      n = range(s, 0, op->head_len - 1, &p);
+      j->head_n = n;
+      j->head_in_dst = op->head_len <= op->cap;
+      if (j->head_in_dst) memcpy(op->dst, p, n);
+      memcpy(j->head, p, n < 32 ? n : 32);
+      return;
+    case LMR_JOB_PART: {
+      s->commands++;
+      if (s->exists && s->wrongtype) {
+        j->wrongtype = j->torn = 1;
+        return;
+      }
+      const lmr_stripe_hdr *h = &op->layout;
+      uint64_t from = lmr_stripe_stored_offset(h->total_len, h->count, j->part);
+      uint64_t len = lmr_stripe_len(h->total_len, h->count, j->part);
+      n = range(s, from, from + LMR_STRIPE_HDR_SIZE + len - 1, &p);
+      lmr_stripe_hdr g;
+      if (n != LMR_STRIPE_HDR_SIZE + len || lmr_stripe_hdr_decode(p, h->count, &g) != 0 ||
+          g.index != j->part || g.set_id != h->set_id || g.total_len != h->total_len) {
+        j->torn = 1;
+        return;
+      }
+      memcpy(op->dst + lmr_stripe_offset(h->total_len, h->count, j->part),
+             p + LMR_STRIPE_HDR_SIZE, len);
+      j->placed = 1;
+      return;
+    }
+    case LMR_JOB_GET:
+      s->commands++;
+      if (!s->exists) return;
+      if (s->wrongtype) {
+        j->wrongtype = j->torn = 1;
+        return;
+      }
+      j->stored_len = (int64_t)s->len;
+      j->placed = s->len <= op->cap;
+      if (j->placed) memcpy(op->dst, s->bytes, s->len);
+      return;
+    case LMR_JOB_DEL:
+      s->commands++;
+      j->integer = s->exists;
+      s->exists = 0;
+      return;
+    default:
+      abort();
+  }
+}
+
+/* Runs a plan against the store; returns the call's code. */
+static int drive(fake_store *s, lmr_plan *p, lmr_plan_kind kind, lmr_op *op, lmr_error *err) {
+  s->commands = 0;
+  s->rounds = 0;
+  int rc = lmr__plan_start(p, kind, op, 0, 0, err);
+  while (rc == LMR_OK && p->njobs > 0) {
+    if (s->next != NULL && s->rounds == s->swap_at) {
+      store_put(s, s->next, s->next_len);
+      free(s->next);
+      s->next = NULL;
+    }
+    s->rounds++;
+    for (int i = 0; i < p->njobs; i++) answer(s, &p->jobs[i]);
+    rc = lmr__plan_next(p, err);
+  }
+  lmr__plan_destroy(p);
+  return rc;
+}
+
+static int do_get(fake_store *s, unsigned char *buf, size_t cap, int *found, uint64_t *len) {
+  lmr_op op;
+  lmr__op_init(&op, "k", 1, 10.0, 1 << 30);
+  op.dst = buf;
+  op.cap = cap;
+  lmr_plan p;
+  lmr_error err;
+  int rc = drive(s, &p, LMR_PLAN_GET, &op, &err);
+  *found = p.found;
+  *len = rc == LMR_ETOOBIG ? err.needed : p.len;
+  return rc;
+}
+
+static unsigned char *pattern(size_t n, unsigned seed) {
+  unsigned char *v = malloc(n + 1);
+  for (size_t i = 0; i < n; i++) v[i] = (unsigned char)(i * 31 + seed);
+  return v;
+}
+
+/* A value written in `count` parts reads back whole into buffers of
+ * several sizes, in the number of rounds and commands the format says. */
+static int check_round_trip(size_t n, uint32_t count) {
+  fake_store s = {0};
+  unsigned char *v = pattern(n, 7);
+  store_set(&s, v, n, count, 99);
+  int encoded = s.len != n || (n >= 4 && memcmp(v, "\x89LMR", 4) == 0);
+  size_t caps[] = {n, n + 1, n + (1u << 20)};
+  for (int k = 0; k < 3; k++) {
+    unsigned char *buf = calloc(caps[k] + 1, 1);
+    int found;
+    uint64_t len;
+    ASSERT_EQ(do_get(&s, buf, caps[k], &found, &len), LMR_OK);
+    ASSERT_EQ(found, 1);
+    ASSERT_EQ(len, n);
+    ASSERT_MEM_EQ(buf, v, n);
+    size_t head = caps[k] < LMR_HEAD_MAX ? (caps[k] > 32 ? caps[k] : 32) : LMR_HEAD_MAX;
+    if (s.len <= head && (s.len <= caps[k] || !encoded)) {
+      ASSERT_EQ(s.rounds, 1);            /* the whole string came with HEAD */
+      ASSERT_EQ(s.commands, 3);
+    } else if (encoded) {
+      ASSERT_EQ(s.rounds, 2);            /* HEAD, then every part at once */
+      ASSERT_EQ(s.commands, 3 + (int)count);
+    } else {
+      ASSERT_EQ(s.rounds, 2);            /* HEAD, then one GET */
+      ASSERT_EQ(s.commands, 4);
+    }
+    free(buf);
+  }
+  free(v);
+  free(s.bytes);
+  return 0;
+}
+
+TEST(round_trips) {
+  ASSERT_EQ(check_round_trip(0, 1), 0);
+  ASSERT_EQ(check_round_trip(20, 1), 0);
+  ASSERT_EQ(check_round_trip(100000, 1), 0);      /* verbatim, past HEAD's bytes */
+  ASSERT_EQ(check_round_trip(1000, 4), 0);        /* encoded, whole in HEAD */
+  ASSERT_EQ(check_round_trip(3u << 20, 20), 0);   /* encoded, read by parts */
+  ASSERT_EQ(check_round_trip(5, 256), 0);         /* empty parts */
+  return 0;
+}
+
+TEST(magic_value_is_encoded) {
+  fake_store s = {0};
+  unsigned char v[] = "\x89LMR and more";
+  store_set(&s, v, sizeof v, 1, 5);
+  ASSERT_EQ(s.len, sizeof v + LMR_STRIPE_HDR_SIZE);  /* one part, with its header */
+  unsigned char buf[64];
+  int found;
+  uint64_t len;
+  ASSERT_EQ(do_get(&s, buf, sizeof buf, &found, &len), LMR_OK);
+  ASSERT_EQ(found, 1);
+  ASSERT_EQ(len, sizeof v);
+  ASSERT_MEM_EQ(buf, v, sizeof v);
+  free(s.bytes);
+  return 0;
+}
+
+TEST(miss_and_other_types) {
+  fake_store s = {0};
+  unsigned char buf[64];
+  int found;
+  uint64_t len;
+  ASSERT_EQ(do_get(&s, buf, sizeof buf, &found, &len), LMR_OK);  /* absent */
+  ASSERT_EQ(found, 0);
+  ASSERT_EQ(s.commands, 3);                                     /* one round trip */
+  ASSERT_EQ(s.rounds, 1);
+  store_put(&s, (const unsigned char *)"x", 1);
+  s.wrongtype = 1;                                              /* a list, say */
+  ASSERT_EQ(do_get(&s, buf, sizeof buf, &found, &len), LMR_OK);
+  ASSERT_EQ(found, 0);
+  /* An empty string is a value, not a miss. */
+  store_put(&s, (const unsigned char *)"", 0);
+  ASSERT_EQ(do_get(&s, buf, sizeof buf, &found, &len), LMR_OK);
+  ASSERT_EQ(found, 1);
+  ASSERT_EQ(len, 0);
+  free(s.bytes);
+  return 0;
+}
+
+TEST(broken_is_a_miss) {
+  fake_store s = {0};
+  unsigned char *v = pattern(300000, 1);
+  store_set(&s, v, 300000, 4, 9);
+  s.len -= 1;                      /* cut short by another client */
+  unsigned char *buf = malloc(400000);
+  int found;
+  uint64_t len;
+  ASSERT_EQ(do_get(&s, buf, 400000, &found, &len), LMR_OK);
+  ASSERT_EQ(found, 0);
+  ASSERT_EQ(s.rounds, 1);
+  free(buf);
+  free(v);
+  free(s.bytes);
+  return 0;
+}
+
+TEST(too_small_buffer) {
+  fake_store s = {0};
+  unsigned char *v = pattern(300000, 1);
+  unsigned char buf[100];
+  int found;
+  uint64_t len;
+  store_set(&s, v, 300000, 4, 9);  /* encoded: the header says how long */
+  ASSERT_EQ(do_get(&s, buf, sizeof buf, &found, &len), LMR_ETOOBIG);
+  ASSERT_EQ(len, 300000);
+  ASSERT_EQ(s.rounds, 1);
+  store_set(&s, v, 300000, 1, 9);  /* verbatim: STRLEN says */
+  ASSERT_EQ(do_get(&s, buf, sizeof buf, &found, &len), LMR_ETOOBIG);
+  ASSERT_EQ(len, 300000);
+  ASSERT_EQ(do_get(&s, buf, 10, &found, &len), LMR_ETOOBIG);  /* under 32 bytes */
+  free(v);
+  free(s.bytes);
+  return 0;
+}
+
+/* The value is replaced after HEAD: the parts of the old layout no longer
+ * match, and the read starts again and returns the new value whole. */
+static int check_replaced(size_t n1, uint32_t c1, size_t n2, uint32_t c2) {
+  fake_store s = {0}, other = {0};
+  unsigned char *v1 = pattern(n1, 1), *v2 = pattern(n2, 2);
+  store_set(&s, v1, n1, c1, 1);
+  store_set(&other, v2, n2, c2, 2);
+  s.next = other.bytes;
+  s.next_len = other.len;
+  s.swap_at = 1;
+  size_t cap = (n1 > n2 ? n1 : n2) + 10;
+  unsigned char *buf = malloc(cap);
+  int found;
+  uint64_t len;
+  ASSERT_EQ(do_get(&s, buf, cap, &found, &len), LMR_OK);
+  ASSERT_EQ(found, 1);
+  ASSERT_EQ(len, n2);
+  ASSERT_MEM_EQ(buf, v2, n2);
+  ASSERT_EQ(s.rounds, 4);          /* HEAD, stale round, HEAD, good round */
+  free(buf);
+  free(v1);
+  free(v2);
+  free(s.bytes);
+  return 0;
+}
+
+TEST(replaced_between_rounds) {
+  ASSERT_EQ(check_replaced(3u << 20, 8, 3u << 20, 8), 0);    /* same layout, new write */
+  ASSERT_EQ(check_replaced(3u << 20, 8, 5u << 20, 12), 0);   /* wider */
+  ASSERT_EQ(check_replaced(3u << 20, 8, 200000, 1), 0);      /* verbatim now */
+  ASSERT_EQ(check_replaced(200000, 1, 3u << 20, 8), 0);      /* encoded now */
+  return 0;
+}
+
+/* A value replaced before every round: the reader gives up with a miss
+ * after LMR_PLAN_READ_ATTEMPTS reads rather than looping. */
+TEST(gives_up) {
+  fake_store s = {0};
+  unsigned char *v = pattern(3u << 20, 1);
+  store_set(&s, v, 3u << 20, 8, 1);
+  lmr_op op;
+  lmr__op_init(&op, "k", 1, 10.0, 1 << 30);
+  unsigned char *buf = malloc(4u << 20);
+  op.dst = buf;
+  op.cap = 4u << 20;
+  lmr_plan p;
+  lmr_error err;
+  int rc = lmr__plan_start(&p, LMR_PLAN_GET, &op, 0, 0, &err);
+  int rounds = 0;
+  uint64_t id = 100;
+  while (rc == LMR_OK && p.njobs > 0) {
+    if (p.jobs[0].kind == LMR_JOB_PART) store_set(&s, v, 3u << 20, 8, id++);
+    for (int i = 0; i < p.njobs; i++) answer(&s, &p.jobs[i]);
+    rc = lmr__plan_next(&p, &err);
+    rounds++;
+  }
+  lmr__plan_destroy(&p);
+  ASSERT_EQ(rc, LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  ASSERT_EQ(rounds, 2 * LMR_PLAN_READ_ATTEMPTS);
+  free(buf);
+  free(v);
+  free(s.bytes);
+  return 0;
+}
+
+TEST(exists_and_delete) {
+  fake_store s = {0};
+  lmr_op op;
+  lmr_plan p;
+  lmr_error err;
+  unsigned char *v = pattern(300000, 1);
+  store_set(&s, v, 300000, 4, 9);
+  lmr__op_init(&op, "k", 1, 10.0, 1 << 30);
+  ASSERT_EQ(drive(&s, &p, LMR_PLAN_EXISTS, &op, &err), LMR_OK);
+  ASSERT_EQ(p.found, 1);
+  ASSERT_EQ(s.commands, 3);
+  s.len -= 1;  /* broken: get misses, so exists says no */
+  ASSERT_EQ(drive(&s, &p, LMR_PLAN_EXISTS, &op, &err), LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  ASSERT_EQ(drive(&s, &p, LMR_PLAN_DELETE, &op, &err), LMR_OK);
+  ASSERT_EQ(p.found, 1);
+  ASSERT_EQ(s.commands, 1);
+  ASSERT_EQ(drive(&s, &p, LMR_PLAN_DELETE, &op, &err), LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  ASSERT_EQ(drive(&s, &p, LMR_PLAN_EXISTS, &op, &err), LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  free(v);
+  free(s.bytes);
+  return 0;
+}
+
+TEST(set_limits) {
+  unsigned char v[100] = {0};
+  lmr_op op;
+  lmr_plan p;
+  lmr_error err;
+  /* 100 bytes verbatim fit a 100-byte limit; in 2 parts they do not. */
+  lmr__op_init(&op, "k", 1, 10.0, 100);
+  op.src = v;
+  op.len = sizeof v;
+  ASSERT_EQ(lmr__plan_start(&p, LMR_PLAN_SET, &op, 1, 1, &err), LMR_OK);
+  ASSERT_EQ(op.count, 0);
+  lmr__plan_destroy(&p);
+  ASSERT_EQ(lmr__plan_start(&p, LMR_PLAN_SET, &op, 2, 1, &err), LMR_EINVAL);
+  ASSERT(strstr(err.msg, "proto-max-bulk-len") != NULL);
+  lmr__plan_destroy(&p);
+  return 0;
+}
+
+TEST_MAIN(TEST_ENTRY(round_trips), TEST_ENTRY(magic_value_is_encoded),
+          TEST_ENTRY(miss_and_other_types), TEST_ENTRY(broken_is_a_miss),
+          TEST_ENTRY(too_small_buffer), TEST_ENTRY(replaced_between_rounds),
+          TEST_ENTRY(gives_up), TEST_ENTRY(exists_and_delete), TEST_ENTRY(set_limits))
