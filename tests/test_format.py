@@ -198,8 +198,10 @@ def test_refused_set_leaves_the_old_value_and_no_debris(srv, rpy) -> None:
         while (_info(rpy, "used_memory") - used_before > 0.1 * big.nbytes
                and time.monotonic() < deadline):
             time.sleep(0.05)
+        # Nothing of the refused value stays. (It may be lower than before:
+        # the server trims idle connections' query buffers meanwhile.)
         used_after = _info(rpy, "used_memory")
-        assert abs(used_after - used_before) < 0.1 * big.nbytes, (used_before, used_after)
+        assert used_after - used_before < 0.1 * big.nbytes, (used_before, used_after)
 
         # A value that fits is still stored.
         fits_tag = fresh_tag(rng)
