@@ -18,13 +18,15 @@ value) are read and dropped piece by piece, never held whole.
 
 The handshake (PING, AUTH, SELECT, anything but the data commands) is
 always answered as Redis would (AUTH accepts any password; SELECT any db in
-0..15, all sharing one store). The data commands GET, SET, GETRANGE, EXISTS
-and DEL (or only those in ``fault_commands``) are answered per ``mode``,
-which may be switched at any time; each command uses the mode in force
-when its name was read:
+0..15, all sharing one store; CONFIG is an unknown command, as on a server
+that renames it). The data commands GET, SET, PSETEX, GETRANGE, STRLEN,
+EXISTS and DEL (or only those in ``fault_commands``) are answered per
+``mode``, which may be switched at any time; each command uses the mode in
+force when its name was read:
 
 healthy             a tiny Redis: values in a dict; GET, SET (with EX/PX),
-                    GETRANGE, EXISTS and DEL behave as Redis's do.
+                    PSETEX, GETRANGE, STRLEN, EXISTS and DEL behave as
+                    Redis's do.
 close_header        the first bytes of the reply's header line, then close.
 close_payload       a bulk reply's header and ``cut`` bytes of its payload
                     (default: half), then close. Replies without a payload:
@@ -43,20 +45,24 @@ negative            bulk replies: ``line`` (default ``$-2``), then nothing.
 nan                 bulk replies: ``line`` (default ``$abc``), then nothing.
 error               ``-<error_text>`` to every data command.
 wrong_type_status   ``+OK`` (SET: the bulk string ``OK``).
-wrong_type_integer  ``:1`` (EXISTS, DEL: the bulk string ``1``).
+wrong_type_integer  ``:1`` (EXISTS, STRLEN, DEL: the bulk string ``1``).
 extra               a valid "nothing there" reply ($-1 to GET, $0 to
-                    GETRANGE, +OK to SET, :0 to EXISTS and DEL) followed,
-                    in the same write, by ``extra_bytes`` (default: a
-                    bulk reply, ``$6 POISON``).
+                    GETRANGE, +OK to SET and PSETEX, :0 to EXISTS, STRLEN
+                    and DEL) followed, in the same write, by
+                    ``extra_bytes`` (default: a bulk reply, ``$6 POISON``);
+                    not after EXISTS and STRLEN, which a reader pipelines
+                    before a GETRANGE (the bytes would be taken as that
+                    GETRANGE's reply, a different fault).
 bad_trailer         bulk replies: header and payload, then ``XY`` instead
                     of CRLF, then nothing.
 
 In every mode but healthy, extra and the three bad-header modes, a key
-pretends to hold a value of ``value_len`` bytes (``big_len`` in too_big);
-a key ending in ``:stripe:<i>`` pretends to hold stripe ``i`` of such a
-value in lmcache_redis's striped format (``stripes`` stripes, so i >=
-stripes is absent), so a client really places payload bytes in its buffer
-before the fault hits. SET replies +OK, EXISTS and DEL count every key.
+pretends to hold a value of ``value_len`` bytes (``big_len`` in too_big),
+stored as lmcache_redis's format 2 writes it: in ``stripes`` encoded parts
+(README, "Stored format (version 2)"), or verbatim when ``stripes`` is 1,
+so a client really places payload bytes in its buffer before the fault
+hits. SET and PSETEX reply +OK, EXISTS and DEL count every key, STRLEN is
+the stored string's length.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ MODES = (
     "too_big", "huge", "negative", "nan", "error", "wrong_type_status",
     "wrong_type_integer", "extra", "bad_trailer",
 )
-DATA_COMMANDS = frozenset({"GET", "SET", "GETRANGE", "EXISTS", "DEL"})
+DATA_COMMANDS = frozenset({"GET", "SET", "PSETEX", "GETRANGE", "STRLEN", "EXISTS", "DEL"})
 
 _HOST = "127.0.0.1"
 _POLL = 0.05                   # longest blocking wait before the stop flag is checked
@@ -87,12 +93,12 @@ _MAX_BULK = 1 << 30            # longest request argument accepted at all
 _KEEP_SMALL = 64 * 1024        # arguments up to this are always kept
 _MAX_KEPT = 128 << 20          # longest value the healthy store keeps
 _HUGE = 512 * 1024 * 1024 + 1
-_STRIPE_HDR = struct.Struct("<4sHHIIQQ")   # magic, version, size, index, count, length, set id
-_STRIPE_KEY = re.compile(rb"(.*):stripe:(\d+)", re.S)
+_PART_HDR = struct.Struct("<4sHHIIQQ")   # magic, version, size, index, count, length, write id
 _INT = re.compile(rb"-?\d+")
 _PATTERN = bytes(range(251))   # a prime length: stripes don't line up with it
 _MISS = {"GET": b"$-1\r\n", "GETRANGE": b"$0\r\n\r\n", "SET": b"+OK\r\n",
-         "EXISTS": b":0\r\n", "DEL": b":0\r\n"}
+         "PSETEX": b"+OK\r\n", "EXISTS": b":0\r\n", "STRLEN": b":0\r\n", "DEL": b":0\r\n"}
+_PIPELINED = frozenset({"EXISTS", "STRLEN"})  # followed by GETRANGE in a read's first round
 
 
 class _Stop(Exception):
@@ -248,7 +254,8 @@ class FaultServer:
         mode: one of MODES.
         fault_commands: the data commands the mode applies to; the others
             are answered as in healthy mode.
-        value_len, big_len, stripes: the value keys pretend to hold.
+        value_len, big_len, stripes: the value keys pretend to hold (its
+            part count; 1: verbatim).
         cut: close_payload sends this many payload bytes (None: half).
         drip_interval: seconds between two dripped bytes.
         line: the header line of huge/negative/nan (None: their default).
@@ -287,6 +294,7 @@ class FaultServer:
         self._acceptor: Optional[threading.Thread] = None
         self._timer: Optional[threading.Timer] = None
         self._set_id = 0x5EED_F00D_0000_0001
+        self._pretend_cache: Optional[tuple] = None
 
     # -- the mode ---------------------------------------------------------
 
@@ -456,7 +464,8 @@ class FaultServer:
         argc = len(args)
         if any(isinstance(a, Discarded) for a in args):
             return b"-ERR argument too large for the test server\r\n"
-        arity = {"GET": argc == 2, "SET": argc >= 3, "GETRANGE": argc == 4,
+        arity = {"GET": argc == 2, "SET": argc >= 3, "PSETEX": argc == 4,
+                 "GETRANGE": argc == 4, "STRLEN": argc == 2,
                  "EXISTS": argc >= 2, "DEL": argc >= 2, "PING": argc <= 2,
                  "AUTH": 2 <= argc <= 3, "SELECT": argc == 2}
         if name not in arity:
@@ -482,6 +491,8 @@ class FaultServer:
                 if start is None or end is None:
                     return b"-ERR value is not an integer or out of range\r\n"
                 return _bulk(_getrange(self._lookup(a[1]) or b"", start, end))
+            if name == "STRLEN":
+                return b":%d\r\n" % len(self._lookup(a[1]) or b"")
             if name == "EXISTS":
                 return b":%d\r\n" % sum(self._lookup(k) is not None for k in a[1:])
             if name == "DEL":
@@ -491,6 +502,14 @@ class FaultServer:
                         del self._store[k]
                         n += 1
                 return b":%d\r\n" % n
+            if name == "PSETEX":
+                ms = _int_arg(a[2])
+                if ms is None:
+                    return b"-ERR value is not an integer or out of range\r\n"
+                if ms <= 0:
+                    return b"-ERR invalid expire time in 'psetex' command\r\n"
+                self._store[a[1]] = (a[3], time.monotonic() + ms / 1000)
+                return b"+OK\r\n"
             # SET key value [EX s | PX ms]
             expires = None
             i = 3
@@ -520,32 +539,39 @@ class FaultServer:
             return None
         return value
 
-    def _pretend_value(self, key: bytes, total: int) -> Optional[bytes]:
-        m = _STRIPE_KEY.fullmatch(key)
-        if m is None:
+    def _pretend_value(self, total: int) -> bytes:
+        """The stored string of a ``total``-byte value (format 2)."""
+        count = self.stripes
+        if count == 1:
             return _pattern(total)
-        i = int(m.group(2))
-        if i >= self.stripes:
-            return None
-        offset, length = _stripe_part(total, self.stripes, i)
-        header = _STRIPE_HDR.pack(b"LMRS", 1, _STRIPE_HDR.size, i, self.stripes, total,
-                                  self._set_id)
-        return header + _pattern(length, offset)
+        cached = self._pretend_cache
+        if cached is not None and cached[0] == (total, count):
+            return cached[1]
+        pieces = []
+        for i in range(count):
+            offset, length = _stripe_part(total, count, i)
+            pieces.append(_PART_HDR.pack(b"\x89LMR", 2, _PART_HDR.size, i, count, total,
+                                         self._set_id))
+            pieces.append(_pattern(length, offset))
+        stored = b"".join(pieces)
+        self._pretend_cache = ((total, count), stored)
+        return stored
 
     def _pretend(self, name: str, args: list[Arg], total: int) -> tuple[bytes, int]:
         """The reply a server holding the pretend values would send, and
         the length of its first line (CRLF included)."""
-        if name == "SET":
+        if name in ("SET", "PSETEX"):
             return b"+OK\r\n", 5
         if name in ("EXISTS", "DEL"):
             reply = b":%d\r\n" % (len(args) - 1)
             return reply, len(reply)
-        value = self._pretend_value(args[1], total)  # type: ignore[arg-type]
+        value = self._pretend_value(total)
+        if name == "STRLEN":
+            reply = b":%d\r\n" % len(value)
+            return reply, len(reply)
         if name == "GETRANGE":
             start, end = _int_arg(args[2]), _int_arg(args[3])
-            value = _getrange(value or b"", start or 0, end or 0)
-        if value is None:
-            return b"$-1\r\n", 5
+            value = _getrange(value, start or 0, end or 0)
         head = b"$%d\r\n" % len(value)
         return head + value + b"\r\n", len(head)
 
@@ -558,9 +584,10 @@ class FaultServer:
         if mode == "wrong_type_status":
             return [("send", _bulk(b"OK") if name == "SET" else b"+OK\r\n")]
         if mode == "wrong_type_integer":
-            return [("send", _bulk(b"1") if name in ("EXISTS", "DEL") else b":1\r\n")]
+            return [("send", _bulk(b"1") if name in ("EXISTS", "STRLEN", "DEL")
+                     else b":1\r\n")]
         if mode == "extra":
-            return [("send", _MISS[name] + self.extra_bytes)]
+            return [("send", _MISS[name] + (b"" if name in _PIPELINED else self.extra_bytes))]
         if bulk and mode in ("huge", "negative", "nan"):
             default = {"huge": b"$%d" % _HUGE, "negative": b"$-2", "nan": b"$abc"}[mode]
             line = self.line if self.line is not None else default
