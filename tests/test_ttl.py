@@ -1,5 +1,5 @@
-"""Expiry: set(..., ttl=seconds) puts the same expiry on every key a
-value is stored under."""
+"""Expiry: set(..., ttl=seconds) puts one expiry on the one key a value is
+stored under (format 2), whatever its part count."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ def raw(redis_server):
 
 
 def _stored_keys(key: str, stripes: int) -> list:
-    return [key] if stripes == 1 else [f"{key}:stripe:{i}" for i in range(stripes)]
+    """Every key the value lives under: its own, alone, however many parts."""
+    return [key]
+
+
+@pytest.fixture(autouse=True)
+def _no_other_keys(raw, key):
+    """No key but the value's own appears (format 1 made sub-keys)."""
+    yield
+    assert raw("KEYS", key + "?*") == []
 
 
 @pytest.mark.parametrize("stripes", [1, 8])
@@ -63,8 +71,8 @@ def test_overwrite_without_ttl_clears_it(clients, key, raw, stripes: int) -> Non
         assert raw("PTTL", k) == -1
 
 
-def test_ttl_on_stripes_of_a_value_rewritten_with_more_stripes(clients, key, raw) -> None:
+def test_ttl_of_a_value_rewritten_with_more_parts(clients, key, raw) -> None:
     clients(2).set(key, b"y" * 1000)
     clients(8).set(key, b"y" * 1000, ttl=60)
-    for k in _stored_keys(key, 8):
-        assert 0 < raw("PTTL", k) <= 60_000
+    assert 0 < raw("PTTL", key) <= 60_000
+    assert raw("STRLEN", key) == 1000 + 8 * 32  # one string: parts and their headers
