@@ -56,11 +56,16 @@ def main(argv: Optional[list] = None) -> int:
             return args.run(conn, args, sys.stdout)
     except ValueError as exc:  # options RedisClient refuses as well
         parser.error(str(exc))
+    except BrokenPipeError:
+        # The reader went away (`... | head`): quietly, and without Python
+        # failing once more when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13  # as if killed by SIGPIPE, as other commands in a pipe are
     except (RedisError, OSError) as exc:
         print(f"lmcache_redis: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("lmcache_redis: interrupted", file=sys.stderr)
+        print("\nlmcache_redis: interrupted", file=sys.stderr)
         return 130
 
 

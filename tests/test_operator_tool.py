@@ -19,6 +19,7 @@ import redis
 
 from lmcache_redis import _admin
 from lmcache_redis._resp_admin import AdminConnection
+from lmcache_redis._stored_format import classify
 from lmcache_redis._url import parse_url
 from lmcache_redis.testing import make_test_certificates
 
@@ -241,6 +242,19 @@ def test_removal_spares_a_value_replaced_after_the_scan(server) -> None:
         with pytest.raises(ValueError, match="refusing"):
             _admin.remove_if_unchanged(conn, seen[b"enc:four"])
     assert server.r.get(b"bad:cut") == ENCODED
+
+
+def test_debris_needs_both_the_name_and_the_header() -> None:
+    # a user's own key is never taken for debris, so gc never removes it
+    def kind(key: bytes, value: bytes) -> str:
+        return classify(key, "string", len(value), value[:32]).kind
+
+    assert kind(b"k:stripe:1", format1_stripe(1, 3, 30)) == "format-1 debris"
+    assert kind(b"k:stripe:2", format1_stripe(1, 3, 30)) == "verbatim"  # index differs
+    assert kind(b"k:stripe:01", format1_stripe(1, 3, 30)) == "verbatim"  # not how i was written
+    assert kind(b"k:stripe:1", format1_stripe(1, 3, 30)[:31]) == "verbatim"  # no whole header
+    assert kind(b"k:stripe:1", HDR.pack(b"LMRS", 2, 32, 1, 3, 30, 7)) == "verbatim"  # version
+    assert kind(b"\xff:stripe:0", format1_stripe(0, 1, 5)) == "format-1 debris"  # binary K
 
 
 # ---- URLs, connections and errors ----------------------------------------------
