@@ -96,7 +96,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
       one_job(p, S_GET, LMR_JOB_GET);
       return LMR_OK;
     }
-    if (!j->head_in_dst) memcpy(op->dst, j->head, j->head_n); /* n <= cap < 32 */
+    if (!j->head_in_dst && j->head_n > 0) memcpy(op->dst, j->head, j->head_n); /* <= cap < 32 */
     p->found = 1;
     p->len = s;
     done(p);
@@ -119,7 +119,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
 
 static void after_get(lmr_plan *p) {
   const lmr_key_job *j = &p->one;
-  if (j->stored_len < 0 || (j->wrongtype && !j->placed)) {  /* gone since HEAD */
+  if (j->stored_len < 0) {  /* gone, or of another type, since HEAD */
     done(p);
     return;
   }
