@@ -374,8 +374,12 @@ def test_idle_tls_connections_survive_client_kill(own_tls_server, certs, key) ->
     _works(client, key)
     own_tls_server.command("CLIENT", "KILL", "TYPE", "normal")
     time.sleep(0.1)  # let the close reach the client's sockets
-    _works(client, key)
-    assert client.stats()["reconnects"] >= 4
+    # Format 2: a set uses one connection, a get one and then one per part,
+    # so which connections a call uses varies; every call must work, and
+    # each dead connection is re-made once, when it is next used.
+    for _ in range(4):
+        _works(client, key)
+    assert 1 <= client.stats()["reconnects"] <= 4
     client.close()
 
 
