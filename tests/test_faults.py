@@ -399,14 +399,19 @@ def test_server_limit_from_config_get(key) -> None:
 @pytest.mark.parametrize("stripes, connections", LAYOUTS)
 def test_get_ptr_fault_stays_in_bounds(fault_server, key, stripes, connections) -> None:
     # The same through get_ptr: a raw address in the middle of a numpy array.
+    # The key is absent: the pretend value has the layout's form.
+    fault_server.stripes = 0 if stripes == 1 else stripes
     with RedisClient(fault_server.host, fault_server.port, stripes=stripes,
                      connections=connections, timeout=TIMEOUT) as client:
         arena = np.full(VALUE_LEN + 2 * MARGIN, CANARY, dtype=np.uint8)
-        for mode in ("close_payload", "bad_trailer", "drip", "too_big"):
+        for where, mode in [("first_round", "close_payload"), ("first_round", "bad_trailer"),
+                            ("first_round", "too_big"), ("parts_or_get", "close_payload"),
+                            ("parts_or_get", "bad_trailer"), ("parts_or_get", "drip")]:
+            fault_server.fault_commands = WHERE[where]
             fault_server.mode = mode
             result, exc = _timed(lambda: client.get_ptr(key, arena.ctypes.data + MARGIN,
                                                         VALUE_LEN))
-            assert exc is not None and result is None, mode
+            assert exc is not None and result is None, (where, mode)
             assert (arena[:MARGIN] == CANARY).all() and (arena[-MARGIN:] == CANARY).all(), mode
         fault_server.mode = "healthy"
         _round_trip(client, key)
@@ -417,8 +422,12 @@ def test_drip_within_the_timeout_is_assembled(fault_server, key, stripes,
                                               connections) -> None:
     # Every reply split into one-byte reads, finishing in time: the parser and
     # payload placement must put it together exactly (the handshake is
-    # answered at once, only data commands drip).
+    # answered at once, only data commands drip). stripes1: a verbatim value
+    # that the first round reads whole; stripes8: 8 parts of 125 bytes and
+    # their headers, the first round's 1000 bytes (the buffer's size) not
+    # the whole string.
     fault_server.value_len = 1000
+    fault_server.stripes = 0 if stripes == 1 else stripes
     with RedisClient(fault_server.host, fault_server.port, stripes=stripes,
                      connections=connections, timeout=10) as client:
         fault_server.mode = "drip"
@@ -428,14 +437,17 @@ def test_drip_within_the_timeout_is_assembled(fault_server, key, stripes,
         assert view == bytes(range(251)) * 3 + bytes(range(247))
         del view
         _assert_canary(buf)
+    assert fault_server.commands["GETRANGE_PART"] == (0 if stripes == 1 else stripes)
 
 
 # ---- SET, EXISTS, DELETE against faults ----------------------------------------------------
 
-# Only SET faults (the probe and deletes around it are answered normally), with
-# a 16 MiB value, so the stripes' payloads are really sent; the server reads
-# and drops them. blackhole stops reading: the sender blocks until the
-# deadline. drip at 0.4 s a byte needs 2 s for "+OK\r\n".
+# A set is one command: SET, or PSETEX with a ttl. Only it faults, with a
+# 16 MiB value (stripes8: encoded in 8 parts, stripes1: verbatim), so its
+# payload is really sent; the server reads and drops it. blackhole stops
+# reading after the key: the sender blocks until the deadline. drip at 0.4 s
+# a byte needs 2 s for "+OK\r\n". extra: +OK, then bytes the next call's
+# idle check must find.
 SET_CASES = [
     pytest.param("close_header", {}, ConnectionError, id="close_header"),
     pytest.param("stall", {}, TimeoutError, id="stall"),
@@ -448,39 +460,52 @@ SET_CASES = [
 ]
 
 
+@pytest.mark.parametrize("ttl", [pytest.param(None, id="SET"), pytest.param(60, id="PSETEX")])
 @pytest.mark.parametrize("mode, settings, expected", SET_CASES)
-def test_set_fault(fault_server, client, key, mode, settings, expected) -> None:
+def test_set_fault(fault_server, client, key, mode, settings, expected, ttl) -> None:
     value = np.random.default_rng(7).integers(0, 256, 16 * MiB, dtype=np.uint8)
     for name, v in settings.items():
         setattr(fault_server, name, v)
-    fault_server.fault_commands = {"SET"}
+    command = "SET" if ttl is None else "PSETEX"
+    fault_server.fault_commands = {command}
+    sent = fault_server.commands[command]
     fault_server.mode = mode
-    result, exc = _timed(lambda: client.set(key, value))
+    result, exc = _timed(lambda: client.set(key, value, ttl=ttl))
     _check(exc, result, expected)
+    assert fault_server.commands[command] - sent == (0 if mode == "blackhole" else 1)
     fault_server.mode = "healthy"
     _round_trip(client, key)
 
 
-# Every data command faulty; exists and delete start with a GETRANGE probe
-# (a bulk reply, so huge applies) and exists also sends EXISTS.
+# Every data command faulty. exists is a get's first round (EXISTS, STRLEN,
+# GETRANGE 0 31: a bulk reply, so huge applies; extra's bytes after EXISTS's
+# :0 are read as STRLEN's reply); delete is one DEL (no bulk reply: huge
+# leaves it alone, and it reports the key gone).
+_DONE = object()  # the call returns normally, whatever it reports
 OTHER_CASES = [
-    pytest.param("close_header", ConnectionError, id="close_header"),
-    pytest.param("stall", TimeoutError, id="stall"),
-    pytest.param("error", ResponseError, id="error"),
-    pytest.param("huge", ProtocolError, id="huge"),
-    pytest.param("wrong_type_status", ProtocolError, id="wrong_type_status"),
-    pytest.param("extra", None, id="extra"),
+    pytest.param("close_header", ConnectionError, ConnectionError, id="close_header"),
+    pytest.param("stall", TimeoutError, TimeoutError, id="stall"),
+    pytest.param("error", ResponseError, ResponseError, id="error"),
+    pytest.param("huge", ProtocolError, _DONE, id="huge"),
+    pytest.param("wrong_type_status", ProtocolError, ProtocolError, id="wrong_type_status"),
+    pytest.param("wrong_type_integer", ProtocolError, ProtocolError, id="wrong_type_integer"),
+    pytest.param("extra", ProtocolError, None, id="extra"),
 ]
 
 
 @pytest.mark.parametrize("call", ["exists", "delete"])
-@pytest.mark.parametrize("mode, expected", OTHER_CASES)
-def test_exists_delete_fault(fault_server, client, key, call, mode, expected) -> None:
+@pytest.mark.parametrize("mode, exists_expected, delete_expected", OTHER_CASES)
+def test_exists_delete_fault(fault_server, client, key, call, mode, exists_expected,
+                             delete_expected) -> None:
     old = os.urandom(5000)
     client.set(key, old)
     fault_server.mode = mode
     result, exc = _timed(lambda: getattr(client, call)(key))
-    _check(exc, result, expected)
+    expected = exists_expected if call == "exists" else delete_expected
+    if expected is _DONE:
+        assert exc is None, repr(exc)
+    else:
+        _check(exc, result, expected)
     fault_server.mode = "healthy"
     _round_trip(client, key, old)
     assert client.exists(key) and client.delete(key) and not client.exists(key)
@@ -490,7 +515,8 @@ def test_fault_storm_from_threads(fault_server, key) -> None:
     # Eight threads on one client while the mode keeps changing: every call
     # returns or raises a library error in time; none writes out of bounds.
     modes = ["close_header", "close_payload", "error", "too_big", "wrong_type_status",
-             "nan", "extra", "bad_trailer"]
+             "nan", "extra", "bad_trailer", "other_write", "bad_header"]
+    fault_server.stripes = 8  # the keys are absent: pretend values of 8 parts
     with RedisClient(fault_server.host, fault_server.port, stripes=8, connections=4,
                      timeout=TIMEOUT) as client:
         stop = threading.Event()
