@@ -224,7 +224,8 @@ WHERE = {
 #   ProtocolError. The server sends nothing after it, so a client that
 #   trusted the length would time out instead. They hit bulk replies only.
 # - error: the server's error reply: ResponseError carrying its text; the
-#   stream is in step, so the connection is kept (see _ERROR_IN_ROUND).
+#   stream is in step, so the connection is kept (an error to one command of
+#   the first round still has the round's other replies read).
 # - wrong types (+OK to GETRANGE, :1 to a GET, a bulk to EXISTS): valid RESP
 #   but no possible reply to the command; where the stream stands is
 #   unknown: ProtocolError, connection dropped.
@@ -235,16 +236,6 @@ WHERE = {
 #   which the round trip afterwards checks. Within the first round they are
 #   read as the next command's reply (EXISTS's :0, then STRLEN gets a bulk):
 #   ProtocolError.
-
-# An error reply to EXISTS ends the first round's job without reading the
-# STRLEN and GETRANGE replies behind it (csrc/jobs.c handle_head): the
-# connection is out of step and only the next call's idle check (stray
-# bytes: re-made) saves it. A core bug, reported; the connection should be
-# kept.
-_ERROR_IN_ROUND = pytest.mark.xfail(
-    reason="core: handle_head leaves STRLEN/GETRANGE replies unread after an error reply "
-           "to EXISTS; the connection is re-made", strict=False)
-
 
 def _get_case(id_: str, mode: str, settings: dict, expected: Optional[type], keeps: bool,
               **places: tuple) -> list:
@@ -293,10 +284,9 @@ GET_CASES = [
     *_get_case("nan-bare_lf", "nan", {"line": b"$5\n"}, ProtocolError, False),
     *_get_case("bad_type_byte", "nan", {"line": b"HTTP/1.1 400 Bad Request"}, ProtocolError,
                False),
-    *_get_case("error", "error", {}, ResponseError, True,
-               first_round=(ResponseError, True, _ERROR_IN_ROUND)),
+    *_get_case("error", "error", {}, ResponseError, True),
     *_get_case("error-100KB", "error", {"error_text": b"ERR " + b"x" * 100_000}, ResponseError,
-               True, first_round=(ResponseError, True, _ERROR_IN_ROUND)),
+               True),
     *_get_case("wrong_type_status", "wrong_type_status", {}, ProtocolError, False),
     *_get_case("wrong_type_integer", "wrong_type_integer", {}, ProtocolError, False),
     *_get_case("bad_trailer", "bad_trailer", {}, ProtocolError, False),
@@ -518,11 +508,7 @@ _STORM_MODES = ["close_header", "close_payload", "too_big", "wrong_type_status",
 
 @pytest.mark.parametrize("modes", [
     pytest.param(_STORM_MODES, id="no_errors"),
-    # An error reply to EXISTS leaves the round's other replies unread: a
-    # later get can read them as its own (test_error_reply_in_first_round_*).
-    pytest.param(_STORM_MODES + ["error"], id="with_errors", marks=pytest.mark.xfail(
-        reason="core: a get can read the replies an error to EXISTS left unread (seen: "
-               "a hit of 0 bytes)", strict=False)),
+    pytest.param(_STORM_MODES + ["error"], id="with_errors"),
 ])
 def test_fault_storm_from_threads(fault_server, key, modes) -> None:
     # Eight threads on one client while the mode keeps changing: every call
@@ -560,8 +546,6 @@ def test_fault_storm_from_threads(fault_server, key, modes) -> None:
         _round_trip(client, key)
 
 
-@pytest.mark.xfail(reason="core: handle_head returns on an error reply to EXISTS (or STRLEN) "
-                          "without reading the round's other replies", strict=False)
 def test_error_reply_in_first_round_keeps_the_stream_in_step() -> None:
     # A slow server (each data reply 0.2 s after the one before it) refuses
     # every command on key P. The first round of get(P) fails at EXISTS; its
