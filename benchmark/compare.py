@@ -643,7 +643,7 @@ def main() -> None:
           + (f" ({plan.rounds} rounds of the main ones)" if plan.rounds > 1 else "")
           + f", {plan.num_chunks} keys each (redis-py: {plan.redis_py_chunks}), values of "
           + ", ".join(f"{m}" for m in sorted(set(plan.sizes_mb))) + " MiB; "
-          + ("about 1.5 min on 2 cores" if not args.full else "about 10 min on 2 cores"))
+          + ("about 1 min on 2 cores" if not args.full else "about 10 min on 2 cores"))
     print(where)
     print(f"memory: at most about {2 * biggest / GiB:.1f} GiB at once (the largest run's "
           f"values, {biggest / GiB:.1f} GiB, in its client and in the server)", flush=True)
