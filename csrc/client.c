@@ -275,17 +275,17 @@ void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx) {
 }
 
 /* Runs jobs[0..n) on the pool and waits for all; each keeps its status.
- * With a cancel check on this thread the wait is cut in slices, the check
+ * When cancellable, with a cancel check on this thread the wait is cut in slices, the check
  * between them; once it asks, the round is cancelled (still waiting for
  * the jobs that run, which end soon) and LMR_ECANCELED returned. */
-static int run_round(lmr_client *c, lmr_key_job *jobs, int n) {
+static int run_round(lmr_client *c, lmr_key_job *jobs, int n, int cancellable) {
   lmr_job *ptrs[ROUND_MAX];
   for (int i = 0; i < n; i++) ptrs[i] = &jobs[i].base;
   lmr_batch batch;
   lmr_batch_init(&batch);
   lmr_pool_submit(c->pool, &batch, ptrs, n);
   int rc = LMR_OK;
-  lmr_cancel_check check = cancel_check;
+  lmr_cancel_check check = cancellable ? cancel_check : NULL;
   if (check != NULL) {
     void *ctx = cancel_ctx;
     while (!lmr_batch_wait_for(&batch, (int64_t)LMR_CANCEL_POLL_MS * 1000000)) {
@@ -307,7 +307,7 @@ static int run_plan(lmr_client *c, lmr_plan *p, lmr_plan_kind kind, lmr_op *op,
   uint64_t set_id = kind == LMR_PLAN_SET ? next_set_id(c) : 0;
   int rc = lmr__plan_start(p, kind, op, count, set_id, err);
   while (rc == LMR_OK && p->njobs > 0) {
-    if (run_round(c, p->jobs, p->njobs) == LMR_ECANCELED) {
+    if (run_round(c, p->jobs, p->njobs, 1) == LMR_ECANCELED) {
       rc = lmr__err(err, LMR_ECANCELED, "call was cancelled");
       break;
     }
@@ -326,7 +326,7 @@ static void read_server_limits(lmr_client *c) {
   lmr__op_init(&op, name, sizeof name - 1, c->cfg.connect_timeout, LMR_RESP_MAX_BULK);
   lmr_key_job job;
   lmr__key_job_init(&job, &op, LMR_JOB_CONFIG);
-  (void)run_round(c, &job, 1);  /* cancelled: the job failed, the default stays */
+  run_round(c, &job, 1, 0);  /* opening is not cancelled */
   if (job.base.status == LMR_OK && job.integer > 0) c->max_bulk = job.integer;
 }
 

@@ -150,7 +150,8 @@ int lmr_ping(lmr_client *c, lmr_error *err);
  * down (each is closed and re-made on its next use, never reused
  * mid-reply), and once every job has finished the call returns
  * LMR_ECANCELED. When it returns, no worker touches its buffer any more.
- * The setting is per thread; check = NULL turns it off. */
+ * The setting is per thread; check = NULL turns it off. lmr_client_open
+ * is not cancelled. */
 typedef int (*lmr_cancel_check)(void *ctx);
 #define LMR_CANCEL_POLL_MS 50
 void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx);
