@@ -40,7 +40,7 @@ import numpy as np
 
 from paged_pool import PagedPool
 
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 
 MiB = 1 << 20
 GB = 10**9

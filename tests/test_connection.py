@@ -20,7 +20,7 @@ import redis
 import lmcache_redis
 from lmcache_redis import (AuthenticationError, ClientClosedError, RedisClient,
                            ResponseError)
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 
 PASSWORD = "s3cr3t:P@ss/word"  # needs quoting in a URL
 STATS_KEYS = {"bytes_sent", "bytes_received", "bytes_copied", "commands", "reconnects"}
