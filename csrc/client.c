@@ -54,7 +54,7 @@ static int check_config(const lmr_config *cfg, lmr_error *err) {
     return lmr__err(err, LMR_EINVAL, "unix_socket_path (unix_path) must not be empty");
   if (cfg->stripes < 0 || cfg->stripes > LMR_MAX_STRIPES)
     return lmr__err(err, LMR_EINVAL,
-                    "stripes must be in 1..%d, or None (C: 0) to let stripe_size choose the "
+                    "stripes must be in 1..%d, or None (or 0) to let stripe_size choose the "
                     "count; got %d",
                     LMR_MAX_STRIPES, cfg->stripes);
   if (cfg->stripes == 0 && (cfg->stripe_size < LMR_MIN_STRIPE_SIZE ||

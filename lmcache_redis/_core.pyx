@@ -111,7 +111,7 @@ cdef get_view(object buffer, Py_buffer *view, bint writable, str call):
     try:
         PyObject_GetBuffer(buffer, view,
                            PyBUF_C_CONTIGUOUS | (PyBUF_WRITABLE if writable else 0))
-    except BufferError as e:
+    except (BufferError, ValueError) as e:  # numpy raises ValueError
         raise ValueError(buffer_problem(buffer, writable, call, e)) from None
 
 

@@ -239,7 +239,7 @@ def test_bad_url(url: str) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"stripes": 0}, {"stripes": lmcache_redis.MAX_STRIPES + 1},
+    {"stripes": -1}, {"stripes": lmcache_redis.MAX_STRIPES + 1},
     {"connections": 0}, {"connections": lmcache_redis.MAX_CONNECTIONS + 1},
     {"timeout": 0}, {"timeout": -1}, {"connect_timeout": 0},
     {"db": -1}, {"port": 0}, {"port": 65536}, {"host": ""},
