@@ -307,7 +307,13 @@ cdef class RedisClient:
         cdef int c_stripes = 0 if stripes is None else c_int(stripes, "stripes", "20")
         if isinstance(stripe_size, str):
             raise TypeError(f"stripe_size must be an int number of bytes, not str {stripe_size!r}")
-        cdef object n_stripe_size = operator.index(stripe_size)
+        try:
+            n_stripe_size = operator.index(stripe_size)
+        except TypeError:
+            raise TypeError(f"stripe_size must be an int number of bytes, not "
+                            f"{type(stripe_size).__name__}") from None
+        if not 0 <= n_stripe_size < 2**64:
+            raise ValueError(f"stripe_size={n_stripe_size} is out of range")
         cdef int c_connections = c_int(connections, "connections", "4")
         cdef double c_timeout = c_seconds(timeout, "timeout")
         cdef double c_connect_timeout = (min(c_timeout, 5.0) if connect_timeout is None
@@ -341,8 +347,7 @@ cdef class RedisClient:
         cfg.timeout = c_timeout
         cfg.connect_timeout = c_connect_timeout
         cfg.stripes = c_stripes
-        # Out of uint64's range: 0, which the C core refuses as out of range.
-        cfg.stripe_size = n_stripe_size if 0 <= n_stripe_size < 2**64 else 0
+        cfg.stripe_size = n_stripe_size
         cfg.connections = c_connections
         cfg.tls = bool(ssl)
         cfg.tls_ca_file = NULL if b_ca is None else <const char *>b_ca
