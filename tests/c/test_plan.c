@@ -85,6 +85,7 @@ static void answer(fake_store *s, lmr_key_job *j) {
       n = range(s, 0, op->head_len - 1, &p);
       j->head_n = n;
       j->head_in_dst = op->head_len <= op->cap;
+      if (n == 0) return;  /* p may be NULL: no memcpy (UBSan) */
       if (j->head_in_dst) memcpy(op->dst, p, n);
       memcpy(j->head, p, n < 32 ? n : 32);
       return;
