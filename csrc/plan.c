@@ -96,7 +96,8 @@ static int after_head(lmr_plan *p, lmr_error *err) {
       one_job(p, S_GET, LMR_JOB_GET);
       return LMR_OK;
     }
-    if (!j->head_in_dst) memcpy(op->dst, j->head, j->head_n); /* n <= cap < 32 */
+    /* n <= cap < 32; n == 0 may come with no buffer at all (NULL) */
+    if (!j->head_in_dst && j->head_n > 0) memcpy(op->dst, j->head, j->head_n);
     p->found = 1;
     p->len = s;
     done(p);

@@ -397,6 +397,23 @@ TEST(set_limits) {
   return 0;
 }
 
+/* A read with no buffer at all (NULL, 0), as Python's get(key) starts:
+ * an empty value is a hit, any other says how long it is. */
+TEST(no_buffer) {
+  fake_store s = {0};
+  int found;
+  uint64_t len;
+  store_put(&s, (const unsigned char *)"", 0);
+  ASSERT_EQ(do_get(&s, NULL, 0, &found, &len), LMR_OK);
+  ASSERT_EQ(found, 1);
+  ASSERT_EQ(len, 0);
+  store_put(&s, (const unsigned char *)"hello", 5);
+  ASSERT_EQ(do_get(&s, NULL, 0, &found, &len), LMR_ETOOBIG);
+  ASSERT_EQ(len, 5);
+  free(s.bytes);
+  return 0;
+}
+
 /* PING: one job, no key; the verdict is the server's answer. */
 TEST(ping) {
   lmr_op op;
@@ -425,4 +442,4 @@ TEST_MAIN(TEST_ENTRY(round_trips), TEST_ENTRY(magic_value_is_encoded),
           TEST_ENTRY(miss_and_other_types), TEST_ENTRY(broken_is_a_miss),
           TEST_ENTRY(too_small_buffer), TEST_ENTRY(replaced_between_rounds),
           TEST_ENTRY(gives_up), TEST_ENTRY(exists_and_delete), TEST_ENTRY(set_limits),
-          TEST_ENTRY(ping))
+          TEST_ENTRY(no_buffer), TEST_ENTRY(ping))
