@@ -2,9 +2,17 @@
 
 * the command-line flags common to all of them (``make_parser``,
   ``parse_args``) and the server they talk to (``redis_address``: the one
-  given by --host/--port, or a throwaway ``redis-server``);
-* the test data: a ``PagedPool`` whose first --num-chunks objects hold
-  random bytes (``make_pool``) and the keys (``make_keys``);
+  given by --host/--port, --port alone meaning localhost, or a throwaway
+  tuned ``redis-server`` from tools/local_redis.py); which server it is
+  (version, address, settings, started here or not) is printed first;
+* the test data: value ``i`` is ``chunk_bytes(args, i)``, random bytes from
+  a seed of its own, so a check regenerates it instead of keeping a copy;
+  a ``PagedPool`` of --num-chunks objects holds them (``make_pool``), the
+  same objects the reads land in (one pool for both phases: zeroed
+  between them), and the keys (``make_keys``);
+* what a run will hold in memory, said before it starts (``say_memory``),
+  and progress bars on stderr for every phase (``progress``; off with
+  --json or --no-progress);
 * timing: wall seconds of the timed section, client CPU seconds
   (``time.process_time()``: user + sys of this whole process, all its
   threads, C worker threads included) and, for sequential runs, each op's
@@ -29,18 +37,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import socket
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional
 
 import numpy as np
 
 from paged_pool import PagedPool
 
-from lmcache_redis._testing import RedisServer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import local_redis  # noqa: E402  (tools/, put on the path above)
 
 MiB = 1 << 20
 GB = 10**9
@@ -67,10 +79,12 @@ def make_parser(description: str) -> argparse.ArgumentParser:
                         help="time the reads (GET); the keys are written first anyway")
     parser.add_argument("--concurrent", action="store_true",
                         help="keep many keys in flight at once instead of one after another")
-    parser.add_argument("--host", help="use this Redis server (default: start a throwaway "
-                                       "redis-server and stop it at the end)")
+    parser.add_argument("--host", help="use this Redis server (default: localhost when --port "
+                                       "is given, else start a throwaway tuned redis-server "
+                                       "(tools/local_redis.py) and stop it at the end)")
     parser.add_argument("--port", type=int,
-                        help=f"its port (default {DEFAULT_PORT}; only with --host)")
+                        help=f"its port (default {DEFAULT_PORT}); --port alone means a server "
+                             "on localhost")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="seconds one operation may take (default 30)")
     parser.add_argument("--key-prefix", default="bench:",
@@ -85,18 +99,25 @@ def make_parser(description: str) -> argparse.ArgumentParser:
                         help="don't compare what was read with what was written (only for "
                              "servers that don't store, such as tools/null_server.c)")
     parser.add_argument("--json", action="store_true",
-                        help="print one JSON object per op per line instead of text")
+                        help="print one JSON object per op per line instead of text "
+                             "(no progress bars; the server line goes to stderr)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars")
     return parser
 
 
 def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """Parse and check the command line; adds ``size_bytes``. Neither
     --read nor --write means both."""
-    args = parser.parse_args()
+    return check_args(parser, parser.parse_args())
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """parse_args' checks and defaults on parsed ``args``."""
     if not args.read and not args.write:
         args.read = args.write = True
     if args.port is not None and args.host is None:
-        parser.error("--port needs --host (without --host a throwaway server is started)")
+        args.host = "localhost"  # --port alone: a server on this machine
     if args.num_chunks < 1:
         parser.error("--num-chunks must be at least 1")
     args.size_bytes = int(args.size_mb * MiB)
@@ -106,26 +127,164 @@ def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
+def info(message: str, args: argparse.Namespace) -> None:
+    """A line for the person running the script: stdout with text output,
+    stderr with --json (whose stdout is for the JSON lines only)."""
+    print(message, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
+def progress(args: argparse.Namespace, total: int, desc: str, unit: str = "value") -> Any:
+    """A tqdm progress bar on stderr (update(n), close(); a context
+    manager), or one that shows nothing with --json / --no-progress or
+    when tqdm is missing."""
+    if not (args.json or args.no_progress):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True,
+                        mininterval=0.5)
+    return _NoProgress()
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_NoProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _resp_command(sock: socket.socket, *parts: str) -> Any:
+    """Sends one command; its reply as str / int / list / None (errors raise)."""
+    sock.sendall(b"*%d\r\n" % len(parts) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(p.encode()), p.encode()) for p in parts))
+    reader = sock.makefile("rb")
+
+    def read() -> Any:
+        line = reader.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(rest.decode("utf-8", "replace"))
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else reader.read(n + 2)[:-2].decode("utf-8", "replace")
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [read() for _ in range(n)]
+        raise RuntimeError(f"unexpected reply {line[:80]!r}")
+
+    return read()
+
+
+def describe_server(host: str, port: int, timeout: float = 5.0) -> str:
+    """What the server at host:port is and how it is set: version and the
+    settings that matter for huge values, read with INFO and CONFIG GET."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            server_info = _resp_command(sock, "INFO", "server")
+            fields = dict(line.split(":", 1) for line in server_info.splitlines()
+                          if ":" in line)
+            text = f"redis-server {fields.get('redis_version', '?')}"
+            try:
+                reply = _resp_command(sock, "CONFIG", "GET", "save", "appendonly",
+                                      "io-threads", "maxmemory")
+                conf = dict(zip(reply[::2], reply[1::2]))
+                text += ", " + ", ".join(
+                    f"{name} {conf[name]!r}" if name == "save" else f"{name} {conf[name]}"
+                    for name in ("save", "appendonly", "io-threads", "maxmemory")
+                    if name in conf)
+            except RuntimeError as exc:  # CONFIG refused (renamed, ACL)
+                text += f" (settings unknown: CONFIG GET: {exc})"
+            return text
+    except (OSError, RuntimeError, ValueError) as exc:
+        return f"(could not query it: {exc})"
+
+
 @contextlib.contextmanager
 def redis_address(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
-    """``(host, port)`` of --host/--port, or of a throwaway redis-server
-    that runs for the duration of the ``with`` block."""
+    """``(host, port)`` of --host/--port (--port alone: localhost), or of a
+    throwaway tuned redis-server that runs for the duration of the ``with``
+    block. Says which server first."""
     if args.host is not None:
-        yield args.host, DEFAULT_PORT if args.port is None else args.port
+        port = DEFAULT_PORT if args.port is None else args.port
+        about = ("TLS port, not queried" if getattr(args, "ssl_ca_certs", None)
+                 else describe_server(args.host, port))
+        if about.startswith("(could not query it: [Errno 111]"):
+            raise SystemExit(
+                f"no Redis server at {args.host}:{port} (connection refused). Start one, e.g. "
+                f"`redis-server --port {port} --save '' --appendonly no`, or leave out "
+                f"--host and --port to have this script start a throwaway one.")
+        info(f"server: {args.host}:{port}, not started by this script: {about}", args)
+        yield args.host, port
         return
-    with RedisServer() as server:
+    with local_redis.running() as server:
+        info(f"server: {server.host}:{server.port}, a throwaway one started by this script "
+             f"(no --host/--port; stopped at the end): "
+             f"{describe_server(server.host, server.port)}; "
+             f"MALLOC_CONF={local_redis.MALLOC_CONF}. "
+             f"--port {DEFAULT_PORT} measures yours on localhost instead", args)
         yield server.host, server.port
 
 
-def make_pool(args: argparse.Namespace, copies: int) -> PagedPool:
+def chunk_bytes(args: argparse.Namespace, i: int) -> bytes:
+    """Value ``i``: --size-mb random bytes from seed ``i`` (the same in
+    every run and every script, and regenerated to check a read)."""
+    return np.random.default_rng(i).bytes(args.size_bytes)
+
+
+def expected_chunk(args: argparse.Namespace, i: int) -> np.ndarray:
+    """Value ``i`` as a uint8 array, to check a read against."""
+    return np.frombuffer(chunk_bytes(args, i), dtype=np.uint8)
+
+
+def say_memory(args: argparse.Namespace, values: int, what: str) -> None:
+    """Says, before anything is allocated, what the run will hold: ``values``
+    values of --size-mb at once (``what`` says which), plus one more while
+    checking; and the server holds the --num-chunks values too."""
+    own = (values + 1) * args.size_bytes
+    info(f"memory: this run holds about {size_text(own)} ({what}), and the server "
+         f"{size_text(args.num_chunks * args.size_bytes)} more for the values", args)
+
+
+def size_text(nbytes: int) -> str:
+    """``nbytes`` as GiB from 1 GiB up, else MiB."""
+    return f"{nbytes / GiB:.1f} GiB" if nbytes >= GiB else f"{nbytes / MiB:.0f} MiB"
+
+
+def make_pool(args: argparse.Namespace, copies: int = 1) -> PagedPool:
     """A pool of ``copies * num_chunks`` objects of --size-mb; the first
-    ``num_chunks`` (the values to write) are filled with random bytes, a
-    different pattern for each. The others are left zeroed, to read into."""
+    ``num_chunks`` hold the values to write (``chunk_bytes``). The others,
+    if any, are left zeroed."""
+    say_memory(args, copies * args.num_chunks,
+               f"a pool of {copies * args.num_chunks} x {args.size_mb:g} MiB"
+               + (": the values, then what is read into them" if copies == 1 else ""))
     pool = PagedPool(copies * args.num_chunks, args.size_bytes)
-    rng = np.random.default_rng(0)
-    for obj in pool.objects[:args.num_chunks]:
-        obj.view[:] = rng.integers(0, 256, obj.nbytes, dtype=np.uint8)
+    with progress(args, args.num_chunks, "making the values") as bar:
+        for i, obj in enumerate(pool.objects[:args.num_chunks]):
+            obj.view[:] = np.frombuffer(chunk_bytes(args, i), dtype=np.uint8)
+            bar.update(1)
     return pool
+
+
+def zero_objects(args: argparse.Namespace, objects: list) -> None:
+    """Zero the objects the reads land in (untimed), so that a read that
+    moves nothing cannot pass the check."""
+    with progress(args, len(objects), "clearing the pool for the reads") as bar:
+        for obj in objects:
+            obj.view.fill(0)
+            bar.update(1)
 
 
 def make_keys(args: argparse.Namespace) -> list[str]:
@@ -150,8 +309,10 @@ def time_call(section: Callable[[], None]) -> Timing:
     return Timing(time.perf_counter() - wall, time.process_time() - cpu)
 
 
-def time_ops(op: Callable[[int], None], n: int, threads: Optional[int] = None) -> Timing:
-    """Time ``op(i)`` for ``i`` in ``range(n)``.
+def time_ops(op: Callable[[int], None], n: int, threads: Optional[int] = None,
+             bar: Any = None) -> Timing:
+    """Time ``op(i)`` for ``i`` in ``range(n)``; ``bar.update(1)`` after
+    each (a ``progress`` bar; it draws at most twice a second).
 
     ``threads=None``: one after another in this thread, each op's latency
     recorded. Else ``threads`` Python threads, started and parked before the
@@ -166,6 +327,8 @@ def time_ops(op: Callable[[int], None], n: int, threads: Optional[int] = None) -
             start = time.perf_counter()
             op(i)
             latencies.append(time.perf_counter() - start)
+            if bar is not None:
+                bar.update(1)
         return Timing(time.perf_counter() - wall, time.process_time() - cpu, latencies)
 
     start_line = threading.Barrier(threads + 1)
@@ -176,6 +339,8 @@ def time_ops(op: Callable[[int], None], n: int, threads: Optional[int] = None) -
         try:
             for i in range(first, n, threads):
                 op(i)
+                if bar is not None:
+                    bar.update(1)
         except BaseException as exc:  # re-raised in the calling thread
             errors.append(exc)
 
@@ -258,31 +423,49 @@ def describe(meta: dict[str, Any], args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace, meta: dict[str, Any], *,
-        write: Callable[[], Timing], read: Callable[[], Timing],
-        verify: Callable[[], None], cleanup: Callable[[], None]) -> None:
+        write: Callable[[Any], Timing], read: Callable[[Any], Timing],
+        verify: Callable[[int], None], cleanup: Callable[[], None],
+        before_read: Optional[Callable[[], None]] = None) -> None:
     """Run and report one benchmark.
 
     Args:
         meta: the Result fields that describe the client: client, variant,
             stripes, connections, parser, parallelism, pool_backend.
-        write: writes every chunk; timed and reported with --write.
-        read: reads every chunk back; timed and reported with --read.
-        verify: checks what ``read`` got (with ``check_chunk``); untimed.
+        write: writes every chunk, given a progress bar to update once per
+            value; timed and reported with --write.
+        read: reads every chunk back, the same way; timed and reported with
+            --read.
+        verify: checks what ``read`` got for value ``i`` (with
+            ``check_chunk``); untimed.
         cleanup: deletes the keys; runs even when the rest failed.
+        before_read: between the writes and the reads, untimed: e.g. zero
+            the buffers the reads land in, or free what the writes sent.
     """
     if not args.json:
         print(describe(meta, args), flush=True)
+    n = args.num_chunks
+
+    def phase(action: Callable[[Any], Timing], desc: str) -> Timing:
+        with progress(args, n, desc) as bar:
+            return action(bar)
+
     try:
         if args.write and args.overwrite:
-            write()  # untimed: the server allocates the values' memory here
+            # untimed: the server allocates the values' memory here
+            phase(write, "SET, untimed first pass (--overwrite)")
         if args.write:
-            report(args, meta, "set", write())
+            report(args, meta, "set", phase(write, "SET, timed"))
         elif args.read:
-            write()  # untimed: the reads need the keys
+            phase(write, "SET, untimed (the reads need the keys)")
         if args.read:
-            timing = read()
+            if before_read is not None:
+                before_read()
+            timing = phase(read, "GET, timed")
             if not args.no_verify:
-                verify()
+                with progress(args, n, "checking what was read") as bar:
+                    for i in range(n):
+                        verify(i)
+                        bar.update(1)
             report(args, meta, "get", timing)
     finally:
         cleanup()

@@ -41,7 +41,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import local_redis  # noqa: E402  (tools/, put on the path above)
 
+sys.path.insert(0, str(BENCH))
+import bench_common  # noqa: E402  (benchmark/, where this file is)
+
 MiB = 1 << 20
+GiB = 1 << 30
 GB = 1e9
 
 
@@ -204,7 +208,7 @@ def redis_benchmark_rows(host: str, port: int, size_mb: int, n: int) -> list[dic
 
 
 def memtier_rows(host: str, port: int, size_mb: int, n: int) -> list[dict]:
-    """memtier_benchmark, when on PATH (it is not packaged by Debian)."""
+    """memtier_benchmark, when on PATH (Debian 12 does not package it)."""
     exe = shutil.which("memtier_benchmark")
     if exe is None:
         return []
@@ -299,9 +303,7 @@ def scorecard(rows: list[dict]) -> list[dict]:
 
     if redis_py["get"] and all(ours["get"].values()):
         base = redis_py["get"]["gb_per_s"]
-        note = f"25x redis-py would be {25 * base:.2f} GB/s"
-        if raw:
-            note += f" = {25 * base / raw['gb_per_s']:.2f} of the raw loopback limit"
+        note = f"redis-py's best: {base:.2f} GB/s"
         if server_best:
             note += f"; the best GET of any client from this server: {server_best['gb_per_s']:.2f}"
         add("GET vs redis-py's best mode", 25, True,
@@ -341,50 +343,155 @@ def scorecard(rows: list[dict]) -> list[dict]:
 
 
 def print_scorecard(card: list[dict]) -> None:
-    print("\nissue 4 targets, from this run (32 MiB values):")
+    """The run's ratios in words (no pass/fail: a quick run is one round)."""
+    print("\nin short, from this run (32 MiB values):")
     for c in card:
         measured = ", ".join(f"{v:.2f}x {k}" for k, v in c["measured"].items())
-        print(f"  [{c['status']}] {c['metric']} {c['target']}: {measured}"
-              + (f"  ({c['note']})" if c["note"] else ""))
+        print(f"  {c['metric']}: {measured}" + (f"  ({c['note']})" if c["note"] else ""))
+
+
+# What the table's short labels mean; print_legend prints the entries for
+# the labels a table uses.
+LEGEND = {
+    "client": {
+        "lmcache_redis": "this library; >> marks its rows against redis-server",
+        "redis-py": "redis-py with hiredis, what LMCache uses today",
+        "resp-py": "a pure-Python zero-copy RESP client (benchmark/resp-py-bench.py): "
+                   "sendmsg from / recv_into the pool, one value per key",
+        "loopback TCP": "tools/tcp_pump.c moving bytes over loopback TCP: the transport's ceiling",
+        "redis-benchmark": "Redis's own benchmark tool (redis-tools), 4 clients",
+        "memtier_benchmark": "Redis Labs' load generator, 4 clients",
+    },
+    "variant": {
+        "buffer": "get/set into and from numpy views of the pool, one call after another",
+        "buffer+threads": "the same from Python threads sharing one client",
+        "ptr": "get_ptr/set_ptr on raw addresses",
+        "single-pool": "one redis.Redis, one call after another",
+        "asyncio": "redis.asyncio, 8 requests in flight",
+        "multi-pool": "several redis.Redis used round-robin",
+        "threads": "4 threads, each with its own socket",
+        "sequential": "one socket, one call after another",
+        "overwrite": "(suffix) the keys were written once untimed, the timed writes replace "
+                     "them: a full cache's steady state",
+        "4 clients": "4 connections, no pipelining",
+        "N stream(s)": "sender/receiver thread pairs; 'into 32 MiB': each receiver fills a "
+                       "32 MiB area, as a client landing values in memory does",
+    },
+    "server": {
+        "redis": "a fresh throwaway redis-server (or --host)",
+        "null": "tools/null_server.c, a server that does no work: the client's own ceiling",
+        "limit": "no server: the raw loopback transport, a cache-hot 1 MiB receive buffer",
+        "landing": "no server: loopback, landing in 32 MiB areas",
+    },
+    "columns": {
+        "stripes": "parts each value is stored in (lmcache_redis only)",
+        "conn": "connections (streams for loopback)",
+        "GB/s": "10^9 bytes per second; * = median of the rounds",
+        "x redis-py": "over redis-py's best mode at the same op and size",
+        "of TCP": "share of the best raw loopback figure",
+        "CPU s/GB": "client CPU seconds per GB moved",
+        "median ms": "median latency of one op (sequential runs)",
+    },
+}
+
+COLUMNS = ("client", "variant", "server", "op", "size", "stripes", "conn", "GB/s",
+           "x redis-py", "of TCP", "CPU s/GB", "median ms")
+LEFT = {"client", "variant", "server", "op"}
+
+
+def table_cells(r: dict) -> list[str]:
+    """One row's cells, in COLUMNS order."""
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    median = r.get("latency_median_s")
+    mark = "*" if len(r.get("gb_per_s_rounds", ())) > 1 else ""  # a median of rounds
+    return [r["client"], r["variant"], r["target"], r["op"],
+            f"{r['size_bytes'] // MiB} MiB" if r.get("size_bytes") else "-",
+            fmt(r.get("stripes"), "d"), fmt(r.get("connections"), "d"),
+            f"{r['gb_per_s']:.2f}{mark}", fmt(r.get("x_redis_py"), ".1f"),
+            fmt(r.get("of_tcp"), ".2f"), fmt(r.get("cpu_s_per_gb"), ".2f"),
+            fmt(None if median is None else median * 1e3, ".1f")]
+
+
+def is_ours(r: dict) -> bool:
+    return r["client"] == "lmcache_redis" and r["target"] == "redis"
+
+
+def format_table(rows: list[dict], bold: bool = False) -> list[str]:
+    """The table as lines: every column as wide as its widest cell, our
+    rows (lmcache_redis against Redis) marked '>>' (and bold if asked)."""
+    cells = [table_cells(r) for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(COLUMNS)]
+
+    def line(values: list[str]) -> str:
+        return " ".join(v.ljust(w) if h in LEFT else v.rjust(w)
+                        for h, v, w in zip(COLUMNS, values, widths)).rstrip()
+
+    head = "   " + line(list(COLUMNS))
+    out = [head, "-" * len(head)]
+    for r, c in zip(rows, cells):
+        text = (">> " if is_ours(r) else "   ") + line(c)
+        out.append(f"\033[1m{text}\033[0m" if bold and is_ours(r) else text)
+    return out
+
+
+def legend_lines(rows: list[dict]) -> list[str]:
+    """The legend entries for the labels ``rows`` use (and every column)."""
+    used_variants = ({part for r in rows for part in r["variant"].split(" ")}
+                     | {r["variant"] for r in rows})
+    out = ["", "legend:"]
+    for key, title in (("client", "client"), ("server", "server")):
+        used = {r["client" if key == "client" else "target"] for r in rows}
+        for label, text in LEGEND[key].items():
+            if label in used:
+                out.append(f"  {title} {label}: {text}")
+    for label, text in LEGEND["variant"].items():
+        if label in used_variants or (label == "N stream(s)" and "stream(s)," in used_variants):
+            out.append(f"  variant {label}: {text}")
+    for label, text in LEGEND["columns"].items():
+        out.append(f"  {label}: {text}")
+    return out
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'client':<18} {'variant':<26} {'server':<7} {'op':<4} {'size':>7} {'str':>3} "
-            f"{'conn':>4} {'GB/s':>6} {'x redis-py':>10} {'of TCP':>6} {'CPU s/GB':>8} "
-            f"{'median ms':>9}")
-    print(head)
-    print("-" * len(head))
-    for r in rows:
-        size = f"{r['size_bytes'] // MiB} MiB" if r.get("size_bytes") else "-"
-        fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-        median = r.get("latency_median_s")
-        mark = "*" if len(r.get("gb_per_s_rounds", ())) > 1 else " "  # a median of rounds
-        print(f"{r['client']:<18} {r['variant']:<26} {r['target']:<7} {r['op']:<4} {size:>7} "
-              f"{fmt(r.get('stripes'), 'd'):>3} {fmt(r.get('connections'), 'd'):>4} "
-              f"{r['gb_per_s']:>6.2f}{mark}{fmt(r.get('x_redis_py'), '.1f'):>10} "
-              f"{fmt(r.get('of_tcp'), '.2f'):>6} {fmt(r.get('cpu_s_per_gb'), '.2f'):>8} "
-              f"{fmt(None if median is None else median * 1e3, '.1f'):>9}")
+    for line in format_table(rows, bold=sys.stdout.isatty()) + legend_lines(rows):
+        print(line)
 
 
-def plot(rows: list[dict], path: Path) -> bool:
+def plot(rows: list[dict], path: Path, context: str = "", default_stripes: Optional[int] = None) -> bool:
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FixedLocator, NullLocator
     except ImportError:
         print("matplotlib is not installed: no plot", file=sys.stderr)
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.8))
     ours = [r for r in rows if r["client"] == "lmcache_redis" and not r["concurrent"]
             and not r.get("overwrite")]
+    colors = {"get": "tab:blue", "set": "tab:orange"}
     for target, style in (("redis", "-o"), ("null", "--s")):
         for op in ("get", "set"):
             pts = sorted((r["stripes"], r["gb_per_s"]) for r in ours
                          if r["target"] == target and r["op"] == op
                          and r["size_bytes"] == 32 * MiB and r["connections"] == min(4, r["stripes"]))
             if pts:
-                left.plot(*zip(*pts), style, label=f"{op.upper()} vs {target} server")
-    left.set(xlabel="stripes per value (32 MiB values)", ylabel="GB/s", title="lmcache_redis by stripe count")
+                left.plot(*zip(*pts), style, color=colors[op],
+                          label=f"{op.upper()} vs {'redis-server' if target == 'redis' else 'null server (no work)'}")
+    stripe_ticks = sorted({x for line in left.get_lines() for x in line.get_xdata()})
+    if default_stripes:
+        left.axvline(default_stripes, color="gray", linestyle=":", linewidth=1.5,
+                     label=f"the default for 32 MiB: {default_stripes} stripes")
+        stripe_ticks = sorted(set(stripe_ticks) | {default_stripes})
+    left.set(xlabel="stripes per value (32 MiB values, up to 4 connections)", ylabel="GB/s",
+             title="lmcache_redis by stripe count")
+    if stripe_ticks:
+        left.set_xticks(stripe_ticks)
+        left.set_xlim(min(stripe_ticks) - 1, max(stripe_ticks) + 1.5)
+    styles = {"lmcache_redis": ("-o", 2.5), "redis-py": ("--^", 1.2), "resp-py": (":s", 1.2)}
+    names = {"lmcache_redis": "lmcache_redis", "redis-py": "redis-py (one pool)",
+             "resp-py": "pure-Python client (threads)"}
+    sizes: set[float] = set()
     for client, variant in (("lmcache_redis", "buffer"), ("redis-py", "single-pool"),
                             ("resp-py", "threads")):
         for op in ("get", "set"):
@@ -393,14 +500,88 @@ def plot(rows: list[dict], path: Path) -> bool:
                          and r["target"] == "redis"
                          and (client != "lmcache_redis" or r.get("default_config")))
             if pts:
-                right.plot(*zip(*pts), "-o", label=f"{client} {op.upper()}")
-    right.set(xlabel="value size (MiB)", ylabel="GB/s", title="by value size", xscale="log")
+                sizes.update(x for x, _ in pts)
+                style, width = styles[client]
+                right.plot(*zip(*pts), style, color=colors[op], linewidth=width,
+                           label=f"{names[client]} {op.upper()}")
+    right.set(xlabel="value size (MiB)", ylabel="GB/s", title="clients by value size",
+              xscale="log")
+    if sizes:
+        ticks = sorted(sizes)
+        right.xaxis.set_major_locator(FixedLocator(ticks))
+        right.xaxis.set_minor_locator(NullLocator())
+        right.set_xticklabels([f"{t:g}" for t in ticks])
+        right.set_xlim(min(ticks) / 1.3, max(ticks) * 1.3)
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.set_ylim(bottom=0)
+        # Below the plot, so it covers no point.
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+                  frameon=False)
+    if context:
+        import textwrap
+        fig.suptitle(textwrap.fill(context, 140), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     return True
+
+
+# The README's first-screen table: (label, client, variant) at 32 MiB.
+HEADLINE = (
+    ("**lmcache_redis**, one call at a time", "lmcache_redis", "buffer"),
+    ("**lmcache_redis**, 4 Python threads", "lmcache_redis", "buffer+threads"),
+    ("redis-py (hiredis), one call at a time", "redis-py", "single-pool"),
+    ("redis-py asyncio, 8 in flight", "redis-py", "asyncio"),
+    ("pure-Python zero-copy client, 4 threads", "resp-py", "threads"),
+    ("redis-benchmark, 4 clients", "redis-benchmark", "4 clients"),
+    ("memtier_benchmark, 4 clients", "memtier_benchmark", "4 clients"),
+)
+
+
+def headline_markdown(rows: list[dict], context: str, size: int = 32 * MiB) -> str:
+    """The README's first-screen table from this run: GB/s of each client
+    against redis-server at ``size`` (lmcache_redis with its defaults),
+    GET, SET into an empty server, SET replacing values."""
+    def find(client: str, variant: str, op: str, overwrite: bool) -> str:
+        for r in rows:
+            if (r["client"] == client and r["op"] == op and r["target"] == "redis"
+                    and r.get("size_bytes") == size and bool(r.get("overwrite")) == overwrite
+                    and r["variant"] == variant + (" overwrite" if overwrite else "")
+                    # lmcache_redis: the default settings, not a sweep's row
+                    and (client != "lmcache_redis" or r.get("default_config")
+                         or r.get("concurrent") or overwrite)):
+                return f"{r['gb_per_s']:.2f}"
+        return "-"
+
+    lines = [f"| {size // MiB} MiB values, GB/s | GET | SET, empty server | SET, replacing values |",
+             "|---|---:|---:|---:|"]
+    for label, client, variant in HEADLINE:
+        cells = [find(client, variant, "get", False), find(client, variant, "set", False),
+                 find(client, variant, "set", True)]
+        if cells != ["-", "-", "-"]:
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\n({context})\n"
+
+
+def short_version() -> str:
+    """'redis-server 7.0.15' from `redis-server --version`."""
+    text = local_redis.version()
+    for word in text.split():
+        if word.startswith("v="):
+            return f"redis-server {word[2:]}"
+    return text
+
+
+def run_context(full: bool, plan: Plan, date: str, server: str,
+                settings: Optional[str]) -> str:
+    """One line saying what ran: mode, keys, rounds, sizes, server, date."""
+    return (f"{'full' if full else 'quick'} run of benchmark/compare.py, {date}: "
+            f"{plan.num_chunks} keys per client run (redis-py {plan.redis_py_chunks}), "
+            f"{plan.rounds} round{'s' if plan.rounds > 1 else ''}"
+            + (" (median)" if plan.rounds > 1 else "")
+            + f", values {'/'.join(map(str, plan.sizes_mb))} MiB; server {server}"
+            + (f" ({settings}; a fresh one per client run)" if settings else ""))
 
 
 def find_tool(name: str) -> Optional[Path]:
@@ -411,14 +592,19 @@ def find_tool(name: str) -> Optional[Path]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="50-key batches, 4/32/80 MiB, full sweeps")
-    ap.add_argument("--host", help="benchmark this server instead of starting one")
-    ap.add_argument("--port", type=int, default=6379)
+    ap.add_argument("--host", help="benchmark this server instead of starting one "
+                                   "(default: localhost when --port is given)")
+    ap.add_argument("--port", type=int, help="its port (default 6379); --port alone: localhost")
     ap.add_argument("--malloc-conf", default=local_redis.MALLOC_CONF,
                     help="MALLOC_CONF for the throwaway servers' jemalloc ('none': jemalloc's "
                          f"defaults; default: the launcher's, {local_redis.MALLOC_CONF})")
     ap.add_argument("--out", type=Path, default=BENCH / "results",
                     help="directory for the JSON and PNG (default benchmark/results)")
     args = ap.parse_args()
+    if args.port is not None and args.host is None:
+        args.host = "localhost"
+    if args.host is not None and args.port is None:
+        args.port = 6379
     plan = FULL if args.full else QUICK
     malloc_conf = "" if args.malloc_conf == "none" else args.malloc_conf
 
@@ -443,6 +629,30 @@ def main() -> None:
             return
         with local_redis.running(malloc_conf=malloc_conf) as server:
             yield server.host, server.port
+
+    # What will run, where, and the memory it needs, before it starts.
+    biggest = max(plan.sizes_mb + plan.resp_py_sizes_mb) * MiB * plan.num_chunks
+    if args.host:
+        where = (f"server: {args.host}:{args.port}, not started by this script: "
+                 f"{bench_common.describe_server(args.host, args.port)}")
+    else:
+        where = (f"server: {short_version()}, a fresh throwaway one on 127.0.0.1 for "
+                 f"each client run, started by this script; settings: "
+                 f"{local_redis.settings(malloc_conf) or 'none'}, save '', appendonly no")
+    print(f"{'full' if args.full else 'quick'} run: {len(runs)} client runs"
+          + (f" ({plan.rounds} rounds of the main ones)" if plan.rounds > 1 else "")
+          + f", {plan.num_chunks} keys each (redis-py: {plan.redis_py_chunks}), values of "
+          + ", ".join(f"{m}" for m in sorted(set(plan.sizes_mb))) + " MiB; "
+          + ("about 1 min on 2 cores" if not args.full else "about 10 min on 2 cores"))
+    print(where)
+    print(f"memory: at most about {2 * biggest / GiB:.1f} GiB at once (the largest run's "
+          f"values, {biggest / GiB:.1f} GiB, in its client and in the server)", flush=True)
+    if shutil.which("memtier_benchmark") is None:
+        print("memtier_benchmark: not installed, its rows are left out (Debian 12 has no "
+              "package: build it from https://github.com/RedisLabs/memtier_benchmark, or "
+              "install memtier-benchmark from Redis's apt repository, packages.redis.io)")
+    if shutil.which("redis-benchmark") is None:
+        print("redis-benchmark: not installed (Debian: redis-tools), its rows are left out")
 
     rows: list[dict] = []
     progress = Progress(len(runs) + (plan.rounds - 1) * sum(r.scored for r in runs) + 4)
@@ -481,23 +691,21 @@ def main() -> None:
         progress.close()
 
     limit = add_ratios(rows)
-    print(f"server: {local_redis.version()}; "
-          + (f"{args.host}:{args.port}" if args.host
-             else f"settings: {local_redis.settings(malloc_conf)}"))
-    print(f"{'full' if args.full else 'quick'} run, {plan.num_chunks}-key batches "
-          f"(redis-py: {plan.redis_py_chunks})"
-          + (f"; rows marked * are the median of {plan.rounds} interleaved rounds"
-             if plan.rounds > 1 else "") + "; x redis-py: over redis-py's best mode at the "
-          f"same op and size (overwrite rows: over its overwrite rows); of TCP: share of "
-          f"the best loopback figure"
-          + (f" ({limit:.2f} GB/s)" if limit else ""))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    context = run_context(args.full, plan, time.strftime("%Y-%m-%d %H:%M"),
+                          short_version() if not args.host
+                          else f"{args.host}:{args.port}",
+                          None if args.host else local_redis.settings(malloc_conf))
+    print("\n" + context)
+    if limit:
+        print(f"best raw loopback TCP figure (the 'of TCP' base): {limit:.2f} GB/s")
     print_table(rows)
     card = scorecard(rows)
     print_scorecard(card)
     if not args.full:
-        print("  (a quick run: one round, redis-py on 4 keys; the targets are judged on --full)")
+        print("  (a quick run: one round, redis-py on 4 keys; `tools/run-demo --full` for "
+              "50 keys and medians of 3 rounds)")
     args.out.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
     json_path, png_path = args.out / f"compare-{stamp}.json", args.out / f"compare-{stamp}.png"
     meta = dict(mode="full" if args.full else "quick", date=stamp, host=platform.node(),
                 cpus=os.cpu_count(), python=platform.python_version(),
@@ -505,8 +713,10 @@ def main() -> None:
                 server_settings=None if args.host else local_redis.settings(malloc_conf),
                 plan=plan.__dict__)
     json_path.write_text(json.dumps(dict(meta=meta, rows=rows, targets=card), indent=1))
-    print(f"\nwrote {json_path}")
-    if plot(rows, png_path):
+    md_path = args.out / f"compare-{stamp}-headline.md"
+    md_path.write_text(headline_markdown(rows, context))
+    print(f"\nwrote {json_path}\nwrote {md_path} (the README's first-screen table)")
+    if plot(rows, png_path, context, default_stripes):
         print(f"wrote {png_path}")
 
 

@@ -1,9 +1,10 @@
 """Benchmark lmcache_redis: SET and GET of KV-cache-sized chunks.
 
 Writes go from the objects of a paged pool (see paged_pool.py: pinned
-torch memory, CPU torch memory or numpy), reads go into other objects of
-the same pool, which are then compared byte for byte with what was written
-(outside the timing; a wrong byte exits with status 1).
+torch memory, CPU torch memory or numpy); the reads go into the same
+objects, zeroed in between (one pool, --num-chunks values), which are then
+compared byte for byte with what was written (outside the timing; a wrong
+byte exits with status 1).
 
 --client-type lmcache_redis: set(key, buffer) / get(key, buffer) on the
 objects' byte views; ptr: set_ptr / get_ptr on their addresses, as a
@@ -58,8 +59,8 @@ def main() -> None:
     # The count actually used, reported so that rows compare like with like.
     stripes = args.stripes or lmcache_redis.stripe_count(args.size_bytes, stripe_size, args.connections)
     n = args.num_chunks
-    pool = bench_common.make_pool(args, copies=2)
-    sources, targets = pool.objects[:n], pool.objects[n:]
+    pool = bench_common.make_pool(args)
+    sources = targets = pool.objects
     keys = bench_common.make_keys(args)
     lengths: list[int | None] = [None] * n
 
@@ -80,9 +81,9 @@ def main() -> None:
             def fetch(i: int) -> None:
                 lengths[i] = client.get(keys[i], targets[i].view)
 
-        def verify() -> None:
-            for i in range(n):
-                bench_common.check_chunk(keys[i], sources[i].view, targets[i].view, lengths[i])
+        def verify(i: int) -> None:
+            bench_common.check_chunk(keys[i], bench_common.expected_chunk(args, i),
+                                     targets[i].view, lengths[i])
 
         def cleanup() -> None:
             for key in keys:
@@ -94,9 +95,10 @@ def main() -> None:
                     connections=args.connections, parser=None,
                     parallelism=threads or 1, pool_backend=pool.backend)
         bench_common.run(args, meta,
-                         write=lambda: bench_common.time_ops(put, n, threads),
-                         read=lambda: bench_common.time_ops(fetch, n, threads),
-                         verify=verify, cleanup=cleanup)
+                         write=lambda bar: bench_common.time_ops(put, n, threads, bar),
+                         read=lambda bar: bench_common.time_ops(fetch, n, threads, bar),
+                         verify=verify, cleanup=cleanup,
+                         before_read=lambda: bench_common.zero_objects(args, targets))
 
 
 if __name__ == "__main__":

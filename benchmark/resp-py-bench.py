@@ -8,8 +8,9 @@ value is stored verbatim under its key (no striping).
 
 Sequential: one thread, one socket. --concurrent: --threads (default 4)
 threads, each with its own socket, each working through its share of the
-keys. What was read is compared with what was written outside the timing
-(a wrong byte exits with status 1). Run it at several --size-mb (alias
+keys. Writes go from the objects of one paged pool and the reads land in
+the same objects, zeroed in between. What was read is compared with what
+was written outside the timing (a wrong byte exits with status 1). Run it at several --size-mb (alias
 --value-size-mb) to find the value size it likes best.
 """
 
@@ -126,8 +127,8 @@ def main() -> None:
     count = threads or 1
 
     n = args.num_chunks
-    pool = bench_common.make_pool(args, copies=2)
-    sources, targets = pool.objects[:n], pool.objects[n:]
+    pool = bench_common.make_pool(args)
+    sources = targets = pool.objects
     keys = [key.encode() for key in bench_common.make_keys(args)]
     lengths: list[Optional[int]] = [None] * n
 
@@ -140,18 +141,18 @@ def main() -> None:
             def fetch(i: int) -> None:
                 lengths[i] = clients[i % count].get(keys[i], memoryview(targets[i].view))
 
-            def verify() -> None:
-                for i in range(n):
-                    bench_common.check_chunk(keys[i].decode(), sources[i].view,
-                                             targets[i].view, lengths[i])
+            def verify(i: int) -> None:
+                bench_common.check_chunk(keys[i].decode(), bench_common.expected_chunk(args, i),
+                                         targets[i].view, lengths[i])
 
             meta = dict(client="resp-py", variant="threads" if threads else "sequential",
                         stripes=None, connections=count, parser=None, parallelism=count,
                         pool_backend=pool.backend)
             bench_common.run(args, meta,
-                             write=lambda: bench_common.time_ops(put, n, threads),
-                             read=lambda: bench_common.time_ops(fetch, n, threads),
-                             verify=verify, cleanup=lambda: clients[0].delete(*keys))
+                             write=lambda bar: bench_common.time_ops(put, n, threads, bar),
+                             read=lambda bar: bench_common.time_ops(fetch, n, threads, bar),
+                             verify=verify, cleanup=lambda: clients[0].delete(*keys),
+                             before_read=lambda: bench_common.zero_objects(args, targets))
         finally:
             for client in clients:
                 client.close()

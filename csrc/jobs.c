@@ -135,31 +135,48 @@ static int take_bulk(lmr_conn *conn, void *dst, size_t n, lmr_error *err) {
   return lmr__conn_end_bulk(conn, err);
 }
 
+/* An error reply to one command of a pipelined round: kept (the first one
+ * only) while the round's other replies are still read, so that the
+ * connection stays in step and usable. */
+static void note_error(int *first, lmr_error *err, const lmr_reply *r, const char *context) {
+  lmr_error later;
+  if (*first == LMR_OK) *first = lmr__conn_server_error(r, context, err);
+  else lmr__conn_server_error(r, context, &later);
+}
+
 /* HEAD: three replies. A key of another type answers STRLEN and GETRANGE
  * with WRONGTYPE: a fact about the key, not a failure. */
 static int handle_head(lmr_key_job *job, lmr_conn *conn) {
   lmr_op *op = job->op;
   lmr_error *err = &job->base.err;
+  int first = LMR_OK;
   lmr_reply r;
   int rc = lmr__conn_read_reply(conn, &r, err);
   if (rc != LMR_OK) return rc;
-  if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, "EXISTS", err);
-  if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "EXISTS");
-  job->integer = r.integer;
+  if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, "EXISTS");
+  else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "EXISTS");
+  else job->integer = r.integer;
   if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
   if (is_wrongtype(&r)) job->wrongtype = 1;
-  else if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, "STRLEN", err);
+  else if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, "STRLEN");
   else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "STRLEN");
   else job->stored_len = r.integer;
   if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
   if (is_wrongtype(&r)) {
     job->wrongtype = 1;
-    return LMR_OK;
+    return first;
   }
-  if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, "GETRANGE", err);
+  if (r.type == LMR_REPLY_ERROR) {
+    note_error(&first, err, &r, "GETRANGE");
+    return first;
+  }
   if (r.type != LMR_REPLY_BULK) return unexpected(job, conn, "GETRANGE");
   if ((uint64_t)r.integer > op->head_len)
     return unexpected(job, conn, "GETRANGE (longer than asked for)");
+  if (first != LMR_OK) {
+    rc = lmr__conn_end_bulk(conn, err);
+    return rc != LMR_OK ? rc : first;
+  }
   size_t n = (size_t)r.integer;
   size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
   job->head_n = n;

@@ -1,9 +1,10 @@
 /*
  * lmcache_redis: a Redis client for huge values.
  *
- * One logical value is split over `stripes` sub-keys that a pool of
- * `connections` worker threads writes and reads in parallel. Reads land
- * directly in the caller's memory; writes are sent straight from it.
+ * One value is one Redis string under its key (stored format 2, stripe.h):
+ * written by one command sent straight from the caller's memory, and read
+ * in `stripes` parts by a pool of `connections` worker threads in
+ * parallel, each part landing directly in its place in the caller's memory.
  *
  * Every call is thread-safe: many threads may share one client.
  * Functions return LMR_OK (0) or a negative lmr_code; the error object,
@@ -55,8 +56,7 @@ const char *lmr_strerror(int code);
 #define LMR_MAX_STRIPES 256
 #define LMR_MAX_CONNECTIONS 64
 #define LMR_MAX_KEY_LEN (64u * 1024u)
-/* Stripe size bounds when the count follows the value's size. The maximum
- * leaves room for the stripe header under Redis's 512 MiB value limit. */
+/* Part size bounds when the count follows the value's size. */
 #define LMR_MIN_STRIPE_SIZE (4u * 1024u)
 #define LMR_MAX_STRIPE_SIZE (256u * 1024u * 1024u)
 #define LMR_DEFAULT_STRIPE_SIZE (2u * 1024u * 1024u)
@@ -70,9 +70,9 @@ typedef struct {
   int db;                  /* SELECT db after connecting when > 0 */
   double timeout;          /* seconds for a whole operation; > 0 */
   double connect_timeout;  /* seconds for connect + handshake; > 0 */
-  int stripes;             /* sub-keys per value written: 1..LMR_MAX_STRIPES,
-                              or 0: as many as stripe_size asks for */
-  uint64_t stripe_size;    /* with stripes == 0: most bytes per stripe */
+  int stripes;             /* parts per value written: 1..LMR_MAX_STRIPES
+                              (1: verbatim), or 0: as stripe_size asks */
+  uint64_t stripe_size;    /* with stripes == 0: most bytes per part */
   int connections;         /* worker threads/connections: 1..LMR_MAX_CONNECTIONS */
   /* TLS (TCP only). With tls_verify the server's certificate must chain to
    * a trusted CA and name the server (tls_server_name, else host: a DNS
@@ -117,24 +117,28 @@ int lmr_client_closed(const lmr_client *c);
 /* Closes if needed and frees. No call may be in flight or follow. */
 void lmr_client_free(lmr_client *c);
 
-/* Stores len bytes at buf under key; ttl_ms > 0 sets an expiry, 0 none. */
+/* Stores len bytes at buf under key, replacing whatever was there in one
+ * command; ttl_ms > 0 sets an expiry, 0 none. LMR_EINVAL before anything is
+ * sent when the stored string would exceed the server's proto-max-bulk-len
+ * (read at open; 512 MiB when the server will not say). */
 int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf,
             size_t len, int64_t ttl_ms, lmr_error *err);
 
 /* Reads the value under key into buf (capacity cap). On a hit *found = 1
- * and *len = its length; on a miss (absent, expired, or stripes missing or
- * from different writes) *found = 0 and buf's contents are unspecified.
+ * and *len = its length; on a miss (absent, a key of another type, a broken
+ * encoding, or a value replaced under every one of a few reads) *found = 0
+ * and buf's contents are unspecified.
  * LMR_ETOOBIG when the value is longer than cap (err->needed says how long). */
 int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf,
             size_t cap, int *found, size_t *len, lmr_error *err);
 
-/* *found = 1 when a whole value is stored: its plain key, or all stripes of
- * one write (only their headers are read). A get right after may still miss
- * if the value changes or expires in between. */
+/* *found = 1 when a whole value is stored under key (a verbatim string, or
+ * a whole encoding; one round trip, the value not read). A get right after
+ * may still miss if the value changes or expires in between. */
 int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found,
                lmr_error *err);
 
-/* Deletes the value and all its stripes; *found = 1 if anything existed. */
+/* Deletes the key (DEL, whatever it holds); *found = 1 if it existed. */
 int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
                lmr_error *err);
 

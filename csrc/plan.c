@@ -6,7 +6,7 @@
 #include "internal.h"
 #include "plan.h"
 
-enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS, S_PING };
+enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS };
 
 /* What a HEAD job found under the key. */
 typedef enum { H_ABSENT, H_OTHER_TYPE, H_CHANGED, H_VERBATIM, H_ENCODED, H_BROKEN } head_kind;
@@ -96,8 +96,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
       one_job(p, S_GET, LMR_JOB_GET);
       return LMR_OK;
     }
-    /* n <= cap < 32; n == 0 may come with no buffer at all (NULL) */
-    if (!j->head_in_dst && j->head_n > 0) memcpy(op->dst, j->head, j->head_n);
+    if (!j->head_in_dst && j->head_n > 0) memcpy(op->dst, j->head, j->head_n); /* <= cap < 32 */
     p->found = 1;
     p->len = s;
     done(p);
@@ -120,7 +119,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
 
 static void after_get(lmr_plan *p) {
   const lmr_key_job *j = &p->one;
-  if (j->stored_len < 0 || (j->wrongtype && !j->placed)) {  /* gone since HEAD */
+  if (j->stored_len < 0) {  /* gone, or of another type, since HEAD */
     done(p);
     return;
   }
@@ -184,9 +183,6 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
     case LMR_PLAN_DELETE:
       one_job(p, S_DEL, LMR_JOB_DEL);
       return LMR_OK;
-    case LMR_PLAN_PING:
-      one_job(p, S_PING, LMR_JOB_PING);
-      return LMR_OK;
     case LMR_PLAN_EXISTS:
       op->dst = NULL;
       op->cap = 0;
@@ -216,9 +212,6 @@ int lmr__plan_next(lmr_plan *p, lmr_error *err) {
       return LMR_OK;
     case S_DEL:
       p->found = p->one.integer > 0;
-      break;
-    case S_PING:
-      p->found = 1;
       break;
     default:
       break;

@@ -45,14 +45,14 @@ typedef struct {
  * Redis 7; the rest is a margin. */
 #define LMR_SERVER_STRING_SLACK 64
 
-/* How many stripes to store a value of len bytes in, when the count follows
- * the size: each stripe's allocation in the server (header and
- * LMR_SERVER_STRING_SLACK included) at most budget bytes. Among the counts
- * from the fewest up to about twice that, the one whose allocations,
- * rounded up to jemalloc's size classes (Redis's allocator), waste least;
- * above `group` stripes (the connection count) only multiples of group, so
- * that every connection carries the same share. 1 (the value verbatim)
- * when it fits the budget whole; at most max_count. */
+/* How many parts to encode a value of len bytes in, when the count follows
+ * the size: each part (header and LMR_SERVER_STRING_SLACK included) at most
+ * budget bytes, so that the server's reply buffer for one part's GETRANGE
+ * stays small. Among the counts from the fewest up to about twice that, the
+ * one whose buffers, rounded up to jemalloc's size classes (Redis's
+ * allocator), waste least; above `group` parts (the connection count) only
+ * multiples of group, so that every connection reads the same share. 1
+ * (the value verbatim) when it fits the budget whole; at most max_count. */
 uint32_t lmr_stripe_count(uint64_t len, uint64_t budget, uint32_t group, uint32_t max_count);
 
 /* Byte offset and length of part i of a value of total_len bytes. */

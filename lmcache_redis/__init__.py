@@ -13,14 +13,28 @@ threads move in parallel, straight between Redis and your buffers::
         assert client.get("chunk-0", out) == len(chunk)
 """
 
-from lmcache_redis._core import (
-    DEFAULT_STRIPE_SIZE,
-    MAX_CONNECTIONS,
-    MAX_KEY_LEN,
-    MAX_STRIPES,
-    RedisClient,
-    stripe_count,
-)
+try:
+    from lmcache_redis._core import (
+        DEFAULT_STRIPE_SIZE,
+        MAX_CONNECTIONS,
+        MAX_KEY_LEN,
+        MAX_STRIPES,
+        RedisClient,
+        stripe_count,
+    )
+except ModuleNotFoundError as _exc:  # a source tree without the built extension
+    if _exc.name != "lmcache_redis._core":
+        raise
+    import os as _os
+
+    raise ImportError(
+        "lmcache_redis._core, the compiled extension, is not built in "
+        f"{_os.path.dirname(__file__)} (a source tree, which comes first on sys.path "
+        "when Python runs in the repo root). In the repo root, run "
+        "`. tools/bootstrap.sh` (builds it in place and activates .venv) or "
+        "`pip install -e .`; or run Python from another directory to use an "
+        "installed lmcache_redis.",
+        name="lmcache_redis._core") from _exc
 from lmcache_redis.exceptions import (
     AuthenticationError,
     BufferTooSmallError,

@@ -3,7 +3,7 @@ the client's reliability tests (tests/test_faults.py).
 
     with FaultServer() as server:
         client = RedisClient(server.host, server.port, timeout=1.0)
-        server.mode = "stall"      # GET/SET/... now go unanswered
+        server.mode = "stall"      # EXISTS/GET/SET/... now go unanswered
         ...
         server.mode = "healthy"    # a tiny Redis again, on the same port
 
@@ -16,15 +16,22 @@ Requests are parsed properly: arrays of bulk strings, several per read,
 split anywhere; large arguments that a fault mode does not need (a SET's
 value) are read and dropped piece by piece, never held whole.
 
-The handshake (PING, AUTH, SELECT, anything but the data commands) is
-always answered as Redis would (AUTH accepts any password; SELECT any db in
-0..15, all sharing one store). The data commands GET, SET, GETRANGE, EXISTS
-and DEL (or only those in ``fault_commands``) are answered per ``mode``,
-which may be switched at any time; each command uses the mode in force
-when its name was read:
+The handshake (PING, AUTH, SELECT) and CONFIG GET are always answered as
+Redis would (AUTH accepts any password; SELECT any db in 0..15, all sharing
+one store; CONFIG GET reports ``proto_max_bulk_len``, or is refused with an
+error when that is None). The data commands EXISTS, STRLEN, GETRANGE, GET,
+SET, PSETEX and DEL are answered per ``mode``, which may be switched at any
+time; each command uses the mode in force when its name was read. A fault
+hits only the commands named in ``fault_commands`` (default: all), where a
+GETRANGE is ``GETRANGE_HEAD`` when the command before it on its connection
+was STRLEN of the same key (the first round of lmcache_redis's read: EXISTS,
+STRLEN, GETRANGE 0 F-1), else ``GETRANGE_PART`` (a part of an encoded
+value); the other data commands get the reply a healthy server holding
+the pretend value (below) would send.
 
-healthy             a tiny Redis: values in a dict; GET, SET (with EX/PX),
-                    GETRANGE, EXISTS and DEL behave as Redis's do.
+healthy             a tiny Redis: strings in a dict; EXISTS, STRLEN,
+                    GETRANGE, GET, SET (with EX/PX), PSETEX and DEL behave
+                    as Redis's do.
 close_header        the first bytes of the reply's header line, then close.
 close_payload       a bulk reply's header and ``cut`` bytes of its payload
                     (default: half), then close. Replies without a payload:
@@ -32,36 +39,50 @@ close_payload       a bulk reply's header and ``cut`` bytes of its payload
 stall               no reply, ever, on that connection (it keeps reading,
                     so it sees the client hang up).
 blackhole           stops reading and replying on that connection as soon
-                    as the command's name is read: a large SET fills the
-                    socket buffers and its sender blocks. The connection is
-                    closed when the mode changes.
+                    as the command's name and key are read: a large SET
+                    fills the socket buffers and its sender blocks. The
+                    connection is closed when the mode changes.
 drip                the whole reply, one byte every ``drip_interval`` s.
 too_big             replies as if the value were ``big_len`` bytes long.
-huge                bulk replies (GET, GETRANGE): ``$536870913`` (512 MiB
-                    + 1), then nothing.
+huge                bulk replies (GETRANGE, GET): ``$<proto_max_bulk_len
+                    + 1>`` (512 MiB + 1 by default, or when
+                    proto_max_bulk_len is None), then nothing.
 negative            bulk replies: ``line`` (default ``$-2``), then nothing.
 nan                 bulk replies: ``line`` (default ``$abc``), then nothing.
 error               ``-<error_text>`` to every data command.
-wrong_type_status   ``+OK`` (SET: the bulk string ``OK``).
-wrong_type_integer  ``:1`` (EXISTS, DEL: the bulk string ``1``).
-extra               a valid "nothing there" reply ($-1 to GET, $0 to
-                    GETRANGE, +OK to SET, :0 to EXISTS and DEL) followed,
-                    in the same write, by ``extra_bytes`` (default: a
-                    bulk reply, ``$6 POISON``).
+wrong_type_status   ``+OK`` (SET, PSETEX: the bulk string ``OK``).
+wrong_type_integer  ``:1`` (EXISTS, STRLEN, DEL: the bulk string ``1``).
+extra               a valid "nothing there" reply (:0 to EXISTS, STRLEN
+                    and DEL, $0 to GETRANGE, $-1 to GET, +OK to SET and
+                    PSETEX) followed, in the same write, by ``extra_bytes``
+                    (default: a bulk reply, ``$6 POISON``).
 bad_trailer         bulk replies: header and payload, then ``XY`` instead
                     of CRLF, then nothing.
+bad_header          the pretend value with format version 3 in every
+                    header (headers the client must not accept); a
+                    verbatim pretend value has none, and reads whole.
+other_write         the pretend value as another write left it: a write id
+                    new for every command (the value replaced between two
+                    reads of it).
 
-In every mode but healthy, extra and the three bad-header modes, a key
-pretends to hold a value of ``value_len`` bytes (``big_len`` in too_big);
-a key ending in ``:stripe:<i>`` pretends to hold stripe ``i`` of such a
-value in lmcache_redis's striped format (``stripes`` stripes, so i >=
-stripes is absent), so a client really places payload bytes in its buffer
-before the fault hits. SET replies +OK, EXISTS and DEL count every key.
+In every mode but healthy, a key pretends to hold a value of ``value_len``
+bytes (``big_len`` in too_big, for the commands the fault hits), whatever
+the store holds: ``stripes`` parts of lmcache_redis's stored format 2
+(header, part, header, part, ..., every header with ``write_id``), or the
+value verbatim when ``stripes`` is 0; with ``stripes`` None (the default)
+in the form of the value the store holds under the key (its part count when
+it is encoded, else verbatim, also when the key is absent). The value's
+bytes are a fixed pattern, so a client really places payload bytes in its
+buffer before the fault hits. SET and PSETEX reply +OK (the store is left
+as it was), EXISTS and DEL count every key, STRLEN is the pretend string's
+length. (The replies of extra, huge, negative and nan to the commands they
+hit do not come from the pretend value.)
 """
 
 from __future__ import annotations
 
 import collections
+import fnmatch
 import re
 import socket
 import struct
@@ -69,14 +90,16 @@ import threading
 import time
 from typing import Optional, Union
 
-__all__ = ["FaultServer", "MODES", "DATA_COMMANDS"]
+__all__ = ["FaultServer", "MODES", "DATA_COMMANDS", "FAULT_TARGETS"]
 
 MODES = (
     "healthy", "close_header", "close_payload", "stall", "blackhole", "drip",
     "too_big", "huge", "negative", "nan", "error", "wrong_type_status",
-    "wrong_type_integer", "extra", "bad_trailer",
+    "wrong_type_integer", "extra", "bad_trailer", "bad_header", "other_write",
 )
-DATA_COMMANDS = frozenset({"GET", "SET", "GETRANGE", "EXISTS", "DEL"})
+DATA_COMMANDS = frozenset({"EXISTS", "STRLEN", "GETRANGE", "GET", "SET", "PSETEX", "DEL"})
+# What fault_commands may name: the data commands, GETRANGE split in two.
+FAULT_TARGETS = frozenset(DATA_COMMANDS - {"GETRANGE"} | {"GETRANGE_HEAD", "GETRANGE_PART"})
 
 _HOST = "127.0.0.1"
 _POLL = 0.05                   # longest blocking wait before the stop flag is checked
@@ -86,13 +109,17 @@ _MAX_ARGS = 1024
 _MAX_BULK = 1 << 30            # longest request argument accepted at all
 _KEEP_SMALL = 64 * 1024        # arguments up to this are always kept
 _MAX_KEPT = 128 << 20          # longest value the healthy store keeps
-_HUGE = 512 * 1024 * 1024 + 1
-_STRIPE_HDR = struct.Struct("<4sHHIIQQ")   # magic, version, size, index, count, length, set id
-_STRIPE_KEY = re.compile(rb"(.*):stripe:(\d+)", re.S)
+_DEFAULT_MAX_BULK = 512 * 1024 * 1024   # Redis's default proto-max-bulk-len
+_MAGIC = b"\x89LMR"
+_HDR = struct.Struct("<4sHHIIQQ")  # magic, version, size, index, count, length, write id
+_MAX_PARTS = 256
 _INT = re.compile(rb"-?\d+")
-_PATTERN = bytes(range(251))   # a prime length: stripes don't line up with it
-_MISS = {"GET": b"$-1\r\n", "GETRANGE": b"$0\r\n\r\n", "SET": b"+OK\r\n",
-         "EXISTS": b":0\r\n", "DEL": b":0\r\n"}
+_PATTERN = bytes(range(251))   # a prime length: parts don't line up with it
+_MISS = {"EXISTS": b":0\r\n", "STRLEN": b":0\r\n", "GETRANGE": b"$0\r\n\r\n",
+         "GET": b"$-1\r\n", "SET": b"+OK\r\n", "PSETEX": b"+OK\r\n", "DEL": b":0\r\n"}
+_BULK_COMMANDS = ("GETRANGE", "GET")
+_INTEGER_COMMANDS = ("EXISTS", "STRLEN", "DEL")
+_SET_COMMANDS = ("SET", "PSETEX")
 
 
 class _Stop(Exception):
@@ -122,9 +149,31 @@ def _pattern(n: int, offset: int = 0) -> bytes:
     return (_PATTERN * reps)[offset:offset + n]
 
 
-def _stripe_part(total: int, count: int, i: int) -> tuple[int, int]:
+def _part(total: int, count: int, i: int) -> tuple[int, int]:
+    """(offset, length) of part i of a value of total bytes in count parts."""
     base, rem = divmod(total, count)
     return i * base + min(i, rem), base + (1 if i < rem else 0)
+
+
+def encode(value: bytes, count: int, write_id: int, version: int = 2) -> bytes:
+    """value in lmcache_redis's stored format 2, in count parts."""
+    out = []
+    for i in range(count):
+        offset, length = _part(len(value), count, i)
+        out.append(_HDR.pack(_MAGIC, version, _HDR.size, i, count, len(value), write_id))
+        out.append(value[offset:offset + length])
+    return b"".join(out)
+
+
+def stored_parts(stored: Optional[bytes]) -> int:
+    """The part count of a stored string in format 2, or 0 (verbatim, broken
+    or absent)."""
+    if stored is None or len(stored) < _HDR.size or stored[:4] != _MAGIC:
+        return 0
+    magic, version, size, index, count, length, _ = _HDR.unpack_from(stored)
+    if (version, size, index) != (2, _HDR.size, 0) or not 1 <= count <= _MAX_PARTS:
+        return 0
+    return count if len(stored) == length + _HDR.size * count else 0
 
 
 def _getrange(value: bytes, start: int, end: int) -> bytes:
@@ -163,6 +212,7 @@ class _Reader:
         self.server = server
         self.buf = bytearray()
         self.pos = 0
+        self.previous: tuple[str, Optional[Arg]] = ("", None)  # name and key
 
     def recv(self) -> bytes:
         while True:
@@ -207,8 +257,10 @@ class _Reader:
             n -= k
         return b"".join(parts)
 
-    def read_command(self) -> tuple[str, list[Arg]]:
-        """(mode in force when the name was read, arguments)."""
+    def read_command(self) -> tuple[str, str, list[Arg]]:
+        """(mode in force when the name was read, fault target, arguments).
+        The target is the command's name, GETRANGE's split as FAULT_TARGETS
+        says."""
         line = self._line()
         if line[:1] != b"*" or not _INT.fullmatch(line[1:]):
             raise _BadRequest(f"expected an array header, got {line[:40]!r}")
@@ -217,7 +269,7 @@ class _Reader:
             raise _BadRequest(f"bad argument count {argc}")
         args: list[Arg] = []
         mode = "healthy"
-        name = ""
+        name = target = ""
         for i in range(argc):
             head = self._line()
             if head[:1] != b"$" or not _INT.fullmatch(head[1:]):
@@ -225,19 +277,23 @@ class _Reader:
             n = int(head[1:])
             if not 0 <= n <= _MAX_BULK:
                 raise _BadRequest(f"bad argument length {n}")
-            faulty = mode != "healthy" and name in self.server.fault_commands
+            faulty = mode != "healthy" and target in self.server.fault_commands
             keep = i < 2 or n <= _KEEP_SMALL or (not faulty and n <= _MAX_KEPT)
             data = self._take(n, keep)
             if self._take(2, True) != b"\r\n":
                 raise _BadRequest("argument not followed by CRLF")
             args.append(data if keep else Discarded(n))
             if i == 0:
-                name = data.decode("latin-1").upper()
+                name = target = data.decode("latin-1").upper()
                 mode = self.server.mode
-                if (mode == "blackhole" and name in DATA_COMMANDS
-                        and name in self.server.fault_commands):
+            if i == min(1, argc - 1):  # the name and the key are in
+                if name == "GETRANGE":
+                    after_strlen = argc > 1 and self.previous == ("STRLEN", args[1])
+                    target = "GETRANGE_HEAD" if after_strlen else "GETRANGE_PART"
+                if mode == "blackhole" and target in self.server.fault_commands:
                     raise _Blackhole
-        return mode, args
+        self.previous = (name, args[1] if argc > 1 else None)
+        return mode, target, args
 
 
 class FaultServer:
@@ -246,9 +302,10 @@ class FaultServer:
 
     Attributes:
         mode: one of MODES.
-        fault_commands: the data commands the mode applies to; the others
-            are answered as in healthy mode.
-        value_len, big_len, stripes: the value keys pretend to hold.
+        fault_commands: the FAULT_TARGETS the mode applies to; the other
+            data commands get the pretend value's replies, unharmed.
+        value_len, big_len: the length of the value keys pretend to hold.
+        stripes: its parts (0: verbatim; None: as the stored value's).
         cut: close_payload sends this many payload bytes (None: half).
         drip_interval: seconds between two dripped bytes.
         line: the header line of huge/negative/nan (None: their default).
@@ -256,23 +313,30 @@ class FaultServer:
         extra_bytes: what the extra mode appends to a valid reply.
         handshake_extra: bytes sent right after every PING, AUTH and SELECT
             reply, whatever the mode (default: none).
-        commands: how many of each command were received (by name).
+        proto_max_bulk_len: what CONFIG GET proto-max-bulk-len reports
+            (None: CONFIG is refused with an error, as where it is renamed
+            or not permitted).
+        write_id: the write id in the pretend value's headers.
+        commands: how many of each command were received (by name;
+            GETRANGE also as GETRANGE_HEAD or GETRANGE_PART).
         accepted: connections accepted.
     """
 
     def __init__(self, mode: str = "healthy", *, port: int = 0, value_len: int = 65536,
                  lifetime: float = 300.0, max_connections: int = 64) -> None:
         self.mode = mode
-        self.fault_commands = set(DATA_COMMANDS)
+        self.fault_commands = set(FAULT_TARGETS)
         self.value_len = value_len
         self.big_len = value_len + 1
-        self.stripes = 8
+        self.stripes: Optional[int] = None
         self.cut: Optional[int] = None
         self.drip_interval = 0.05
         self.line: Optional[bytes] = None
         self.error_text = b"ERR fault injected by the test server"
         self.extra_bytes = _bulk(b"POISON")
         self.handshake_extra = b""
+        self.proto_max_bulk_len: Optional[int] = _DEFAULT_MAX_BULK
+        self.write_id = 0x5EED_F00D_0000_0001
         self.commands: collections.Counter = collections.Counter()
         self.accepted = 0
         self._port = port
@@ -286,7 +350,7 @@ class FaultServer:
         self._socks: set[socket.socket] = set()
         self._acceptor: Optional[threading.Thread] = None
         self._timer: Optional[threading.Timer] = None
-        self._set_id = 0x5EED_F00D_0000_0001
+        self._other_writes = 0
 
     # -- the mode ---------------------------------------------------------
 
@@ -392,7 +456,7 @@ class FaultServer:
         try:
             while True:
                 try:
-                    mode, args = reader.read_command()
+                    mode, target, args = reader.read_command()
                 except _Blackhole:
                     self._blackhole()
                     return
@@ -402,8 +466,11 @@ class FaultServer:
                 name = args[0].decode("latin-1").upper()  # type: ignore[union-attr]
                 with self._lock:
                     self.commands[name] += 1
-                if name in DATA_COMMANDS and name in self.fault_commands and mode != "healthy":
-                    steps = self._fault(mode, name, args)
+                    if target != name:
+                        self.commands[target] += 1
+                if name in DATA_COMMANDS and mode != "healthy":
+                    faulty = target in self.fault_commands
+                    steps = self._fault(mode if faulty else "", name, args)
                 else:
                     reply = self._healthy(name, args)
                     if name in ("PING", "AUTH", "SELECT"):
@@ -456,10 +523,11 @@ class FaultServer:
         argc = len(args)
         if any(isinstance(a, Discarded) for a in args):
             return b"-ERR argument too large for the test server\r\n"
-        arity = {"GET": argc == 2, "SET": argc >= 3, "GETRANGE": argc == 4,
-                 "EXISTS": argc >= 2, "DEL": argc >= 2, "PING": argc <= 2,
-                 "AUTH": 2 <= argc <= 3, "SELECT": argc == 2}
-        if name not in arity:
+        arity = {"GET": argc == 2, "SET": argc >= 3, "PSETEX": argc == 4,
+                 "GETRANGE": argc == 4, "STRLEN": argc == 2, "EXISTS": argc >= 2,
+                 "DEL": argc >= 2, "PING": argc <= 2, "AUTH": 2 <= argc <= 3,
+                 "SELECT": argc == 2, "CONFIG": argc >= 2}
+        if name not in arity or (name == "CONFIG" and self.proto_max_bulk_len is None):
             return b"-ERR unknown command '%s'\r\n" % name.encode()[:64]
         if not arity[name]:
             return b"-ERR wrong number of arguments for '%s' command\r\n" % name.lower().encode()
@@ -473,6 +541,14 @@ class FaultServer:
             if db is None:
                 return b"-ERR value is not an integer or out of range\r\n"
             return b"+OK\r\n" if 0 <= db < 16 else b"-ERR DB index is out of range\r\n"
+        if name == "CONFIG":
+            if a[1].upper() != b"GET" or argc < 3:
+                return b"-ERR unknown subcommand or wrong number of arguments for 'CONFIG'\r\n"
+            setting = b"proto-max-bulk-len"
+            if any(fnmatch.fnmatchcase(setting.decode(), p.decode("latin-1").lower())
+                   for p in a[2:]):
+                return b"*2\r\n" + _bulk(setting) + _bulk(b"%d" % self.proto_max_bulk_len)
+            return b"*0\r\n"
         with self._lock:
             if name == "GET":
                 value = self._lookup(a[1])
@@ -482,6 +558,8 @@ class FaultServer:
                 if start is None or end is None:
                     return b"-ERR value is not an integer or out of range\r\n"
                 return _bulk(_getrange(self._lookup(a[1]) or b"", start, end))
+            if name == "STRLEN":
+                return b":%d\r\n" % len(self._lookup(a[1]) or b"")
             if name == "EXISTS":
                 return b":%d\r\n" % sum(self._lookup(k) is not None for k in a[1:])
             if name == "DEL":
@@ -491,6 +569,14 @@ class FaultServer:
                         del self._store[k]
                         n += 1
                 return b":%d\r\n" % n
+            if name == "PSETEX":  # PSETEX key ms value
+                ms = _int_arg(a[2])
+                if ms is None:
+                    return b"-ERR value is not an integer or out of range\r\n"
+                if ms <= 0:
+                    return b"-ERR invalid expire time in 'psetex' command\r\n"
+                self._store[a[1]] = (a[3], time.monotonic() + ms / 1000)
+                return b"+OK\r\n"
             # SET key value [EX s | PX ms]
             expires = None
             i = 3
@@ -520,54 +606,65 @@ class FaultServer:
             return None
         return value
 
-    def _pretend_value(self, key: bytes, total: int) -> Optional[bytes]:
-        m = _STRIPE_KEY.fullmatch(key)
-        if m is None:
-            return _pattern(total)
-        i = int(m.group(2))
-        if i >= self.stripes:
-            return None
-        offset, length = _stripe_part(total, self.stripes, i)
-        header = _STRIPE_HDR.pack(b"LMRS", 1, _STRIPE_HDR.size, i, self.stripes, total,
-                                  self._set_id)
-        return header + _pattern(length, offset)
+    def _pretend_value(self, key: bytes, total: int, mode: str) -> bytes:
+        """The string a key pretends to hold: `total` pattern bytes,
+        encoded as `stripes` (or the stored value) says."""
+        count = self.stripes
+        if count is None:
+            with self._lock:
+                count = stored_parts(self._lookup(key))
+        value = _pattern(total)
+        if count == 0:
+            return value
+        write_id, version = self.write_id, 2
+        if mode == "bad_header":
+            version = 3
+        elif mode == "other_write":
+            with self._lock:
+                self._other_writes += 1
+                write_id = (self.write_id + self._other_writes) & ((1 << 64) - 1)
+        return encode(value, count, write_id, version)
 
-    def _pretend(self, name: str, args: list[Arg], total: int) -> tuple[bytes, int]:
-        """The reply a server holding the pretend values would send, and
+    def _pretend(self, mode: str, name: str, args: list[Arg]) -> tuple[bytes, int]:
+        """The reply a server holding the pretend value would send, and
         the length of its first line (CRLF included)."""
-        if name == "SET":
+        if name in _SET_COMMANDS:
             return b"+OK\r\n", 5
         if name in ("EXISTS", "DEL"):
             reply = b":%d\r\n" % (len(args) - 1)
             return reply, len(reply)
-        value = self._pretend_value(args[1], total)  # type: ignore[arg-type]
+        total = self.big_len if mode == "too_big" else self.value_len
+        value = self._pretend_value(args[1], total, mode)  # type: ignore[arg-type]
+        if name == "STRLEN":
+            reply = b":%d\r\n" % len(value)
+            return reply, len(reply)
         if name == "GETRANGE":
             start, end = _int_arg(args[2]), _int_arg(args[3])
-            value = _getrange(value or b"", start or 0, end or 0)
-        if value is None:
-            return b"$-1\r\n", 5
+            value = _getrange(value, start or 0, end or 0)
         head = b"$%d\r\n" % len(value)
         return head + value + b"\r\n", len(head)
 
     def _fault(self, mode: str, name: str, args: list[Arg]) -> list[tuple]:
-        bulk = name in ("GET", "GETRANGE")
+        """The steps answering a data command in `mode` ("" when the fault
+        does not hit it: the pretend value's reply, unharmed)."""
+        bulk = name in _BULK_COMMANDS
         if mode == "stall":
             return [("silent",)]
         if mode == "error":
             return [("send", b"-" + self.error_text + b"\r\n")]
         if mode == "wrong_type_status":
-            return [("send", _bulk(b"OK") if name == "SET" else b"+OK\r\n")]
+            return [("send", _bulk(b"OK") if name in _SET_COMMANDS else b"+OK\r\n")]
         if mode == "wrong_type_integer":
-            return [("send", _bulk(b"1") if name in ("EXISTS", "DEL") else b":1\r\n")]
+            return [("send", _bulk(b"1") if name in _INTEGER_COMMANDS else b":1\r\n")]
         if mode == "extra":
             return [("send", _MISS[name] + self.extra_bytes)]
         if bulk and mode in ("huge", "negative", "nan"):
-            default = {"huge": b"$%d" % _HUGE, "negative": b"$-2", "nan": b"$abc"}[mode]
+            limit = self.proto_max_bulk_len or _DEFAULT_MAX_BULK
+            default = {"huge": b"$%d" % (limit + 1), "negative": b"$-2", "nan": b"$abc"}[mode]
             line = self.line if self.line is not None else default
             return [("send", line + b"\r\n"), ("silent",)]
-        reply, head = self._pretend(name, args,
-                                    self.big_len if mode == "too_big" else self.value_len)
-        payload = len(reply) - head - 2 if reply[:1] == b"$" and reply != b"$-1\r\n" else 0
+        reply, head = self._pretend(mode, name, args)
+        payload = len(reply) - head - 2 if reply[:1] == b"$" else 0
         if mode == "close_payload" and payload > 0:
             cut = payload // 2 if self.cut is None else min(self.cut, payload - 1)
             return [("send", reply[:head + cut]), ("close",)]
@@ -577,4 +674,4 @@ class FaultServer:
             return [("drip", reply)]
         if mode == "bad_trailer" and payload > 0:
             return [("send", reply[:-2] + b"XY"), ("silent",)]
-        return [("send", reply)]  # too_big; modes that leave this command alone
+        return [("send", reply)]  # too_big, bad_header, other_write; commands left alone

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import queue
 import signal
 import socket
 import threading
@@ -117,8 +118,13 @@ def test_fault_server_parses_pipelined_requests(fault_server) -> None:
 
     big = os.urandom(3 * MiB)
     requests = (cmd(b"PING") + cmd(b"SET", b"k", big) + cmd(b"GETRANGE", b"k", b"-3", b"-1")
-                + cmd(b"EXISTS", b"k", b"k", b"no") + cmd(b"DEL", b"k", b"no") + cmd(b"GET", b"k"))
-    expected = (b"+PONG\r\n+OK\r\n$3\r\n" + big[-3:] + b"\r\n:2\r\n:1\r\n$-1\r\n")
+                + cmd(b"STRLEN", b"k") + cmd(b"EXISTS", b"k", b"k", b"no")
+                + cmd(b"PSETEX", b"p", b"100000", big) + cmd(b"STRLEN", b"p")
+                + cmd(b"DEL", b"k", b"no") + cmd(b"GET", b"k")
+                + cmd(b"CONFIG", b"GET", b"proto-max-bulk-len"))
+    expected = (b"+PONG\r\n+OK\r\n$3\r\n" + big[-3:] + b"\r\n:%d\r\n:2\r\n+OK\r\n:%d\r\n"
+                b":1\r\n$-1\r\n*2\r\n$18\r\nproto-max-bulk-len\r\n$9\r\n536870912\r\n"
+                % (len(big), len(big)))
     with socket.create_connection((fault_server.host, fault_server.port), timeout=10) as s:
         for i in range(0, len(requests), 7777):  # split anywhere
             s.sendall(requests[i:i + 7777])
@@ -130,22 +136,49 @@ def test_fault_server_parses_pipelined_requests(fault_server) -> None:
     assert got == expected
 
 
-def test_fault_server_getrange_and_ttl_match_redis(fault_server, redis_server, key) -> None:
+def test_fault_server_matches_redis(fault_server, redis_server, key) -> None:
+    # GETRANGE's arithmetic, STRLEN, EXISTS, TTLs (SET PX, PSETEX), CONFIG GET.
     value = b"0123456789"
     ranges = [(0, 31), (0, -1), (-3, -1), (5, 2), (-1, -5), (-100, 3), (8, 100), (3, 3)]
     fake, real = (fault_server.host, fault_server.port), (redis_server.host, redis_server.port)
     for address in (fake, real):
         assert resp_command(address, "SET", key, value, "PX", 100_000) == "OK"
+        assert resp_command(address, "PSETEX", key + "-p", 100_000, value * 3) == "OK"
     for start, end in ranges + [(0, 31)]:
         assert (resp_command(fake, "GETRANGE", key, start, end)
                 == resp_command(real, "GETRANGE", key, start, end)), (start, end)
+    for args in [("STRLEN", key), ("STRLEN", key + "-p"), ("STRLEN", key + "-missing"),
+                 ("EXISTS", key, key + "-p", key + "-missing"), ("GET", key + "-p"),
+                 ("CONFIG", "GET", "proto-max-bulk-len"), ("CONFIG", "GET", "proto-max-bulk-*"),
+                 ("CONFIG", "GET", "no-such-setting")]:
+        assert resp_command(fake, *args) == resp_command(real, *args), args
     for address in (fake, real):
         assert resp_command(address, "GETRANGE", key + "-missing", 0, 31) == b""
         assert resp_command(address, "SET", key, value, "PX", 50) == "OK"
+        assert resp_command(address, "PSETEX", key + "-p", 50, value) == "OK"
     time.sleep(0.1)
     for address in (fake, real):
         assert resp_command(address, "GET", key) is None
-        assert resp_command(address, "EXISTS", key) == 0
+        assert resp_command(address, "EXISTS", key, key + "-p") == 0
+        assert resp_command(address, "STRLEN", key + "-p") == 0
+
+
+def test_fault_server_pretends_format_2(fault_server, key) -> None:
+    # The pretend value, as lmcache_redis's reader sees it: a whole value of
+    # value_len pattern bytes, encoded in `stripes` parts or verbatim.
+    fault_server.fault_commands = set()  # the pretend value, no fault
+    fault_server.mode = "drip"
+    for stripes in (0, 1, 8):
+        fault_server.stripes = stripes
+        with RedisClient(fault_server.host, fault_server.port, timeout=TIMEOUT) as client:
+            buf, view = _canaried(VALUE_LEN)
+            assert client.get(key, view) == VALUE_LEN
+            assert view == (bytes(range(251)) * (VALUE_LEN // 251 + 1))[:VALUE_LEN]
+            del view
+            _assert_canary(buf)
+            assert client.exists(key)
+    assert fault_server.commands["GETRANGE_PART"] == 1 + 8  # one per part
+    assert fault_server.commands["GET"] == 1  # the verbatim value, longer than 64 KiB
 
 
 def test_fault_server_stops_by_itself() -> None:
@@ -159,78 +192,116 @@ def test_fault_server_stops_by_itself() -> None:
 
 # ---- GET against each fault --------------------------------------------------------
 
+# Where in a get the fault hits (fault_server's fault_commands). A get is a
+# first round on one connection (EXISTS, STRLEN, GETRANGE 0 F-1; F = 64 KiB
+# here, less than VALUE_LEN), then one GETRANGE per part of an encoded value
+# (stripes8: over four connections) or one GET of a verbatim one (stripes1).
+# The commands the fault does not hit see the same pretend value, unharmed.
+WHERE = {
+    "first_round": {"EXISTS", "STRLEN", "GETRANGE_HEAD"},
+    "head_getrange": {"GETRANGE_HEAD"},  # the round's last reply: its bulk
+    "parts_or_get": {"GETRANGE_PART", "GET"},
+}
+
 # (mode, server settings, expected exception or None, connection stays in step)
+# per place; a place left out of a case is not tested with it.
 #
 # Why each exception:
 # - close_*: the stream ended early; nothing malformed was seen, the server
 #   went away: ConnectionError (exactly, not its ProtocolError subclass).
+#   EXISTS and STRLEN have no payload: close_payload cuts their header.
 # - stall, blackhole, drip: no reply within the call's deadline. The
 #   deadline covers the whole call, so a server dripping bytes cannot stretch
 #   it: TimeoutError.
 # - too_big: a well-formed value that does not fit: BufferTooSmallError with
 #   `needed`, so the caller can allocate and retry. The payload is skipped,
-#   so the connection stays usable (no reconnect).
-# - huge (> 512 MiB, Redis's default proto-max-bulk-len and the parser's
-#   limit), negative, not a number, a bad type byte: the header is not a
-#   reply the client accepts: ProtocolError. The server sends nothing
-#   after it, so a client that trusted the length would time out instead.
+#   so the connection stays usable (no reconnect). Only the first round can
+#   say how long the value is: a part or a GET of another length than the
+#   first round promised is a value replaced between the rounds: the read
+#   starts again, three times, then a miss.
+# - huge (> proto-max-bulk-len, 512 MiB, the parser's limit), negative, not
+#   a number, a bad type byte: the header is not a reply the client accepts:
+#   ProtocolError. The server sends nothing after it, so a client that
+#   trusted the length would time out instead. They hit bulk replies only.
 # - error: the server's error reply: ResponseError carrying its text; the
-#   stream is in step, so the connection is kept.
-# - wrong types (+OK, :1 to a GET): valid RESP but no possible reply to GET;
-#   where the stream stands is unknown: ProtocolError, connection dropped.
+#   stream is in step, so the connection is kept (an error to one command of
+#   the first round still has the round's other replies read).
+# - wrong types (+OK to GETRANGE, :1 to a GET, a bulk to EXISTS): valid RESP
+#   but no possible reply to the command; where the stream stands is
+#   unknown: ProtocolError, connection dropped.
 # - bad_trailer: the payload arrived whole but the CRLF after it did not:
 #   ProtocolError, not a hit.
-# - extra: the reply itself is valid (a miss), so the call returns None; the
-#   bytes after it must not be taken as a later command's reply, which the
-#   round trip afterwards checks.
+# - extra: the reply itself is valid (nothing there), so the call returns
+#   None; the bytes after it must not be taken as a later command's reply,
+#   which the round trip afterwards checks. Within the first round they are
+#   read as the next command's reply (EXISTS's :0, then STRLEN gets a bulk):
+#   ProtocolError.
+
+def _get_case(id_: str, mode: str, settings: dict, expected: Optional[type], keeps: bool,
+              **places: tuple) -> list:
+    """One case per place: (expected, keeps), unless `places` overrides it
+    (None: not tested there)."""
+    out = []
+    for where in WHERE:
+        outcome = places.get(where, (expected, keeps))
+        if outcome is None:
+            continue
+        marks = outcome[2:] if len(outcome) > 2 else ()
+        out.append(pytest.param(mode, where, settings, outcome[0], outcome[1],
+                                id=f"{id_}-{where}", marks=marks))
+    return out
+
+
+_REREAD = (None, True)  # a part / GET not the value the first round saw: a miss
 GET_CASES = [
-    pytest.param("close_header", {}, ConnectionError, False, id="close_header"),
-    pytest.param("close_payload", {}, ConnectionError, False, id="close_payload"),
-    pytest.param("close_payload", {"cut": 16}, ConnectionError, False,
-                 id="close_payload-in_stripe_header"),
-    pytest.param("stall", {}, TimeoutError, False, id="stall"),
-    pytest.param("blackhole", {}, TimeoutError, False, id="blackhole"),
-    pytest.param("drip", {"drip_interval": 0.05}, TimeoutError, False, id="drip"),
-    pytest.param("too_big", {"big_len": VALUE_LEN + 1}, BufferTooSmallError, True,
-                 id="too_big-by_1"),
-    pytest.param("too_big", {"big_len": 3 * VALUE_LEN}, BufferTooSmallError, True,
-                 id="too_big-3x"),
-    pytest.param("huge", {}, ProtocolError, False, id="huge-512MiB+1"),
-    pytest.param("huge", {"line": b"$9223372036854775807"}, ProtocolError, False,
-                 id="huge-int64_max"),
-    pytest.param("negative", {}, ProtocolError, False, id="negative-2"),
-    pytest.param("negative", {"line": b"$-100"}, ProtocolError, False, id="negative-100"),
-    pytest.param("negative", {"line": b"$-9223372036854775808"}, ProtocolError, False,
-                 id="negative-int64_min"),
-    pytest.param("nan", {}, ProtocolError, False, id="nan-abc"),
-    pytest.param("nan", {"line": b"$"}, ProtocolError, False, id="nan-empty"),
-    pytest.param("nan", {"line": b"$12a"}, ProtocolError, False, id="nan-12a"),
-    pytest.param("nan", {"line": b"$ 12"}, ProtocolError, False, id="nan-space"),
-    pytest.param("nan", {"line": b"$+12"}, ProtocolError, False, id="nan-plus"),
-    pytest.param("nan", {"line": b"$0x10"}, ProtocolError, False, id="nan-hex"),
-    pytest.param("nan", {"line": b"$99999999999999999999"}, ProtocolError, False,
-                 id="nan-overflow"),
-    pytest.param("nan", {"line": b"$" + b"1" * 100}, ProtocolError, False, id="nan-long"),
-    pytest.param("nan", {"line": b"$5\n"}, ProtocolError, False, id="nan-bare_lf"),
-    pytest.param("nan", {"line": b"HTTP/1.1 400 Bad Request"}, ProtocolError, False,
-                 id="bad_type_byte"),
-    pytest.param("error", {}, ResponseError, True, id="error"),
-    pytest.param("error", {"error_text": b"ERR " + b"x" * 100_000}, ResponseError, True,
-                 id="error-100KB"),
-    pytest.param("wrong_type_status", {}, ProtocolError, False, id="wrong_type_status"),
-    pytest.param("wrong_type_integer", {}, ProtocolError, False, id="wrong_type_integer"),
-    pytest.param("bad_trailer", {}, ProtocolError, False, id="bad_trailer"),
-    pytest.param("extra", {}, None, False, id="extra"),
-    pytest.param("extra", {"extra_bytes": b"$-1\r\n$-1\r\n$-1\r\n$-1\r\n"}, None, False,
-                 id="extra-nils"),
+    *_get_case("close_header", "close_header", {}, ConnectionError, False),
+    *_get_case("close_payload", "close_payload", {}, ConnectionError, False),
+    *_get_case("close_payload-in_part_header", "close_payload", {"cut": 16}, ConnectionError,
+               False),
+    *_get_case("stall", "stall", {}, TimeoutError, False),
+    *_get_case("blackhole", "blackhole", {}, TimeoutError, False),
+    *_get_case("drip", "drip", {"drip_interval": 0.05}, TimeoutError, False),
+    *_get_case("too_big-by_1", "too_big", {"big_len": VALUE_LEN + 1}, BufferTooSmallError,
+               True, head_getrange=None, parts_or_get=_REREAD),
+    *_get_case("too_big-3x", "too_big", {"big_len": 3 * VALUE_LEN}, BufferTooSmallError,
+               True, head_getrange=None, parts_or_get=_REREAD),
+    *_get_case("huge-512MiB+1", "huge", {}, ProtocolError, False),
+    *_get_case("huge-int64_max", "huge", {"line": b"$9223372036854775807"}, ProtocolError,
+               False),
+    *_get_case("negative-2", "negative", {}, ProtocolError, False),
+    *_get_case("negative-100", "negative", {"line": b"$-100"}, ProtocolError, False),
+    *_get_case("negative-int64_min", "negative", {"line": b"$-9223372036854775808"},
+               ProtocolError, False),
+    *_get_case("nan-abc", "nan", {}, ProtocolError, False),
+    *_get_case("nan-empty", "nan", {"line": b"$"}, ProtocolError, False),
+    *_get_case("nan-12a", "nan", {"line": b"$12a"}, ProtocolError, False),
+    *_get_case("nan-space", "nan", {"line": b"$ 12"}, ProtocolError, False),
+    *_get_case("nan-plus", "nan", {"line": b"$+12"}, ProtocolError, False),
+    *_get_case("nan-hex", "nan", {"line": b"$0x10"}, ProtocolError, False),
+    *_get_case("nan-overflow", "nan", {"line": b"$99999999999999999999"}, ProtocolError,
+               False),
+    *_get_case("nan-long", "nan", {"line": b"$" + b"1" * 100}, ProtocolError, False),
+    *_get_case("nan-bare_lf", "nan", {"line": b"$5\n"}, ProtocolError, False),
+    *_get_case("bad_type_byte", "nan", {"line": b"HTTP/1.1 400 Bad Request"}, ProtocolError,
+               False),
+    *_get_case("error", "error", {}, ResponseError, True),
+    *_get_case("error-100KB", "error", {"error_text": b"ERR " + b"x" * 100_000}, ResponseError,
+               True),
+    *_get_case("wrong_type_status", "wrong_type_status", {}, ProtocolError, False),
+    *_get_case("wrong_type_integer", "wrong_type_integer", {}, ProtocolError, False),
+    *_get_case("bad_trailer", "bad_trailer", {}, ProtocolError, False),
+    *_get_case("extra", "extra", {}, None, False, first_round=(ProtocolError, False)),
+    *_get_case("extra-nils", "extra", {"extra_bytes": b"$-1\r\n$-1\r\n$-1\r\n$-1\r\n"}, None,
+               False, first_round=(ProtocolError, False)),
 ]
 
 
-@pytest.mark.parametrize("mode, settings, expected, keeps_connections", GET_CASES)
-def test_get_fault(fault_server, client, key, mode, settings, expected,
+@pytest.mark.parametrize("mode, where, settings, expected, keeps_connections", GET_CASES)
+def test_get_fault(fault_server, client, key, mode, where, settings, expected,
                    keeps_connections) -> None:
     old = os.urandom(VALUE_LEN)
-    client.set(key, old)
+    client.set(key, old)  # stripes1: verbatim; stripes8: 8 parts (the pretend value's form)
+    fault_server.fault_commands = WHERE[where]
     for name, value in settings.items():
         setattr(fault_server, name, value)
     reconnects = client.stats()["reconnects"]
@@ -252,17 +323,86 @@ def test_get_fault(fault_server, client, key, mode, settings, expected,
         assert client.stats()["reconnects"] == reconnects
 
 
+# The value replaced between the first round and the parts (format 2's
+# torn read): each part's header must carry hdr(0)'s write id, index, count
+# and length. A part that does not starts the read again (three reads in
+# all), then the get is a miss; a broken hdr(0) is a miss at once. The
+# stream stays in step throughout.
+TORN_CASES = [
+    pytest.param("other_write", "parts_or_get", 3, id="other_write-parts"),
+    pytest.param("other_write", "head_getrange", 3, id="other_write-hdr0"),
+    pytest.param("bad_header", "parts_or_get", 3, id="bad_header-parts"),
+    pytest.param("bad_header", "head_getrange", 1, id="bad_header-hdr0"),
+    pytest.param("too_big", "parts_or_get", 3, id="other_length-parts"),
+]
+
+
+@pytest.mark.parametrize("mode, where, reads", TORN_CASES)
+def test_get_torn_value_is_a_miss(fault_server, key, mode, where, reads) -> None:
+    with RedisClient(fault_server.host, fault_server.port, stripes=8, connections=4,
+                     timeout=TIMEOUT) as client:
+        old = os.urandom(VALUE_LEN)
+        client.set(key, old)
+        fault_server.fault_commands = WHERE[where]
+        reconnects = client.stats()["reconnects"]
+        exists = fault_server.commands["EXISTS"]
+        fault_server.mode = mode
+        buf, view = _canaried(VALUE_LEN)
+        result, exc = _timed(lambda: client.get(key, view))
+        del view
+        _assert_canary(buf)
+        _check(exc, result, None)
+        assert fault_server.commands["EXISTS"] - exists == reads
+        fault_server.mode = "healthy"
+        _round_trip(client, key, old)
+        assert client.stats()["reconnects"] == reconnects
+
+
+def test_server_limit_from_config_get(key) -> None:
+    # The client reads proto-max-bulk-len at open: a reply longer than it is
+    # a ProtocolError; a value whose stored string exceeds it is refused
+    # before any byte is sent. A server that refuses CONFIG: 512 MiB.
+    with FaultServer(value_len=VALUE_LEN, lifetime=60) as server:
+        server.proto_max_bulk_len = 1 * MiB
+        with RedisClient(server.host, server.port, stripes=8, connections=4,
+                         timeout=TIMEOUT) as client:
+            with pytest.raises(ValueError, match="proto-max-bulk-len"):
+                client.set(key, bytes(MiB))  # 1 MiB + 8 headers
+            assert server.commands["SET"] == 0
+            client.set(key, bytes(MiB - 8 * 32))
+            server.mode = "huge"  # $1048577
+            _, exc = _timed(lambda: client.get(key, bytearray(MiB)))
+            assert type(exc) is ProtocolError, repr(exc)
+            server.mode = "healthy"
+            _round_trip(client, key)
+        server.proto_max_bulk_len = None  # CONFIG answers an error
+        with RedisClient(server.host, server.port, stripes=8, connections=4,
+                         timeout=TIMEOUT) as client:
+            client.set(key, bytes(2 * MiB))
+            server.mode = "huge"  # $536870913
+            _, exc = _timed(lambda: client.get(key, bytearray(2 * MiB)))
+            assert type(exc) is ProtocolError, repr(exc)
+            server.mode = "healthy"
+            _round_trip(client, key)
+    assert server.commands["CONFIG"] == 2  # once per client
+
+
 @pytest.mark.parametrize("stripes, connections", LAYOUTS)
 def test_get_ptr_fault_stays_in_bounds(fault_server, key, stripes, connections) -> None:
     # The same through get_ptr: a raw address in the middle of a numpy array.
+    # The key is absent: the pretend value has the layout's form.
+    fault_server.stripes = 0 if stripes == 1 else stripes
     with RedisClient(fault_server.host, fault_server.port, stripes=stripes,
                      connections=connections, timeout=TIMEOUT) as client:
         arena = np.full(VALUE_LEN + 2 * MARGIN, CANARY, dtype=np.uint8)
-        for mode in ("close_payload", "bad_trailer", "drip", "too_big"):
+        for where, mode in [("first_round", "close_payload"), ("first_round", "bad_trailer"),
+                            ("first_round", "too_big"), ("parts_or_get", "close_payload"),
+                            ("parts_or_get", "bad_trailer"), ("parts_or_get", "drip")]:
+            fault_server.fault_commands = WHERE[where]
             fault_server.mode = mode
             result, exc = _timed(lambda: client.get_ptr(key, arena.ctypes.data + MARGIN,
                                                         VALUE_LEN))
-            assert exc is not None and result is None, mode
+            assert exc is not None and result is None, (where, mode)
             assert (arena[:MARGIN] == CANARY).all() and (arena[-MARGIN:] == CANARY).all(), mode
         fault_server.mode = "healthy"
         _round_trip(client, key)
@@ -273,8 +413,12 @@ def test_drip_within_the_timeout_is_assembled(fault_server, key, stripes,
                                               connections) -> None:
     # Every reply split into one-byte reads, finishing in time: the parser and
     # payload placement must put it together exactly (the handshake is
-    # answered at once, only data commands drip).
+    # answered at once, only data commands drip). stripes1: a verbatim value
+    # that the first round reads whole; stripes8: 8 parts of 125 bytes and
+    # their headers, the first round's 1000 bytes (the buffer's size) not
+    # the whole string.
     fault_server.value_len = 1000
+    fault_server.stripes = 0 if stripes == 1 else stripes
     with RedisClient(fault_server.host, fault_server.port, stripes=stripes,
                      connections=connections, timeout=10) as client:
         fault_server.mode = "drip"
@@ -284,14 +428,17 @@ def test_drip_within_the_timeout_is_assembled(fault_server, key, stripes,
         assert view == bytes(range(251)) * 3 + bytes(range(247))
         del view
         _assert_canary(buf)
+    assert fault_server.commands["GETRANGE_PART"] == (0 if stripes == 1 else stripes)
 
 
 # ---- SET, EXISTS, DELETE against faults ----------------------------------------------------
 
-# Only SET faults (the probe and deletes around it are answered normally), with
-# a 16 MiB value, so the stripes' payloads are really sent; the server reads
-# and drops them. blackhole stops reading: the sender blocks until the
-# deadline. drip at 0.4 s a byte needs 2 s for "+OK\r\n".
+# A set is one command: SET, or PSETEX with a ttl. Only it faults, with a
+# 16 MiB value (stripes8: encoded in 8 parts, stripes1: verbatim), so its
+# payload is really sent; the server reads and drops it. blackhole stops
+# reading after the key: the sender blocks until the deadline. drip at 0.4 s
+# a byte needs 2 s for "+OK\r\n". extra: +OK, then bytes the next call's
+# idle check must find.
 SET_CASES = [
     pytest.param("close_header", {}, ConnectionError, id="close_header"),
     pytest.param("stall", {}, TimeoutError, id="stall"),
@@ -304,49 +451,69 @@ SET_CASES = [
 ]
 
 
+@pytest.mark.parametrize("ttl", [pytest.param(None, id="SET"), pytest.param(60, id="PSETEX")])
 @pytest.mark.parametrize("mode, settings, expected", SET_CASES)
-def test_set_fault(fault_server, client, key, mode, settings, expected) -> None:
+def test_set_fault(fault_server, client, key, mode, settings, expected, ttl) -> None:
     value = np.random.default_rng(7).integers(0, 256, 16 * MiB, dtype=np.uint8)
     for name, v in settings.items():
         setattr(fault_server, name, v)
-    fault_server.fault_commands = {"SET"}
+    command = "SET" if ttl is None else "PSETEX"
+    fault_server.fault_commands = {command}
+    sent = fault_server.commands[command]
     fault_server.mode = mode
-    result, exc = _timed(lambda: client.set(key, value))
+    result, exc = _timed(lambda: client.set(key, value, ttl=ttl))
     _check(exc, result, expected)
+    assert fault_server.commands[command] - sent == (0 if mode == "blackhole" else 1)
     fault_server.mode = "healthy"
     _round_trip(client, key)
 
 
-# Every data command faulty; exists and delete start with a GETRANGE probe
-# (a bulk reply, so huge applies) and exists also sends EXISTS.
+# Every data command faulty. exists is a get's first round (EXISTS, STRLEN,
+# GETRANGE 0 31: a bulk reply, so huge applies; extra's bytes after EXISTS's
+# :0 are read as STRLEN's reply); delete is one DEL (no bulk reply: huge
+# leaves it alone, and it reports the key gone).
+_DONE = object()  # the call returns normally, whatever it reports
 OTHER_CASES = [
-    pytest.param("close_header", ConnectionError, id="close_header"),
-    pytest.param("stall", TimeoutError, id="stall"),
-    pytest.param("error", ResponseError, id="error"),
-    pytest.param("huge", ProtocolError, id="huge"),
-    pytest.param("wrong_type_status", ProtocolError, id="wrong_type_status"),
-    pytest.param("extra", None, id="extra"),
+    pytest.param("close_header", ConnectionError, ConnectionError, id="close_header"),
+    pytest.param("stall", TimeoutError, TimeoutError, id="stall"),
+    pytest.param("error", ResponseError, ResponseError, id="error"),
+    pytest.param("huge", ProtocolError, _DONE, id="huge"),
+    pytest.param("wrong_type_status", ProtocolError, ProtocolError, id="wrong_type_status"),
+    pytest.param("wrong_type_integer", ProtocolError, ProtocolError, id="wrong_type_integer"),
+    pytest.param("extra", ProtocolError, None, id="extra"),
 ]
 
 
 @pytest.mark.parametrize("call", ["exists", "delete"])
-@pytest.mark.parametrize("mode, expected", OTHER_CASES)
-def test_exists_delete_fault(fault_server, client, key, call, mode, expected) -> None:
+@pytest.mark.parametrize("mode, exists_expected, delete_expected", OTHER_CASES)
+def test_exists_delete_fault(fault_server, client, key, call, mode, exists_expected,
+                             delete_expected) -> None:
     old = os.urandom(5000)
     client.set(key, old)
     fault_server.mode = mode
     result, exc = _timed(lambda: getattr(client, call)(key))
-    _check(exc, result, expected)
+    expected = exists_expected if call == "exists" else delete_expected
+    if expected is _DONE:
+        assert exc is None, repr(exc)
+    else:
+        _check(exc, result, expected)
     fault_server.mode = "healthy"
     _round_trip(client, key, old)
     assert client.exists(key) and client.delete(key) and not client.exists(key)
 
 
-def test_fault_storm_from_threads(fault_server, key) -> None:
+_STORM_MODES = ["close_header", "close_payload", "too_big", "wrong_type_status", "nan",
+                "extra", "bad_trailer", "other_write", "bad_header"]
+
+
+@pytest.mark.parametrize("modes", [
+    pytest.param(_STORM_MODES, id="no_errors"),
+    pytest.param(_STORM_MODES + ["error"], id="with_errors"),
+])
+def test_fault_storm_from_threads(fault_server, key, modes) -> None:
     # Eight threads on one client while the mode keeps changing: every call
     # returns or raises a library error in time; none writes out of bounds.
-    modes = ["close_header", "close_payload", "error", "too_big", "wrong_type_status",
-             "nan", "extra", "bad_trailer"]
+    fault_server.stripes = 8  # the keys are absent: pretend values of 8 parts
     with RedisClient(fault_server.host, fault_server.port, stripes=8, connections=4,
                      timeout=TIMEOUT) as client:
         stop = threading.Event()
@@ -377,6 +544,69 @@ def test_fault_storm_from_threads(fault_server, key) -> None:
         assert not any(t.is_alive() for t in threads)
         assert not problems, problems[0]
         _round_trip(client, key)
+
+
+def test_error_reply_in_first_round_keeps_the_stream_in_step() -> None:
+    # A slow server (each data reply 0.2 s after the one before it) refuses
+    # every command on key P. The first round of get(P) fails at EXISTS; its
+    # STRLEN and GETRANGE replies are still on their way when the next calls
+    # start, so no idle check can see them: the client must read them (or
+    # drop the connection) itself, or a later get takes another key's
+    # replies for its own.
+    store = {b"A": b"value of key A", b"B": b"value of key B"}
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        sock = listener.accept()[0]
+        replies: queue.Queue = queue.Queue()
+
+        def sender() -> None:
+            while (item := replies.get()) is not None:
+                data, slow = item
+                time.sleep(0.2 if slow else 0)
+                with contextlib.suppress(OSError):  # the client went away
+                    sock.sendall(data)
+
+        sending = threading.Thread(target=sender, daemon=True)
+        sending.start()
+        with sock, sock.makefile("rb") as f:
+            while (line := f.readline()).startswith(b"*"):
+                args = [f.read(int(f.readline()[1:]) + 2)[:-2] for _ in range(int(line[1:]))]
+                name, key = args[0].upper(), args[1] if len(args) > 1 else b""
+                if name in (b"PING", b"CONFIG"):
+                    replies.put((b"+PONG\r\n" if name == b"PING" else b"-ERR no\r\n", False))
+                    continue
+                value = store.get(key, b"")
+                if key == b"P":
+                    reply = b"-ERR refused\r\n"
+                elif name == b"EXISTS":
+                    reply = b":%d\r\n" % (key in store)
+                elif name == b"STRLEN":
+                    reply = b":%d\r\n" % len(value)
+                else:  # GETRANGE key start end
+                    reply = _bulk_reply(value[int(args[2]):int(args[3]) + 1])
+                replies.put((reply, True))
+            replies.put(None)
+            sending.join()
+
+    threading.Thread(target=serve, daemon=True).start()
+    with listener, RedisClient("127.0.0.1", listener.getsockname()[1], connections=1,
+                               timeout=5) as client:
+        outcomes = []
+        for key in ("P", "A", "B", "B"):
+            buf = bytearray(64)
+            try:
+                n = client.get(key, buf)
+                outcomes.append(bytes(buf[:n]) if n is not None else None)
+            except ResponseError:
+                outcomes.append(ResponseError)
+        assert outcomes[0] is ResponseError
+        for key, got in zip("ABB", outcomes[1:]):
+            assert got in (ResponseError, store[key.encode()]), (key, got)
+
+
+def _bulk_reply(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 # ---- a real redis-server: killed, restarted, dropping clients, paused ---------------------

@@ -76,8 +76,9 @@ def version() -> str:
 
 @contextlib.contextmanager
 def null_server(exe: Path, value_size: int, stripes: int) -> Iterator[int]:
-    """Runs tools/null_server.c serving values of value_size bytes as
-    `stripes` stripes (1: plain values); yields its port."""
+    """Runs tools/null_server.c serving values of value_size bytes as a
+    client with `stripes` stores them (encoded in that many parts; 1:
+    verbatim); yields its port."""
     proc = subprocess.Popen(
         [str(exe), "--port", "0", "--value-size", str(value_size),
          "--stripes", str(stripes if stripes > 1 else 0)],

@@ -1,8 +1,9 @@
 /*
- * lmr_null_server: a RESP2 server that speaks just enough RESP to answer GET
- * with a payload from pre-touched memory and to read and discard SET
- * payloads, so a benchmark shows what a client alone can do, without
- * Redis's own costs (allocation, copying into its keyspace, eviction).
+ * lmr_null_server: a RESP2 server that speaks just enough RESP to answer
+ * lmcache_redis's reads (EXISTS, STRLEN, GETRANGE, GET) with payloads from
+ * pre-touched memory and to read and discard SET payloads, so a benchmark
+ * shows what a client alone can do, without Redis's own costs (allocation,
+ * copying into its keyspace, eviction).
  *
  *   lmr_null_server [--port N] [--bind ADDR] [--value-size BYTES]
  *                   [--stripes C] [--threads N] [--drop-in-kernel]
@@ -10,22 +11,28 @@
  * Once listening it prints "PORT <n>" on stdout (--port 0 picks a free
  * port) and serves until SIGTERM or SIGINT, then exits with status 0.
  *
- * The emulated store holds one value of L = --value-size bytes under every
- * key. Its bytes are fixed: byte j of the value is j % 251.
- *   GET K                  L bytes, verbatim.
- *   GET K:stripe:<i>       with --stripes C >= 2 and i < C: the 32-byte
- *                          stripe header (csrc/stripe.h: index i, count C,
- *                          total length L, set id 1) and the slice of the
- *                          value that stripe i holds; nil otherwise (i >= C,
- *                          or no --stripes), as for a value written plain.
- *   GETRANGE ...           "" (no old value: a writer has nothing to clean up).
- *   SET K V [...]          V is read into a 1 MiB scratch buffer and dropped
- *                          (--drop-in-kernel: discarded by recv(MSG_TRUNC),
- *                          without the copy); +OK.
- *   DEL, UNLINK, EXISTS    :0
+ * The emulated store holds one string S under every key: the value of
+ * L = --value-size bytes (byte j of the value is j % 251) as lmcache_redis
+ * stores it (README.md, "Stored format (version 2)"; csrc/stripe.h): with
+ * --stripes C >= 2, encoded in C parts, S = hdr(0) part(0) ... hdr(C-1)
+ * part(C-1) of L + 32 C bytes, every header with write id 1; with C = 0 or
+ * 1 (the default), the value verbatim, as a client with stripes=1 writes
+ * it. A client reads the whole value either way: it follows what S holds.
+ * S is built once, in pre-touched memory; every reply's payload is sent
+ * straight from it.
+ *   EXISTS K [K ...]       the number of keys (every key exists).
+ *   STRLEN K               :|S|
+ *   GETRANGE K a b         S[a..b] with Redis's arithmetic (negative
+ *                          offsets count from the end; clamped).
+ *   GET K                  S whole.
+ *   SET K V [...],         V is read into a 1 MiB scratch buffer and dropped
+ *   PSETEX K ms V          (--drop-in-kernel: discarded by recv(MSG_TRUNC),
+ *                          without the copy); +OK. S does not change.
+ *   DEL, UNLINK            :0 (S stays).
  *   PING [msg]             +PONG (or msg)
  *   AUTH, SELECT, CLIENT   +OK
- *   CONFIG GET p           [p, ""]; other CONFIG: +OK
+ *   CONFIG GET p           [p, ""] (a client reading proto-max-bulk-len
+ *                          keeps Redis's default); other CONFIG: +OK
  *   QUIT                   +OK, then close.
  *   HELLO, anything else   -ERR unknown command (so clients stay on RESP2).
  * Requests are arrays of bulk strings (or inline commands: blank-separated
@@ -35,10 +42,10 @@
  *
  * One thread per connection, blocking sockets. Replies go out in request
  * order; small ones are batched and sent before the next blocking read, a
- * GET payload goes out in one sendmsg straight from the shared buffer.
- * --threads N caps concurrent connections (0, the default: no cap); one over
- * the cap gets "-ERR max number of clients reached" and is closed, as Redis
- * does.
+ * GET or GETRANGE payload goes out in one sendmsg straight from the shared
+ * buffer. --threads N caps concurrent connections (0, the default: no cap);
+ * one over the cap gets "-ERR max number of clients reached" and is closed,
+ * as Redis does.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
@@ -67,20 +74,22 @@
 
 #define RBUF_SIZE ((size_t)1 << 20)    /* reads, and the scratch SET payloads go to */
 #define OBUF_SIZE ((size_t)256 << 10)  /* batched small replies */
-#define MAX_KEPT_ARG ((size_t)64 << 10) /* command name, key, third argument */
+#define MAX_KEPT_ARG ((size_t)64 << 10) /* command name, key, third and fourth arguments */
 #define MAX_BULK ((uint64_t)1 << 30)   /* any argument */
 #define MAX_ARGS 1048576L
-#define KEPT_ARGS 3                    /* arguments stored; the rest are skipped */
+#define KEPT_ARGS 4                    /* arguments stored; the rest are skipped */
 #define MAX_LINE 24                    /* "*N\r\n", "$N\r\n" */
 #define MAX_VALUE ((uint64_t)1 << 30)
 #define MAX_STRIPES 256                /* what lmcache_redis accepts */
 #define STRIPE_HDR 32
+#define STRIPE_VERSION 2
 #define SET_ID 1
 
 static struct {
   uint64_t value_size;
-  uint32_t stripes;
-  unsigned char *payload;
+  uint32_t stripes;        /* parts of S; 0: the value verbatim */
+  unsigned char *payload;  /* S */
+  uint64_t stored_len;     /* |S| */
   long max_conns;
   int drop_in_kernel;
   int listen_fd;
@@ -91,7 +100,7 @@ static struct {
   struct conn *conns;
   long nconns;
   /* totals, added as connections end */
-  atomic_ullong n_conns, n_gets, n_sets, n_other, bytes_out, bytes_in;
+  atomic_ullong n_conns, n_gets, n_ranges, n_sets, n_other, bytes_out, bytes_in;
 } g = {.value_size = (uint64_t)4 << 20, .listen_fd = -1, .wake = {-1, -1},
        .mu = PTHREAD_MUTEX_INITIALIZER, .idle = PTHREAD_COND_INITIALIZER};
 
@@ -118,7 +127,7 @@ typedef struct conn {
   unsigned char *inl; /* an inline command's line */
   size_t inl_len;
   int quit;
-  unsigned long long gets, sets, other, bytes_out, bytes_in;
+  unsigned long long gets, ranges, sets, other, bytes_out, bytes_in;
 } conn;
 
 static void usage(FILE *f) {
@@ -129,13 +138,15 @@ static void usage(FILE *f) {
           "  --bind ADDR       address to listen on (default 127.0.0.1)\n"
           "  --value-size B    logical value size L (default 4M; K/M/G suffixes\n"
           "                    are binary; at most 1G)\n"
-          "  --stripes C       answer K:stripe:<i> for i < C as a value of L bytes\n"
-          "                    written in C stripes (0 or 1, the default: plain)\n"
+          "  --stripes C       every key holds the value of L bytes as lmcache_redis\n"
+          "                    stores it in C parts (stored format 2: header, part,\n"
+          "                    ..., L + 32 C bytes); 0 or 1, the default: verbatim\n"
           "  --threads N       serve at most N connections at once (0: no cap)\n"
           "  --drop-in-kernel  discard SET payloads with recv(MSG_TRUNC), which\n"
           "                    skips the copy out of the socket (default: recv into\n"
           "                    a 1 MiB scratch buffer, as a real server must)\n"
-          "Prints \"PORT <n>\" once listening; runs until SIGTERM/SIGINT.\n");
+          "Answers EXISTS, STRLEN, GETRANGE and GET from that string, drops SET and\n"
+          "PSETEX values. Prints \"PORT <n>\" once listening; runs until SIGTERM/SIGINT.\n");
 }
 
 
@@ -153,30 +164,31 @@ static void put_le(unsigned char *p, uint64_t v, int bytes) {
   for (int k = 0; k < bytes; k++) p[k] = (unsigned char)(v >> (8 * k));
 }
 
-/* The stripe header of csrc/stripe.h. */
+/* hdr(i) of csrc/stripe.h (format 2). */
 static void stripe_hdr(unsigned char out[STRIPE_HDR], uint32_t i) {
-  memcpy(out, "LMRS", 4);
-  put_le(out + 4, 1, 2);          /* format version */
-  put_le(out + 6, STRIPE_HDR, 2); /* header size */
+  memcpy(out, "\x89LMR", 4);
+  put_le(out + 4, STRIPE_VERSION, 2);
+  put_le(out + 6, STRIPE_HDR, 2);  /* header size */
   put_le(out + 8, i, 4);
   put_le(out + 12, g.stripes, 4);
   put_le(out + 16, g.value_size, 8);
   put_le(out + 24, SET_ID, 8);
 }
 
-/* 1 and the index when key ends in ":stripe:<i>" (i canonical decimal). */
-static int stripe_index(const unsigned char *key, size_t len, uint32_t *index) {
-  size_t d = 0;
-  while (d < len && d < 11 && key[len - 1 - d] >= '0' && key[len - 1 - d] <= '9') d++;
-  if (d == 0 || d > 10 || len < d + 8) return 0;
-  const unsigned char *digits = key + len - d;
-  if (memcmp(digits - 8, ":stripe:", 8) != 0) return 0;
-  if (d > 1 && digits[0] == '0') return 0;
-  uint64_t v = 0;
-  for (size_t k = 0; k < d; k++) v = v * 10 + (uint64_t)(digits[k] - '0');
-  if (v > UINT32_MAX) return 0;
-  *index = (uint32_t)v;
-  return 1;
+/* A whole decimal integer argument (as Redis's string2ll: no sign but '-',
+ * no blanks, no leading zeros). */
+static int arg_int(const unsigned char *p, size_t n, long long *v) {
+  if (n == 0 || n > 20) return -1;
+  char text[24];
+  memcpy(text, p, n);
+  text[n] = '\0';
+  if (!(text[0] == '-' ? n > 1 && text[1] >= '1' && text[1] <= '9'
+                       : text[0] >= '0' && text[0] <= '9' && (n == 1 || text[0] != '0')))
+    return -1;
+  errno = 0;
+  char *end;
+  *v = strtoll(text, &end, 10);
+  return errno == 0 && *end == '\0' ? 0 : -1;
 }
 
 /* ---- sending ---- */
@@ -227,15 +239,12 @@ static int out_bulk(conn *c, const void *p, size_t n) {
   return out_add(c, "\r\n", 2);
 }
 
-/* Batched replies, then the bulk header (and stripe header), the payload
- * from the pre-touched buffer and the CRLF: one sendmsg unless it is cut. */
-static int reply_payload(conn *c, const unsigned char *hdr, uint64_t len,
-                         const unsigned char *data) {
+/* Batched replies, then the bulk header, the payload from the pre-touched
+ * buffer and the CRLF: one sendmsg unless it is cut. */
+static int reply_payload(conn *c, uint64_t len, const unsigned char *data) {
   char head[32];
-  int k = snprintf(head, sizeof head, "$%llu\r\n",
-                   (unsigned long long)(len + (hdr != NULL ? STRIPE_HDR : 0)));
+  int k = snprintf(head, sizeof head, "$%llu\r\n", (unsigned long long)len);
   if (out_add(c, head, (size_t)k) < 0) return -1;
-  if (hdr != NULL && out_add(c, hdr, STRIPE_HDR) < 0) return -1;
   struct iovec iov[3] = {{c->out, c->out_len},
                          {(void *)data, (size_t)len},
                          {(void *)"\r\n", 2}};
@@ -250,30 +259,49 @@ static int cmd_is(const conn *c, const char *name) {
   return c->arg_len[0] == n && strncasecmp((const char *)c->arg[0], name, n) == 0;
 }
 
-static int reply_get(conn *c) {
-  uint32_t i;
-  c->gets++;
-  if (stripe_index(c->arg[1], c->arg_len[1], &i)) {
-    if (g.stripes < 2 || i >= g.stripes) return out_str(c, "$-1\r\n");
-    unsigned char hdr[STRIPE_HDR];
-    stripe_hdr(hdr, i);
-    return reply_payload(c, hdr, stripe_len(g.value_size, g.stripes, i),
-                         g.payload + stripe_off(g.value_size, g.stripes, i));
-  }
-  return reply_payload(c, NULL, g.value_size, g.payload);
+/* GETRANGE K a b over S, with t_string.c's arithmetic. */
+static int reply_getrange(conn *c) {
+  static const char not_int[] = "-ERR value is not an integer or out of range\r\n";
+  long long start, end, n = (long long)g.stored_len;
+  c->ranges++;
+  if (!c->kept[2] || !c->kept[3] || arg_int(c->arg[2], c->arg_len[2], &start) < 0 ||
+      arg_int(c->arg[3], c->arg_len[3], &end) < 0)
+    return out_str(c, not_int);
+  if (start < 0 && end < 0 && start > end) return out_str(c, "$0\r\n\r\n");
+  if (start < 0) start = n + start;
+  if (end < 0) end = n + end;
+  if (start < 0) start = 0;
+  if (end < 0) end = 0;
+  if (end >= n) end = n - 1;
+  if (n == 0 || start > end) return out_str(c, "$0\r\n\r\n");
+  return reply_payload(c, (uint64_t)(end - start + 1), g.payload + start);
 }
 
 static int execute(conn *c) {
   static const char wrong_args[] = "-ERR wrong number of arguments\r\n";
   long n = c->nargs;
-  if (cmd_is(c, "GET")) return n == 2 ? reply_get(c) : out_str(c, wrong_args);
-  if (cmd_is(c, "SET")) {
+  char num[32];
+  if (cmd_is(c, "GETRANGE")) return n == 4 ? reply_getrange(c) : out_str(c, wrong_args);
+  if (cmd_is(c, "GET")) {
+    c->gets++;
+    return n == 2 ? reply_payload(c, g.stored_len, g.payload) : out_str(c, wrong_args);
+  }
+  if (cmd_is(c, "SET") || cmd_is(c, "PSETEX")) {
     c->sets++;
-    return out_str(c, n >= 3 ? "+OK\r\n" : wrong_args);
+    return out_str(c, n >= 3 + cmd_is(c, "PSETEX") ? "+OK\r\n" : wrong_args);
   }
   c->other++;
-  if (cmd_is(c, "GETRANGE")) return out_str(c, n == 4 ? "$0\r\n\r\n" : wrong_args);
-  if (cmd_is(c, "DEL") || cmd_is(c, "UNLINK") || cmd_is(c, "EXISTS"))
+  if (cmd_is(c, "EXISTS")) {
+    if (n < 2) return out_str(c, wrong_args);
+    snprintf(num, sizeof num, ":%ld\r\n", n - 1);
+    return out_str(c, num);
+  }
+  if (cmd_is(c, "STRLEN")) {
+    if (n != 2) return out_str(c, wrong_args);
+    snprintf(num, sizeof num, ":%llu\r\n", (unsigned long long)g.stored_len);
+    return out_str(c, num);
+  }
+  if (cmd_is(c, "DEL") || cmd_is(c, "UNLINK"))
     return out_str(c, n >= 2 ? ":0\r\n" : wrong_args);
   if (cmd_is(c, "PING")) {
     if (n == 1) return out_str(c, "+PONG\r\n");
@@ -466,6 +494,7 @@ static void *serve(void *arg) {
 
   /* Totals first: main prints them once the last connection has left. */
   atomic_fetch_add(&g.n_gets, c->gets);
+  atomic_fetch_add(&g.n_ranges, c->ranges);
   atomic_fetch_add(&g.n_sets, c->sets);
   atomic_fetch_add(&g.n_other, c->other);
   atomic_fetch_add(&g.bytes_out, c->bytes_out);
@@ -616,7 +645,7 @@ static unsigned bound_port(int fd) {
 }
 
 /* The value's bytes: j % 251 at offset j, in memory touched up front. */
-static unsigned char *make_payload(uint64_t len) {
+static unsigned char *make_value(uint64_t len) {
   size_t align = (size_t)2 << 20;
   size_t size = len == 0 ? align : ((size_t)len + align - 1) / align * align;
   void *p = NULL;
@@ -633,6 +662,30 @@ static unsigned char *make_payload(uint64_t len) {
     n += k;
   }
   return b;
+}
+
+/* S: the value verbatim, or encoded in g.stripes parts, in memory touched
+ * up front; sets g.stored_len. */
+static unsigned char *make_payload(void) {
+  unsigned char *value = make_value(g.value_size);
+  if (value == NULL || g.stripes < 2) {
+    g.stripes = 0;
+    g.stored_len = g.value_size;
+    return value;
+  }
+  g.stored_len = g.value_size + (uint64_t)g.stripes * STRIPE_HDR;
+  unsigned char *s = make_value(g.stored_len); /* allocated and touched alike */
+  if (s != NULL) {
+    uint64_t at = 0;
+    for (uint32_t i = 0; i < g.stripes; i++) {
+      uint64_t len = stripe_len(g.value_size, g.stripes, i);
+      stripe_hdr(s + at, i);
+      memcpy(s + at + STRIPE_HDR, value + stripe_off(g.value_size, g.stripes, i), len);
+      at += STRIPE_HDR + len;
+    }
+  }
+  free(value);
+  return s;
 }
 
 int main(int argc, char **argv) {
@@ -669,7 +722,7 @@ int main(int argc, char **argv) {
   g.stripes = (uint32_t)stripes;
   g.max_conns = (long)threads;
 
-  g.payload = make_payload(g.value_size);
+  g.payload = make_payload();
   if (g.payload == NULL) {
     fprintf(stderr, "lmr_null_server: cannot allocate %llu bytes\n",
             (unsigned long long)g.value_size);
@@ -725,9 +778,10 @@ int main(int argc, char **argv) {
   if (atomic_load(&g.stop)) pthread_join(sig_thread, NULL);
 
   fprintf(stderr,
-          "lmr_null_server: %llu connections, %llu GET, %llu SET, %llu other; "
+          "lmr_null_server: %llu connections, %llu GET, %llu GETRANGE, %llu SET, %llu other; "
           "%llu bytes sent, %llu argument bytes dropped%s\n",
           (unsigned long long)atomic_load(&g.n_conns), (unsigned long long)atomic_load(&g.n_gets),
+          (unsigned long long)atomic_load(&g.n_ranges),
           (unsigned long long)atomic_load(&g.n_sets), (unsigned long long)atomic_load(&g.n_other),
           (unsigned long long)atomic_load(&g.bytes_out),
           (unsigned long long)atomic_load(&g.bytes_in),
