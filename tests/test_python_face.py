@@ -351,11 +351,24 @@ def test_stub_runs_on_this_python() -> None:
     assert not unguarded
 
 
-def test_ping(client) -> None:
+def test_ping(client, redis_server) -> None:
     assert client.ping() is True
+    before = client.stats()["commands"]
+    calls = redis_server.command("INFO", "commandstats")
+    assert client.ping() is True
+    assert client.stats()["commands"] == before + 1  # PING alone
+    after = redis_server.command("INFO", "commandstats")
+    pings = [int(line.split("calls=")[1].split(",")[0])
+             for text in (calls, after) for line in _text(text).splitlines()
+             if line.startswith("cmdstat_ping:")]
+    assert len(pings) == 2 and pings[1] >= pings[0] + 1
     client.close()
     with pytest.raises(ClientClosedError):
         client.ping()
+
+
+def _text(reply) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def test_ping_reconnects_after_a_restart(own_server) -> None:
