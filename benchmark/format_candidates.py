@@ -65,7 +65,7 @@ import numpy as np
 import redis
 
 import lmcache_redis
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))

@@ -40,39 +40,64 @@ void lmr_config_init(lmr_config *cfg) {
   cfg->tls_verify = 1;
 }
 
+/* The one check of a configuration. Its messages name the Python
+ * argument (the C field where it differs) and what would be accepted. */
 static int check_config(const lmr_config *cfg, lmr_error *err) {
   if (cfg->unix_path == NULL && (cfg->host == NULL || cfg->host[0] == '\0'))
-    return lmr__err(err, LMR_EINVAL, "host must not be empty");
+    return lmr__err(err, LMR_EINVAL,
+                    "host must not be empty: give a host name or address, or "
+                    "unix_socket_path (unix_path) for a Unix socket");
   if (cfg->unix_path == NULL && (cfg->port < 1 || cfg->port > 65535))
-    return lmr__err(err, LMR_EINVAL, "port must be in 1..65535, got %d", cfg->port);
+    return lmr__err(err, LMR_EINVAL, "port must be in 1..65535 (Redis's default: 6379), got %d",
+                    cfg->port);
+  if (cfg->unix_path != NULL && cfg->unix_path[0] == '\0')
+    return lmr__err(err, LMR_EINVAL, "unix_socket_path (unix_path) must not be empty");
   if (cfg->stripes < 0 || cfg->stripes > LMR_MAX_STRIPES)
-    return lmr__err(err, LMR_EINVAL, "stripes must be in 1..%d (or 0: by stripe_size), got %d",
+    return lmr__err(err, LMR_EINVAL,
+                    "stripes must be in 1..%d, or None (or 0) to let stripe_size choose the "
+                    "count; got %d",
                     LMR_MAX_STRIPES, cfg->stripes);
   if (cfg->stripes == 0 && (cfg->stripe_size < LMR_MIN_STRIPE_SIZE ||
                             cfg->stripe_size > LMR_MAX_STRIPE_SIZE))
-    return lmr__err(err, LMR_EINVAL, "stripe_size must be in %u..%u bytes, got %llu",
+    return lmr__err(err, LMR_EINVAL,
+                    "stripe_size must be in %u..%u bytes (4 KiB..256 MiB; default 2 MiB), "
+                    "got %llu",
                     LMR_MIN_STRIPE_SIZE, LMR_MAX_STRIPE_SIZE,
                     (unsigned long long)cfg->stripe_size);
   if (cfg->connections < 1 || cfg->connections > LMR_MAX_CONNECTIONS)
-    return lmr__err(err, LMR_EINVAL, "connections must be in 1..%d, got %d",
+    return lmr__err(err, LMR_EINVAL, "connections must be in 1..%d (default 4), got %d",
                     LMR_MAX_CONNECTIONS, cfg->connections);
   if (!(cfg->timeout > 0) || !isfinite(cfg->timeout) || cfg->timeout > 1e6)
-    return lmr__err(err, LMR_EINVAL, "timeout must be a positive number of seconds");
+    return lmr__err(err, LMR_EINVAL,
+                    "timeout must be a positive number of seconds (at most 1e6), got %g",
+                    cfg->timeout);
   if (!(cfg->connect_timeout > 0) || !isfinite(cfg->connect_timeout) ||
       cfg->connect_timeout > 1e6)
-    return lmr__err(err, LMR_EINVAL, "connect_timeout must be a positive number of seconds");
+    return lmr__err(err, LMR_EINVAL,
+                    "connect_timeout must be a positive number of seconds (at most 1e6), got %g",
+                    cfg->connect_timeout);
   if (cfg->db < 0) return lmr__err(err, LMR_EINVAL, "db must be >= 0, got %d", cfg->db);
   if (cfg->username != NULL && cfg->password == NULL)
-    return lmr__err(err, LMR_EINVAL, "a username needs a password");
+    return lmr__err(err, LMR_EINVAL, "username needs a password: give password too");
   if (cfg->tls && cfg->unix_path != NULL)
-    return lmr__err(err, LMR_EINVAL, "TLS is for TCP connections, not a Unix socket");
+    return lmr__err(err, LMR_EINVAL,
+                    "ssl=True (tls) is for TCP connections, not unix_socket_path (unix_path)");
   if (!cfg->tls && (cfg->tls_ca_file != NULL || cfg->tls_cert_file != NULL ||
                     cfg->tls_key_file != NULL || cfg->tls_server_name != NULL))
-    return lmr__err(err, LMR_EINVAL, "TLS options are given but TLS is off (set tls = 1)");
+    return lmr__err(err, LMR_EINVAL,
+                    "%s given without ssl=True (C: tls = 1): add ssl=True or use a rediss:// URL",
+                    cfg->tls_ca_file != NULL     ? "ssl_ca_certs (tls_ca_file)"
+                    : cfg->tls_cert_file != NULL ? "ssl_certfile (tls_cert_file)"
+                    : cfg->tls_key_file != NULL  ? "ssl_keyfile (tls_key_file)"
+                                                 : "ssl_server_name (tls_server_name)");
   if (cfg->tls_key_file != NULL && cfg->tls_cert_file == NULL)
-    return lmr__err(err, LMR_EINVAL, "a TLS key file needs its certificate file");
+    return lmr__err(err, LMR_EINVAL,
+                    "ssl_keyfile (tls_key_file) needs ssl_certfile (tls_cert_file), the "
+                    "certificate it belongs to");
   if (cfg->tls_server_name != NULL && cfg->tls_server_name[0] == '\0')
-    return lmr__err(err, LMR_EINVAL, "the TLS server name must not be empty");
+    return lmr__err(err, LMR_EINVAL,
+                    "ssl_server_name (tls_server_name) must not be empty: leave it None to "
+                    "verify the host name");
   return LMR_OK;
 }
 
@@ -103,6 +128,11 @@ static void worker_fini(void *ctx, void *state) {
 static void worker_interrupt(void *ctx, void *state) {
   (void)ctx;
   lmr__conn_interrupt(state);
+}
+
+static void worker_cancel(void *ctx, void *state) {
+  (void)ctx;
+  lmr__conn_cancel(state);
 }
 
 static char *dup_or_null(const char *s, int *failed) {
@@ -163,6 +193,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
                         .worker_init = worker_init,
                         .worker_fini = worker_fini,
                         .worker_interrupt = worker_interrupt,
+                        .worker_cancel = worker_cancel,
                         .ctx = c};
   rc = lmr_pool_create(&c->pool, &pc, err);
   if (rc != LMR_OK) {
@@ -214,13 +245,19 @@ void lmr_client_stats(const lmr_client *c, lmr_stats *out) {
 
 /* ---- running plans ---- */
 
-static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error *err) {
+static int check_open(lmr_client *c, lmr_error *err) {
   lmr__err_clear(err);
   if (atomic_load(&c->closed)) return lmr__err(err, LMR_ECLOSED, "client is closed");
   if (!in_opening_process(c))
     return lmr__err(err, LMR_ECLOSED,
                     "client was opened in process %ld and has no workers in this one "
                     "(after fork, open a new client)", (long)c->pid);
+  return LMR_OK;
+}
+
+static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error *err) {
+  int rc = check_open(c, err);
+  if (rc != LMR_OK) return rc;
   if (key == NULL || key_len == 0) return lmr__err(err, LMR_EINVAL, "key must not be empty");
   if (key_len > LMR_MAX_KEY_LEN)
     return lmr__err(err, LMR_EINVAL, "key is %zu bytes; the limit is %u", key_len,
@@ -228,15 +265,40 @@ static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error 
   return LMR_OK;
 }
 
-/* Runs jobs[0..n) on the pool and waits for all; each keeps its status. */
-static void run_round(lmr_client *c, lmr_key_job *jobs, int n) {
+/* This thread's cancel check (lmr_thread_set_cancel_check). */
+static _Thread_local lmr_cancel_check cancel_check;
+static _Thread_local void *cancel_ctx;
+
+void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx) {
+  cancel_check = check;
+  cancel_ctx = ctx;
+}
+
+/* Runs jobs[0..n) on the pool and waits for all; each keeps its status.
+ * When cancellable, with a cancel check on this thread the wait is cut in slices, the check
+ * between them; once it asks, the round is cancelled (still waiting for
+ * the jobs that run, which end soon) and LMR_ECANCELED returned. */
+static int run_round(lmr_client *c, lmr_key_job *jobs, int n, int cancellable) {
   lmr_job *ptrs[ROUND_MAX];
   for (int i = 0; i < n; i++) ptrs[i] = &jobs[i].base;
   lmr_batch batch;
   lmr_batch_init(&batch);
   lmr_pool_submit(c->pool, &batch, ptrs, n);
+  int rc = LMR_OK;
+  lmr_cancel_check check = cancellable ? cancel_check : NULL;
+  if (check != NULL) {
+    void *ctx = cancel_ctx;
+    while (!lmr_batch_wait_for(&batch, (int64_t)LMR_CANCEL_POLL_MS * 1000000)) {
+      if (check(ctx)) {
+        lmr_pool_cancel(c->pool, &batch);
+        rc = LMR_ECANCELED;
+        break;
+      }
+    }
+  }
   lmr_batch_wait(&batch);
   lmr_batch_destroy(&batch);
+  return rc;
 }
 
 /* Starts a plan and runs its rounds to the verdict. */
@@ -245,7 +307,10 @@ static int run_plan(lmr_client *c, lmr_plan *p, lmr_plan_kind kind, lmr_op *op,
   uint64_t set_id = kind == LMR_PLAN_SET ? next_set_id(c) : 0;
   int rc = lmr__plan_start(p, kind, op, count, set_id, err);
   while (rc == LMR_OK && p->njobs > 0) {
-    run_round(c, p->jobs, p->njobs);
+    if (run_round(c, p->jobs, p->njobs, 1) == LMR_ECANCELED) {
+      rc = lmr__err(err, LMR_ECANCELED, "call was cancelled");
+      break;
+    }
     rc = lmr__plan_next(p, err);
   }
   lmr__plan_destroy(p);
@@ -261,7 +326,7 @@ static void read_server_limits(lmr_client *c) {
   lmr__op_init(&op, name, sizeof name - 1, c->cfg.connect_timeout, LMR_RESP_MAX_BULK);
   lmr_key_job job;
   lmr__key_job_init(&job, &op, LMR_JOB_CONFIG);
-  run_round(c, &job, 1);
+  run_round(c, &job, 1, 0);  /* opening is not cancelled */
   if (job.base.status == LMR_OK && job.integer > 0) c->max_bulk = job.integer;
 }
 
@@ -328,4 +393,13 @@ int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found, lmr_e
 
 int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
   return run_flag_plan(c, LMR_PLAN_DELETE, key, key_len, found, err);
+}
+
+int lmr_ping(lmr_client *c, lmr_error *err) {
+  int rc = check_open(c, err);
+  if (rc != LMR_OK) return rc;
+  lmr_op op;
+  lmr__op_init(&op, NULL, 0, c->cfg.timeout, c->max_bulk);
+  lmr_plan p;
+  return run_plan(c, &p, LMR_PLAN_PING, &op, 0, err);
 }

@@ -15,6 +15,7 @@ void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
   c->tls = NULL;
   c->tls_ctx = tls_ctx;
   atomic_init(&c->interrupted, 0);
+  c->cancel = NULL;
   pthread_mutex_init(&c->fd_mu, NULL);
   c->cfg = cfg;
   c->stats = stats;
@@ -44,17 +45,43 @@ void lmr__conn_interrupt(lmr_conn *c) {
   pthread_mutex_unlock(&c->fd_mu);
 }
 
+void lmr__conn_cancel(lmr_conn *c) {
+  pthread_mutex_lock(&c->fd_mu);
+  if (c->fd >= 0) shutdown(c->fd, SHUT_RDWR);
+  pthread_mutex_unlock(&c->fd_mu);
+}
+
+static int cancelled(const lmr_conn *c) {
+  return c->cancel != NULL && atomic_load(c->cancel);
+}
+
 void lmr__conn_destroy(lmr_conn *c) {
   lmr__conn_close(c);
   pthread_mutex_destroy(&c->fd_mu);
 }
 
 /* Closes after a stream failure; an interrupted connection reports
- * LMR_ECLOSED whatever broke, since the client closing caused it. */
+ * LMR_ECLOSED whatever broke, since the client closing caused it, and a
+ * cancelled job's LMR_ECANCELED. */
 static int broken(lmr_conn *c, int rc, lmr_error *err) {
   lmr__conn_close(c);
   if (atomic_load(&c->interrupted))
     return lmr__err(err, LMR_ECLOSED, "client was closed during the operation");
+  if (cancelled(c)) return lmr__err(err, LMR_ECANCELED, "call was cancelled");
+  return rc;
+}
+
+/* A plain connection whose handshake was cut off, or answered with a TLS
+ * record, most likely reached a TLS port: say so. */
+static int tls_hint(int rc, lmr_error *err) {
+  static const char hint[] =
+      " (right after connecting: the server may speak TLS; if so, use ssl=True or a "
+      "rediss:// URL)";
+  if (err != NULL && (rc == LMR_ECONN || rc == LMR_EPROTO)) {
+    size_t n = strlen(err->msg);
+    if (n > sizeof err->msg - sizeof hint) n = sizeof err->msg - sizeof hint;
+    memcpy(err->msg + n, hint, sizeof hint);
+  }
   return rc;
 }
 
@@ -67,11 +94,12 @@ int lmr__conn_server_error(const lmr_reply *r, const char *context, lmr_error *e
 
 /* Sends one handshake command and expects +OK / +PONG. */
 static int handshake_step(lmr_conn *c, lmr_cmd *cmd, const char *context, int fail_code,
-                          lmr_error *err) {
+                          int *replied, lmr_error *err) {
   int rc = lmr__conn_send(c, cmd, err);
   lmr_reply r;
   if (rc == LMR_OK) rc = lmr__conn_read_reply(c, &r, err);
   if (rc != LMR_OK) return rc;
+  *replied = 1;
   if (r.type == LMR_REPLY_STATUS) return LMR_OK;
   if (r.type == LMR_REPLY_ERROR) {
     rc = lmr__conn_server_error(&r, context, err);
@@ -98,7 +126,7 @@ static void publish_fd(void *ctx, int fd) {
   lmr_conn *c = ctx;
   pthread_mutex_lock(&c->fd_mu);
   c->fd = fd;
-  if (fd >= 0 && atomic_load(&c->interrupted)) shutdown(fd, SHUT_RDWR);
+  if (fd >= 0 && (atomic_load(&c->interrupted) || cancelled(c))) shutdown(fd, SHUT_RDWR);
   pthread_mutex_unlock(&c->fd_mu);
 }
 
@@ -106,6 +134,7 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
   if (c->fd >= 0 && c->rpos == c->rlen && idle_conn_ok(c)) return LMR_OK;
   if (c->fd >= 0) lmr__conn_close(c);
   if (atomic_load(&c->interrupted)) return lmr__err(err, LMR_ECLOSED, "client is closed");
+  if (cancelled(c)) return lmr__err(err, LMR_ECANCELED, "call was cancelled");
   int64_t deadline = lmr__deadline(c->cfg->connect_timeout);
   if (deadline > c->deadline && c->deadline != 0) deadline = c->deadline;
   int fd;
@@ -113,9 +142,11 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
   if (rc != LMR_OK) {
     if (atomic_load(&c->interrupted))
       return lmr__err(err, LMR_ECLOSED, "client was closed during the operation");
+    if (cancelled(c)) return lmr__err(err, LMR_ECANCELED, "call was cancelled");
     return rc;
   }
   if (atomic_load(&c->interrupted)) return broken(c, LMR_ECLOSED, err);
+  if (cancelled(c)) return broken(c, LMR_ECANCELED, err);
   if (c->tls_ctx != NULL) {
     rc = lmr__tls_connect(c->tls_ctx, fd, deadline, &c->tls, err);
     if (rc != LMR_OK) return broken(c, rc, err);
@@ -125,27 +156,29 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
 
   int64_t op_deadline = c->deadline;
   c->deadline = deadline;
+  int replied = 0;  /* the server answered in RESP */
   lmr_cmd cmd;
   if (c->cfg->password != NULL) {
     lmr_cmd_init(&cmd, c->cfg->username != NULL ? 3 : 2);
     lmr_cmd_arg_copy(&cmd, "AUTH");
     if (c->cfg->username != NULL) lmr_cmd_arg(&cmd, c->cfg->username, strlen(c->cfg->username));
     lmr_cmd_arg(&cmd, c->cfg->password, strlen(c->cfg->password));
-    rc = handshake_step(c, &cmd, "authentication failed", LMR_EAUTH, err);
+    rc = handshake_step(c, &cmd, "authentication failed", LMR_EAUTH, &replied, err);
   }
   if (rc == LMR_OK && c->cfg->db > 0) {
     lmr_cmd_init(&cmd, 2);
     lmr_cmd_arg_copy(&cmd, "SELECT");
     lmr_cmd_arg_int(&cmd, c->cfg->db);
-    rc = handshake_step(c, &cmd, "SELECT failed", LMR_ERESPONSE, err);
+    rc = handshake_step(c, &cmd, "SELECT failed", LMR_ERESPONSE, &replied, err);
   }
   if (rc == LMR_OK) {
     /* PING proves the connection usable now, and reports NOAUTH at once
      * when the server wants a password that was not given. */
     lmr_cmd_init(&cmd, 1);
     lmr_cmd_arg_copy(&cmd, "PING");
-    rc = handshake_step(c, &cmd, "PING failed", LMR_ERESPONSE, err);
+    rc = handshake_step(c, &cmd, "PING failed", LMR_ERESPONSE, &replied, err);
   }
+  if (rc != LMR_OK && c->tls_ctx == NULL && !replied) tls_hint(rc, err);
   /* Nothing may follow the handshake's replies: such bytes would be taken
    * for the next command's reply. */
   if (rc == LMR_OK && (c->rpos != c->rlen || !idle_conn_ok(c)))

@@ -30,6 +30,7 @@ typedef struct {
   lmr__tls *tls;              /* the TLS session on fd, or NULL */
   lmr__tls_ctx *tls_ctx;      /* the client's, or NULL: plain TCP */
   atomic_int interrupted;     /* set once by lmr__conn_interrupt */
+  const atomic_int *cancel;   /* the running job's cancel flag, or NULL */
   pthread_mutex_t fd_mu;      /* guards fd against a concurrent interrupt */
   const lmr_config *cfg;
   lmr__stats *stats;
@@ -48,6 +49,10 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err);
 void lmr__conn_close(lmr_conn *c);
 /* From another thread: makes current and future I/O on c fail promptly. */
 void lmr__conn_interrupt(lmr_conn *c);
+/* From another thread, after setting *c->cancel: makes the I/O of the
+ * current job fail promptly (LMR_ECANCELED). The connection is closed by
+ * its worker and re-made for the next job. */
+void lmr__conn_cancel(lmr_conn *c);
 void lmr__conn_destroy(lmr_conn *c);
 
 int lmr__conn_send(lmr_conn *c, lmr_cmd *cmd, lmr_error *err);

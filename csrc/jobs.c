@@ -32,6 +32,7 @@ static const char *kind_name(lmr_job_kind kind) {
     case LMR_JOB_GET: return "GET";
     case LMR_JOB_DEL: return "DEL";
     case LMR_JOB_CONFIG: return "CONFIG GET";
+    case LMR_JOB_PING: return "PING";
   }
   return "?";
 }
@@ -98,6 +99,10 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       lmr_cmd_arg_copy(cmd, "CONFIG");
       lmr_cmd_arg_copy(cmd, "GET");
       lmr_cmd_arg(cmd, op->key, op->key_len);
+      return;
+    case LMR_JOB_PING:
+      lmr_cmd_init(cmd, 1);
+      lmr_cmd_arg_copy(cmd, "PING");
       return;
     case LMR_JOB_GET:
     case LMR_JOB_DEL:
@@ -261,6 +266,9 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
     case LMR_JOB_SET:
       if (r.type == LMR_REPLY_STATUS && strcmp(r.str, "OK") == 0) return LMR_OK;
       break;
+    case LMR_JOB_PING:
+      if (r.type == LMR_REPLY_STATUS && strcmp(r.str, "PONG") == 0) return LMR_OK;
+      break;
     case LMR_JOB_DEL:
       if (r.type == LMR_REPLY_INTEGER) {
         job->integer = r.integer;
@@ -280,16 +288,8 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
   return unexpected(job, conn, kind_name(job->kind));
 }
 
-void lmr__key_job_run(lmr_job *base, void *worker_state) {
-  lmr_key_job *job = (lmr_key_job *)base;
-  lmr_conn *conn = worker_state;
-  lmr_error *err = &base->err;
-  conn->deadline = job->op->deadline;
-  if (lmr__now_ns() >= conn->deadline) {
-    base->status = lmr__err(err, LMR_ETIMEDOUT, "timed out before %s was sent",
-                            kind_name(job->kind));
-    return;
-  }
+static int run_commands(lmr_key_job *job, lmr_conn *conn) {
+  lmr_error *err = &job->base.err;
   int rc = lmr__conn_ensure(conn, err);
   if (rc == LMR_OK) {
     /* No reply may claim more than the server would ever send. */
@@ -301,5 +301,24 @@ void lmr__key_job_run(lmr_job *base, void *worker_state) {
       LMR__COUNT(conn->stats, bytes_sent, job->op->len);
   }
   if (rc == LMR_OK) rc = handle_reply(job, conn);
-  base->status = rc;
+  return rc;
+}
+
+void lmr__key_job_run(lmr_job *base, void *worker_state) {
+  lmr_key_job *job = (lmr_key_job *)base;
+  lmr_conn *conn = worker_state;
+  lmr_error *err = &base->err;
+  conn->deadline = job->op->deadline;
+  /* lmr_pool_cancel may set the flag from here on; the connection then
+   * fails its I/O with LMR_ECANCELED. */
+  conn->cancel = &base->cancelled;
+  if (atomic_load(&base->cancelled)) {
+    base->status = lmr__err(err, LMR_ECANCELED, "call was cancelled");
+  } else if (lmr__now_ns() >= conn->deadline) {
+    base->status = lmr__err(err, LMR_ETIMEDOUT, "timed out before %s was sent",
+                            kind_name(job->kind));
+  } else {
+    base->status = run_commands(job, conn);
+  }
+  conn->cancel = NULL;
 }

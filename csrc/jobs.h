@@ -19,6 +19,7 @@ typedef enum {
   LMR_JOB_GET,     /* GET key into the op's buffer (a verbatim value) */
   LMR_JOB_DEL,     /* DEL key */
   LMR_JOB_CONFIG,  /* CONFIG GET <key>: a numeric server setting */
+  LMR_JOB_PING,    /* PING (no key): the server answers +PONG */
 } lmr_job_kind;
 
 /* Bytes of a value the first round of a read fetches at most. */

@@ -30,7 +30,8 @@ extern "C" {
   XX(ERESPONSE, -6, "server replied with an error")                         \
   XX(EAUTH, -7, "authentication failed")                                    \
   XX(ETOOBIG, -8, "value does not fit the buffer")                          \
-  XX(ECLOSED, -9, "client is closed")
+  XX(ECLOSED, -9, "client is closed")                                       \
+  XX(ECANCELED, -10, "call was cancelled")
 
 typedef enum {
   LMR_OK = 0,
@@ -140,6 +141,24 @@ int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found,
 /* Deletes the key (DEL, whatever it holds); *found = 1 if it existed. */
 int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
                lmr_error *err);
+
+/* One PING round trip over one connection (reconnecting it if needed):
+ * LMR_OK when the server answered PONG. */
+int lmr_ping(lmr_client *c, lmr_error *err);
+
+/* Cancelling a call from the thread that made it (Ctrl-C in Python).
+ *
+ * While a call made on this thread waits for its jobs, it calls `check`
+ * every LMR_CANCEL_POLL_MS milliseconds; a nonzero return cancels it: jobs
+ * not yet started never run, the connections of those running are shut
+ * down (each is closed and re-made on its next use, never reused
+ * mid-reply), and once every job has finished the call returns
+ * LMR_ECANCELED. When it returns, no worker touches its buffer any more.
+ * The setting is per thread; check = NULL turns it off. lmr_client_open
+ * is not cancelled. */
+typedef int (*lmr_cancel_check)(void *ctx);
+#define LMR_CANCEL_POLL_MS 50
+void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx);
 
 void lmr_client_stats(const lmr_client *c, lmr_stats *out);
 

@@ -6,7 +6,7 @@
 #include "internal.h"
 #include "plan.h"
 
-enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS };
+enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS, S_PING };
 
 /* What a HEAD job found under the key. */
 typedef enum { H_ABSENT, H_OTHER_TYPE, H_CHANGED, H_VERBATIM, H_ENCODED, H_BROKEN } head_kind;
@@ -183,6 +183,9 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
     case LMR_PLAN_DELETE:
       one_job(p, S_DEL, LMR_JOB_DEL);
       return LMR_OK;
+    case LMR_PLAN_PING:
+      one_job(p, S_PING, LMR_JOB_PING);
+      return LMR_OK;
     case LMR_PLAN_EXISTS:
       op->dst = NULL;
       op->cap = 0;
@@ -212,6 +215,9 @@ int lmr__plan_next(lmr_plan *p, lmr_error *err) {
       return LMR_OK;
     case S_DEL:
       p->found = p->one.integer > 0;
+      break;
+    case S_PING:
+      p->found = 1;
       break;
     default:
       break;

@@ -13,6 +13,7 @@
  *   exists  HEAD alone: a whole value of this format (or verbatim) exists.
  *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded.
  *   delete  one DEL.
+ *   ping    one PING (no key).
  */
 #ifndef LMR_PLAN_H
 #define LMR_PLAN_H
@@ -21,7 +22,13 @@
 
 #define LMR_PLAN_READ_ATTEMPTS 3
 
-typedef enum { LMR_PLAN_GET, LMR_PLAN_EXISTS, LMR_PLAN_SET, LMR_PLAN_DELETE } lmr_plan_kind;
+typedef enum {
+  LMR_PLAN_GET,
+  LMR_PLAN_EXISTS,
+  LMR_PLAN_SET,
+  LMR_PLAN_DELETE,
+  LMR_PLAN_PING
+} lmr_plan_kind;
 
 typedef struct {
   lmr_plan_kind kind;
@@ -34,7 +41,8 @@ typedef struct {
   lmr_key_job *parts;    /* storage for a round of parts, when needed */
   unsigned char *hdrs;   /* an encoded SET's headers */
   /* verdict */
-  int found;             /* get: a hit; exists: a whole value; delete: a key went */
+  int found;             /* get: a hit; exists: a whole value; delete: a key went;
+                            ping: the server answered */
   uint64_t len;          /* get: the value's length */
 } lmr_plan;
 

@@ -1,8 +1,10 @@
 /* Worker pool (pool.h).
  *
  * Lock invariants: `mu` guards the queue (head/tail), `stopping`, `started`,
- * `states[]` and the idle stack (`idle`, `nidle`, `woken`). A worker's state is created and destroyed on the worker's
- * own thread; states[i] is non-NULL exactly while it may be interrupted, so
+ * `states[]`, `running[]` (the job each worker runs: lmr_pool_cancel finds
+ * a call's running jobs there) and the idle stack (`idle`, `nidle`,
+ * `woken`). A worker's state is created and destroyed on the worker's own
+ * thread; states[i] is non-NULL exactly while it may be interrupted, so
  * lmr_pool_shutdown never touches a state that is being destroyed.
  * A job is owned by the queue until a worker pops it, then by that worker
  * until complete() hands it back to its batch.
@@ -13,7 +15,9 @@
  * a shared condition variable the workers took turns, which on two cores
  * halved single-stripe throughput (BENCHMARKS.md).
  */
+#include <errno.h>
 #include <signal.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +40,7 @@ struct lmr_pool {
   int nthreads;             /* threads actually created */
   pthread_t *threads;
   void **states;
+  lmr_job **running;        /* per worker: the job it runs, or NULL */
   lmr_error *init_err;      /* per worker: its init's result */
 };
 
@@ -58,6 +63,11 @@ static void batch_finished(lmr_batch *b) {
 static void complete(lmr_job *job) {
   lmr_batch *b = job->batch;
   if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) == 1) batch_finished(b);
+}
+
+static void fail_cancelled(lmr_job *job) {
+  job->status = lmr__err(&job->err, LMR_ECANCELED, "call was cancelled");
+  complete(job);
 }
 
 static void fail_closed(lmr_job *job) {
@@ -96,8 +106,12 @@ static void *worker_main(void *argp) {
     lmr_job *job = p->head;
     p->head = job->next;
     if (p->head == NULL) p->tail = NULL;
+    p->running[arg.index] = job;
     pthread_mutex_unlock(&p->mu);
     job->run(job, state);
+    pthread_mutex_lock(&p->mu);
+    p->running[arg.index] = NULL;  /* before complete: then the job is the caller's */
+    pthread_mutex_unlock(&p->mu);
     complete(job);
     pthread_mutex_lock(&p->mu);
   }
@@ -119,12 +133,13 @@ int lmr_pool_create(lmr_pool **out, const lmr_pool_config *cfg, lmr_error *err) 
   p->cfg = *cfg;
   p->threads = calloc((size_t)cfg->workers, sizeof *p->threads);
   p->states = calloc((size_t)cfg->workers, sizeof *p->states);
+  p->running = calloc((size_t)cfg->workers, sizeof *p->running);
   p->init_err = calloc((size_t)cfg->workers, sizeof *p->init_err);
   p->wake_cv = calloc((size_t)cfg->workers, sizeof *p->wake_cv);
   p->idle = calloc((size_t)cfg->workers, sizeof *p->idle);
   p->woken = calloc((size_t)cfg->workers, sizeof *p->woken);
-  if (p->threads == NULL || p->states == NULL || p->init_err == NULL || p->wake_cv == NULL ||
-      p->idle == NULL || p->woken == NULL) {
+  if (p->threads == NULL || p->states == NULL || p->running == NULL || p->init_err == NULL ||
+      p->wake_cv == NULL || p->idle == NULL || p->woken == NULL) {
     lmr_pool_free(p);
     return lmr__err(err, LMR_ENOMEM, "out of memory for the worker pool");
   }
@@ -176,7 +191,12 @@ void lmr_batch_init(lmr_batch *b) {
   b->on_done = NULL;
   b->done = 0;
   pthread_mutex_init(&b->mu, NULL);
-  pthread_cond_init(&b->cv, NULL);
+  /* Timed waits (lmr_batch_wait_for) count on the monotonic clock. */
+  pthread_condattr_t attr;
+  pthread_condattr_init(&attr);
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  pthread_cond_init(&b->cv, &attr);
+  pthread_condattr_destroy(&attr);
 }
 
 void lmr_batch_destroy(lmr_batch *b) {
@@ -195,6 +215,7 @@ void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n) {
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < n; i++) {
       jobs[i]->batch = b;
+      atomic_init(&jobs[i]->cancelled, 0);
       fail_closed(jobs[i]);
     }
     return;
@@ -203,6 +224,7 @@ void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n) {
     lmr_job *job = jobs[i];
     job->batch = b;
     job->next = NULL;
+    atomic_init(&job->cancelled, 0);
     if (p->tail != NULL) p->tail->next = job; else p->head = job;
     p->tail = job;
   }
@@ -218,6 +240,53 @@ void lmr_batch_wait(lmr_batch *b) {
   pthread_mutex_lock(&b->mu);
   while (!b->done) pthread_cond_wait(&b->cv, &b->mu);
   pthread_mutex_unlock(&b->mu);
+}
+
+int lmr_batch_wait_for(lmr_batch *b, int64_t timeout_ns) {
+  struct timespec until;
+  clock_gettime(CLOCK_MONOTONIC, &until);
+  int64_t ns = (int64_t)until.tv_nsec + timeout_ns % 1000000000;
+  until.tv_sec += (time_t)(timeout_ns / 1000000000 + ns / 1000000000);
+  until.tv_nsec = (long)(ns % 1000000000);
+  pthread_mutex_lock(&b->mu);
+  while (!b->done) {
+    if (pthread_cond_timedwait(&b->cv, &b->mu, &until) == ETIMEDOUT) break;
+  }
+  int done = b->done;
+  pthread_mutex_unlock(&b->mu);
+  return done;
+}
+
+void lmr_pool_cancel(lmr_pool *p, lmr_batch *b) {
+  lmr_job *unrun = NULL;
+  pthread_mutex_lock(&p->mu);
+  /* Take b's jobs out of the queue, keeping the others in order. */
+  lmr_job **link = &p->head;
+  p->tail = NULL;
+  while (*link != NULL) {
+    lmr_job *job = *link;
+    if (job->batch == b) {
+      *link = job->next;
+      job->next = unrun;
+      unrun = job;
+    } else {
+      p->tail = job;
+      link = &job->next;
+    }
+  }
+  for (int i = 0; i < p->nthreads; i++) {
+    lmr_job *job = p->running[i];
+    if (job == NULL || job->batch != b) continue;
+    atomic_store(&job->cancelled, 1);
+    if (p->cfg.worker_cancel != NULL && p->states[i] != NULL)
+      p->cfg.worker_cancel(p->cfg.ctx, p->states[i]);
+  }
+  pthread_mutex_unlock(&p->mu);
+  while (unrun != NULL) {
+    lmr_job *next = unrun->next;
+    fail_cancelled(unrun);
+    unrun = next;
+  }
 }
 
 void lmr_pool_shutdown(lmr_pool *p) {
@@ -255,6 +324,7 @@ void lmr_pool_free(lmr_pool *p) {
   }
   free(p->threads);
   free(p->states);
+  free(p->running);
   free(p->init_err);
   free(p->wake_cv);
   free(p->idle);

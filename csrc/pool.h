@@ -16,6 +16,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 
 #include "lmcache_redis.h"
 
@@ -30,6 +31,7 @@ struct lmr_job {
   void (*run)(lmr_job *job, void *worker_state);
   int status;
   lmr_error err;
+  atomic_int cancelled;      /* set by lmr_pool_cancel while it runs */
 };
 
 struct lmr_batch {
@@ -48,6 +50,10 @@ typedef struct {
   /* Makes a worker blocked in I/O give up soon (e.g. shutdown(2) its
    * socket). Called with the pool lock held, from the closing thread. */
   void (*worker_interrupt)(void *ctx, void *state);
+  /* Makes the worker's current job (its `cancelled` already set) give up
+   * soon, leaving the worker usable for later jobs. Called with the pool
+   * lock held, from the cancelling thread; NULL: running jobs just finish. */
+  void (*worker_cancel)(void *ctx, void *state);
   void *ctx;
 } lmr_pool_config;
 
@@ -63,6 +69,13 @@ void lmr_batch_destroy(lmr_batch *b);
 void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n);
 /* Blocks until every job submitted in b has finished. */
 void lmr_batch_wait(lmr_batch *b);
+/* Waits at most timeout_ns for b; 1 when every job has finished, else 0. */
+int lmr_batch_wait_for(lmr_batch *b, int64_t timeout_ns);
+/* Gives up on batch b (submitted to p): its queued jobs complete at once
+ * with LMR_ECANCELED, unrun; its running ones get `cancelled` set and their
+ * workers worker_cancel. The caller still waits for b, which then ends
+ * soon; only then are the jobs the caller's again. */
+void lmr_pool_cancel(lmr_pool *p, lmr_batch *b);
 
 /* Fails queued jobs with LMR_ECLOSED, interrupts running ones, joins all
  * workers and runs worker_fini. Idempotent and thread-safe. */

@@ -3,6 +3,7 @@
 
 from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_CheckBuffer, PyObject_GetBuffer)
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uintptr_t
 
 from lmcache_redis._lmr cimport *
@@ -45,9 +46,39 @@ def stripe_count(nbytes, stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4):
     return lmr_stripe_count(nbytes, stripe_size, connections, LMR_MAX_STRIPES)
 
 
+cdef extern from "Python.h":
+    # Declared here without an exception clause: called with the GIL held
+    # from the cancel check, its error (KeyboardInterrupt) is left pending
+    # for the call to raise once the C core has given up.
+    int PyErr_CheckSignals_pending "PyErr_CheckSignals" () noexcept
+    void *PyErr_Occurred_ptr "PyErr_Occurred" () noexcept
+
+
+cdef int check_signals(void *ctx) noexcept nogil:
+    """The C core's cancel check (lmr_thread_set_cancel_check): runs the
+    Python signal handlers every LMR_CANCEL_POLL_MS while a call waits; one
+    that raises (Ctrl-C: KeyboardInterrupt) cancels the call."""
+    with gil:
+        return PyErr_CheckSignals_pending() != 0
+
+
+cdef inline void arm_cancel() noexcept:
+    lmr_thread_set_cancel_check(check_signals, NULL)
+
+
 cdef raise_error(const lmr_error *err):
     raise error_from_code(lmr_code_name(err.code).decode("ascii"),
                           err.msg.decode("utf-8", "replace"), err.needed)
+
+
+cdef int check(int rc, lmr_error *err) except -1:
+    """Raises for a failed call: the pending signal handler's exception
+    (KeyboardInterrupt) for a cancelled one, else the error's."""
+    if rc == LMR_OK:
+        return 0
+    if rc == LMR_ECANCELED and PyErr_Occurred_ptr() != NULL:
+        return -1
+    raise_error(err)
 
 
 cdef bytes key_bytes(object key):
@@ -69,16 +100,40 @@ cdef int64_t ttl_ms(object ttl) except -2:
     return max(1, <int64_t>math.ceil(ttl * 1000))
 
 
-cdef get_view(object buffer, Py_buffer *view, bint writable):
+cdef get_view(object buffer, Py_buffer *view, bint writable, str call):
     if not PyObject_CheckBuffer(buffer):
-        raise TypeError(f"buffer must support the buffer protocol (bytearray, memoryview, "
-                        f"numpy array, ...), not {type(buffer).__name__}")
+        hint = ""
+        if call == "get" and buffer is None:
+            hint = f"; or call get(key) alone for a new bytes object"
+        raise TypeError(f"{call}(key, buffer): buffer must support the buffer protocol "
+                        f"(bytes, bytearray, memoryview, numpy array, ...), not "
+                        f"{type(buffer).__name__}{hint}")
     try:
         PyObject_GetBuffer(buffer, view,
                            PyBUF_C_CONTIGUOUS | (PyBUF_WRITABLE if writable else 0))
-    except BufferError as e:
-        need = "writable, C-contiguous" if writable else "C-contiguous"
-        raise ValueError(f"buffer must be a {need} buffer ({type(buffer).__name__}: {e})") from None
+    except (BufferError, ValueError) as e:  # numpy raises ValueError
+        raise ValueError(buffer_problem(buffer, writable, call, e)) from None
+
+
+cdef str buffer_problem(object buffer, bint writable, str call, object e):
+    """Says what is wrong with a buffer that PyObject_GetBuffer refused, and
+    the fix."""
+    name = type(buffer).__name__
+    try:
+        m = memoryview(buffer)
+        readonly, contiguous = m.readonly, m.c_contiguous
+        m.release()
+    except Exception:
+        return f"{call}(key, buffer): buffer ({name}) was refused: {e}"
+    if writable and readonly:
+        return (f"{call}(key, buffer): buffer ({name}) is read-only; pass a writable one "
+                f"(bytearray, numpy array), or call get(key) alone for a new bytes object")
+    if not contiguous:
+        return (f"{call}(key, buffer): buffer ({name}) is not C-contiguous (a slice with "
+                f"a step, a transposed array); pass a contiguous one, e.g. "
+                f"np.ascontiguousarray(buffer)" + (" and copy the result back" if writable
+                                                    else ""))
+    return f"{call}(key, buffer): buffer ({name}) was refused: {e}"
 
 
 cdef check_range(object address, object nbytes):
@@ -88,6 +143,44 @@ cdef check_range(object address, object nbytes):
         raise ValueError(f"address {address:#x} is not a valid pointer")
     if address == 0 and nbytes > 0:
         raise ValueError("address is NULL")
+
+
+# ---- converting the constructor's arguments to the C configuration ----------
+# Only types are converted here; the values are checked once, by the C core
+# (client.c's check_config), whose messages name these arguments.
+
+cdef int c_int(object value, str name, str example) except? -1:
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be an int, not str {value!r}: pass {name}={example}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__} "
+                        f"(e.g. {name}={example})") from None
+    if not -2**31 <= value < 2**31:
+        raise ValueError(f"{name}={value} is out of range")
+    return value
+
+
+cdef double c_seconds(object value, str name) except? -1:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    return value
+
+
+cdef bytes c_text(object value, str name):
+    """A str (encoded as UTF-8) or bytes, for a C string: no NUL inside."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        b = (<str>value).encode("utf-8")
+    elif isinstance(value, bytes):
+        b = <bytes>value
+    else:
+        raise TypeError(f"{name} must be str or bytes, not {type(value).__name__}")
+    if b"\0" in b:
+        raise ValueError(f"{name} must not contain a NUL character (\\x00)")
+    return b
 
 
 cdef object path_or_none(object value, str name):
@@ -107,12 +200,15 @@ cdef lmr_client *open_client(lmr_client *c) except NULL:
     return c
 
 
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# How many times get(key) without a buffer reads again when the value's
+# length changed between learning it and reading it.
+_GET_ATTEMPTS = 4
+
+
 cdef class RedisClient:
-    """RedisClient(host="localhost", port=6379, *, stripes=None,
-    stripe_size=2 MiB, connections=4, timeout=10.0, connect_timeout=None,
-    username=None, password=None, db=0, unix_socket_path=None,
-    ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None,
-    ssl_verify=True, ssl_server_name=None)
+    """RedisClient(host='localhost', port=6379, *, stripes=None, stripe_size=2097152, connections=4, timeout=10.0, connect_timeout=None, username=None, password=None, db=0, unix_socket_path=None, ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None, ssl_verify=True, ssl_server_name=None)
+--
 
     A Redis client for huge values (KV-cache chunks of 4-80 MB).
 
@@ -120,7 +216,9 @@ cdef class RedisClient:
     parallel over ``connections`` connections by C worker threads. ``get``
     receives straight into your buffer and ``set`` sends straight from it:
     no copy in Python, and the GIL is released for the whole operation, so
-    one client may be shared by many threads.
+    one client may be shared by many threads. Ctrl-C interrupts a call
+    within about 50 ms (KeyboardInterrupt); the connections it was using
+    are dropped and re-made on their next use.
 
     All connections are made (and authenticated) here: a wrong address or
     password raises at once. A connection that breaks later is re-made on
@@ -128,11 +226,12 @@ cdef class RedisClient:
 
     Parameters:
         host, port: the server's TCP address (ignored with unix_socket_path).
-        stripes: sub-keys per value written, 1..256, or None (default): the
-            count follows the value's size (``stripe_size``). A value
-            written as one stripe is stored verbatim under its key, readable
-            by any Redis client. Any client reads values written with any
-            stripe count.
+            For a URL, use ``RedisClient.from_url``.
+        stripes: sub-keys per value written, 1..256, or None (default; 0
+            too): the count follows the value's size (``stripe_size``). A
+            value written as one stripe is stored verbatim under its key,
+            readable by any Redis client. Any client reads values written
+            with any stripe count.
         stripe_size: with stripes=None, the most server memory one stripe
             may take, header and Redis's own overhead included (default
             2 MiB: Redis slows down on values of 8 MiB and more, and stripes
@@ -147,7 +246,9 @@ cdef class RedisClient:
         timeout: seconds allowed for each whole operation.
         connect_timeout: seconds allowed to connect and authenticate
             (default: min(timeout, 5)).
-        username, password: AUTH credentials (username needs a password).
+        username, password: AUTH credentials, str (sent as UTF-8) or bytes
+            (sent as they are); no NUL characters. A username needs a
+            password.
         db: database number to SELECT.
         unix_socket_path: connect over a Unix socket instead of TCP.
         ssl: TLS (1.2 or later) on every connection (OpenSSL). The server's
@@ -169,108 +270,113 @@ cdef class RedisClient:
     """
 
     cdef lmr_client *_c
-    cdef readonly str host
-    cdef readonly int port
-    cdef readonly object unix_socket_path
-    cdef readonly object username
-    cdef readonly int db
-    cdef readonly object stripes
-    cdef readonly unsigned long long stripe_size
-    cdef readonly int connections
-    cdef readonly double timeout
-    cdef readonly double connect_timeout
-    cdef readonly bint ssl
-    cdef readonly object ssl_ca_certs
-    cdef readonly object ssl_certfile
-    cdef readonly object ssl_keyfile
-    cdef readonly bint ssl_verify
-    cdef readonly object ssl_server_name
+    cdef str _host
+    cdef int _port
+    cdef object _unix_socket_path
+    cdef object _username
+    cdef int _db
+    cdef object _stripes
+    cdef unsigned long long _stripe_size
+    cdef int _connections
+    cdef double _timeout
+    cdef double _connect_timeout
+    cdef bint _ssl
+    cdef object _ssl_ca_certs
+    cdef object _ssl_certfile
+    cdef object _ssl_keyfile
+    cdef bint _ssl_verify
+    cdef object _ssl_server_name
 
     def __cinit__(self, *args, **kwargs):
         self._c = NULL
 
-    def __init__(self, str host not None="localhost", int port=6379, *, stripes=None,
-                 stripe_size=LMR_DEFAULT_STRIPE_SIZE, int connections=4, double timeout=10.0, connect_timeout=None,
-                 username=None, password=None, int db=0, unix_socket_path=None,
-                 bint ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None,
-                 bint ssl_verify=True, ssl_server_name=None):
+    def __init__(self, host="localhost", port=6379, *, stripes=None,
+                 stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4, timeout=10.0,
+                 connect_timeout=None, username=None, password=None, db=0,
+                 unix_socket_path=None, ssl=False, ssl_ca_certs=None, ssl_certfile=None,
+                 ssl_keyfile=None, ssl_verify=True, ssl_server_name=None):
+        """Connects every connection; see help(RedisClient) for the arguments."""
         if self._c != NULL:
             raise RuntimeError("RedisClient is already initialised")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be str, not {type(host).__name__}")
+        if host.startswith(_URL_SCHEMES):
+            raise ValueError(f"host={host!r} is a URL: use RedisClient.from_url({host!r})")
+        cdef bytes b_host = c_text(host, "host")
+        cdef int c_port = c_int(port, "port", "6379")
+        cdef int c_stripes = 0 if stripes is None else c_int(stripes, "stripes", "20")
+        if isinstance(stripe_size, str):
+            raise TypeError(f"stripe_size must be an int number of bytes, not str {stripe_size!r}")
+        try:
+            n_stripe_size = operator.index(stripe_size)
+        except TypeError:
+            raise TypeError(f"stripe_size must be an int number of bytes, not "
+                            f"{type(stripe_size).__name__}") from None
+        if not 0 <= n_stripe_size < 2**64:
+            raise ValueError(f"stripe_size={n_stripe_size} is out of range")
+        cdef int c_connections = c_int(connections, "connections", "4")
+        cdef double c_timeout = c_seconds(timeout, "timeout")
+        cdef double c_connect_timeout = (min(c_timeout, 5.0) if connect_timeout is None
+                                         else c_seconds(connect_timeout, "connect_timeout"))
+        cdef int c_db = c_int(db, "db", "0")
         ssl_ca_certs = path_or_none(ssl_ca_certs, "ssl_ca_certs")
         ssl_certfile = path_or_none(ssl_certfile, "ssl_certfile")
         ssl_keyfile = path_or_none(ssl_keyfile, "ssl_keyfile")
+        unix_socket_path = path_or_none(unix_socket_path, "unix_socket_path")
         if ssl_server_name is not None and not isinstance(ssl_server_name, str):
             raise TypeError(f"ssl_server_name must be str, not {type(ssl_server_name).__name__}")
-        if not ssl:
-            given = [name for name, value in (("ssl_ca_certs", ssl_ca_certs),
-                                              ("ssl_certfile", ssl_certfile),
-                                              ("ssl_keyfile", ssl_keyfile),
-                                              ("ssl_server_name", ssl_server_name))
-                     if value is not None]
-            if given:
-                raise ValueError(f"{', '.join(given)} given without ssl=True "
-                                 f"(or a rediss:// URL)")
-        elif unix_socket_path is not None:
-            raise ValueError("ssl=True is for TCP connections, not unix_socket_path")
-        if ssl_keyfile is not None and ssl_certfile is None:
-            raise ValueError("ssl_keyfile needs ssl_certfile (the certificate it belongs to)")
-        if ssl_server_name == "":
-            raise ValueError("ssl_server_name must not be empty")
-        self.ssl = ssl
-        self.ssl_ca_certs = ssl_ca_certs
-        self.ssl_certfile = ssl_certfile
-        self.ssl_keyfile = ssl_keyfile
-        self.ssl_verify = ssl_verify
-        self.ssl_server_name = ssl_server_name
-        self.host = host
-        self.port = port
-        self.unix_socket_path = None if unix_socket_path is None else str(unix_socket_path)
-        self.username = username
-        self.db = db
-        if stripes is not None:
-            stripes = operator.index(stripes)
-            if stripes < 1:
-                raise ValueError(f"stripes must be in 1..{LMR_MAX_STRIPES} or None, got {stripes}")
-        stripe_size = _checked_stripe_size(stripe_size)
-        self.stripes = stripes
-        self.stripe_size = stripe_size
-        self.connections = connections
-        self.timeout = timeout
-        self.connect_timeout = min(timeout, 5.0) if connect_timeout is None else connect_timeout
-
-        cdef bytes b_host = host.encode("utf-8")
-        cdef bytes b_unix = None if unix_socket_path is None else self.unix_socket_path.encode()
-        cdef bytes b_user = None if username is None else str(username).encode("utf-8")
-        cdef bytes b_pass = None if password is None else str(password).encode("utf-8")
+        cdef bytes b_unix = None if unix_socket_path is None else os.fsencode(unix_socket_path)
+        cdef bytes b_user = c_text(username, "username")
+        cdef bytes b_pass = c_text(password, "password")
         cdef bytes b_ca = None if ssl_ca_certs is None else os.fsencode(ssl_ca_certs)
         cdef bytes b_cert = None if ssl_certfile is None else os.fsencode(ssl_certfile)
         cdef bytes b_key = None if ssl_keyfile is None else os.fsencode(ssl_keyfile)
-        cdef bytes b_sni = None if ssl_server_name is None else ssl_server_name.encode("utf-8")
+        cdef bytes b_sni = c_text(ssl_server_name, "ssl_server_name")
+        for name, b in (("unix_socket_path", b_unix), ("ssl_ca_certs", b_ca),
+                        ("ssl_certfile", b_cert), ("ssl_keyfile", b_key)):
+            if b is not None and b"\0" in b:
+                raise ValueError(f"{name} must not contain a NUL character (\\x00)")
         cdef lmr_config cfg
         lmr_config_init(&cfg)
         cfg.host = b_host
-        cfg.port = port
+        cfg.port = c_port
         cfg.unix_path = NULL if b_unix is None else <const char *>b_unix
         cfg.username = NULL if b_user is None else <const char *>b_user
         cfg.password = NULL if b_pass is None else <const char *>b_pass
-        cfg.db = db
-        cfg.timeout = timeout
-        cfg.connect_timeout = self.connect_timeout
-        cfg.stripes = 0 if stripes is None else min(stripes, LMR_MAX_STRIPES + 1)
-        cfg.stripe_size = stripe_size
-        cfg.connections = connections
-        cfg.tls = ssl
+        cfg.db = c_db
+        cfg.timeout = c_timeout
+        cfg.connect_timeout = c_connect_timeout
+        cfg.stripes = c_stripes
+        cfg.stripe_size = n_stripe_size
+        cfg.connections = c_connections
+        cfg.tls = bool(ssl)
         cfg.tls_ca_file = NULL if b_ca is None else <const char *>b_ca
         cfg.tls_cert_file = NULL if b_cert is None else <const char *>b_cert
         cfg.tls_key_file = NULL if b_key is None else <const char *>b_key
         cfg.tls_server_name = NULL if b_sni is None else <const char *>b_sni
-        cfg.tls_verify = ssl_verify
+        cfg.tls_verify = bool(ssl_verify)
         cdef lmr_error err
         cdef int rc
         with nogil:
             rc = lmr_client_open(&self._c, &cfg, &err)
         if rc != LMR_OK:
             raise_error(&err)
+        self._host = host
+        self._port = c_port
+        self._unix_socket_path = unix_socket_path
+        self._username = username
+        self._db = c_db
+        self._stripes = None if c_stripes == 0 else c_stripes
+        self._stripe_size = cfg.stripe_size
+        self._connections = c_connections
+        self._timeout = c_timeout
+        self._connect_timeout = c_connect_timeout
+        self._ssl = bool(ssl)
+        self._ssl_ca_certs = ssl_ca_certs
+        self._ssl_certfile = ssl_certfile
+        self._ssl_keyfile = ssl_keyfile
+        self._ssl_verify = bool(ssl_verify)
+        self._ssl_server_name = ssl_server_name
 
     @classmethod
     def from_url(cls, url, **kwargs):
@@ -286,6 +392,92 @@ cdef class RedisClient:
         options = parse_url(url)
         options.update(kwargs)
         return cls(**options)
+
+    # ---- the settings, read-only -------------------------------------------
+
+    @property
+    def host(self):
+        """The server's host name or address (str); unused with
+        unix_socket_path."""
+        return self._host
+
+    @property
+    def port(self):
+        """The server's TCP port (int); unused with unix_socket_path."""
+        return self._port
+
+    @property
+    def unix_socket_path(self):
+        """The Unix socket path (str), or None for TCP."""
+        return self._unix_socket_path
+
+    @property
+    def username(self):
+        """The ACL user name given (str or bytes), or None (default user).
+        The password is never kept where Python can read it."""
+        return self._username
+
+    @property
+    def db(self):
+        """The database number SELECTed on every connection (0: none)."""
+        return self._db
+
+    @property
+    def stripes(self):
+        """The fixed number of stripes per value written (1..256), or None:
+        the count follows each value's size and ``stripe_size``."""
+        return self._stripes
+
+    @property
+    def stripe_size(self):
+        """With stripes=None, the most server memory one stripe may take, in
+        bytes."""
+        return self._stripe_size
+
+    @property
+    def connections(self):
+        """The number of connections, and of C worker threads (1..64)."""
+        return self._connections
+
+    @property
+    def timeout(self):
+        """Seconds allowed for each whole operation (float)."""
+        return self._timeout
+
+    @property
+    def connect_timeout(self):
+        """Seconds allowed to connect, handshake and authenticate (float)."""
+        return self._connect_timeout
+
+    @property
+    def ssl(self):
+        """True when every connection runs over TLS."""
+        return self._ssl
+
+    @property
+    def ssl_ca_certs(self):
+        """The PEM file of trusted CAs (str), or None: the system's."""
+        return self._ssl_ca_certs
+
+    @property
+    def ssl_certfile(self):
+        """The client certificate file (str), or None."""
+        return self._ssl_certfile
+
+    @property
+    def ssl_keyfile(self):
+        """The client certificate's key file (str), or None."""
+        return self._ssl_keyfile
+
+    @property
+    def ssl_verify(self):
+        """False when the server's certificate is not verified (tests only)."""
+        return self._ssl_verify
+
+    @property
+    def ssl_server_name(self):
+        """The name the server's certificate must carry (str), or None: host."""
+        return self._ssl_server_name
 
     def __dealloc__(self):
         if self._c != NULL:
@@ -317,15 +509,28 @@ cdef class RedisClient:
                         "process; create a client in each process")
 
     def __repr__(self):
-        where = (f"unix_socket_path={self.unix_socket_path!r}" if self.unix_socket_path
-                 else f"host={self.host!r}, port={self.port}")
-        user = f", username={self.username!r}" if self.username is not None else ""
-        if self.ssl:
-            user += ", ssl=True" + ("" if self.ssl_verify else ", ssl_verify=False")
-        striping = (f"stripes={self.stripes}" if self.stripes is not None
-                    else f"stripe_size={self.stripe_size}")
-        return (f"RedisClient({where}, db={self.db}{user}, {striping}, "
-                f"connections={self.connections}, timeout={self.timeout})")
+        where = (f"unix_socket_path={self._unix_socket_path!r}" if self._unix_socket_path
+                 else f"host={self._host!r}, port={self._port}")
+        user = f", username={self._username!r}" if self._username is not None else ""
+        if self._ssl:
+            user += ", ssl=True" + ("" if self._ssl_verify else ", ssl_verify=False")
+        striping = (f"stripes={self._stripes}" if self._stripes is not None
+                    else f"stripe_size={self._stripe_size}")
+        return (f"RedisClient({where}, db={self._db}{user}, {striping}, "
+                f"connections={self._connections}, timeout={self._timeout})")
+
+    def ping(self):
+        """Sends PING over one connection (re-made first if it broke) and
+        returns True when the server answers PONG; raises as any call does
+        otherwise (ConnectionError, TimeoutError, AuthenticationError...)."""
+        cdef lmr_client *c = open_client(self._c)
+        cdef lmr_error err
+        cdef int rc
+        arm_cancel()
+        with nogil:
+            rc = lmr_ping(c, &err)
+        check(rc, &err)
+        return True
 
     def set(self, key, buffer, *, ttl=None):
         """Stores the bytes of ``buffer`` (any C-contiguous buffer: bytes,
@@ -339,38 +544,82 @@ cdef class RedisClient:
         cdef int64_t ms = ttl_ms(ttl)
         cdef lmr_client *c = open_client(self._c)
         cdef Py_buffer view
-        get_view(buffer, &view, False)
+        get_view(buffer, &view, False, "set")
         cdef lmr_error err
         cdef int rc
+        arm_cancel()
         with nogil:
             rc = lmr_set(c, kp, klen, view.buf, view.len, ms, &err)
         PyBuffer_Release(&view)
-        if rc != LMR_OK:
-            raise_error(&err)
+        check(rc, &err)
 
-    def get(self, key, buffer):
-        """Reads the value under ``key`` into ``buffer`` (writable,
-        C-contiguous: bytearray, memoryview, numpy array, ...) and returns
-        its length in bytes, or None on a miss. A miss is also what a value
-        that expired, lost a stripe, or is being overwritten right now reads
-        as; never a mix of two writes. On a miss the buffer's contents are
+    def get(self, key, buffer=None):
+        """Reads the value under ``key``.
+
+        ``get(key, buffer)``, the zero-copy path: the value lands straight
+        in ``buffer`` (writable, C-contiguous: bytearray, memoryview, numpy
+        array, ...); returns its length in bytes, or None on a miss. A hit
+        on an empty value returns 0, which is false: test ``is None`` for a
+        miss, not truthiness. On a miss the buffer's contents are
         unspecified. Raises BufferTooSmallError (a ValueError) when the
-        value is longer than the buffer; its ``needed`` says how long."""
+        value is longer than the buffer; its ``needed`` says how long.
+
+        ``get(key)``, as in redis-py: returns the value as a new ``bytes``
+        object of its length (b"" for an empty value), or None on a miss.
+        It takes one more round trip (to learn the length) and one
+        allocation, no extra copy.
+
+        A miss is also what a value that expired, lost a stripe, or is
+        being overwritten right now reads as; never a mix of two writes."""
         cdef bytes k = key_bytes(key)
+        if buffer is None:
+            return self._get_new(k)
         cdef const char *kp = k
         cdef size_t klen = len(k)
         cdef lmr_client *c = open_client(self._c)
         cdef Py_buffer view
-        get_view(buffer, &view, True)
+        get_view(buffer, &view, True, "get")
         cdef lmr_error err
         cdef int rc, found
         cdef size_t n
+        arm_cancel()
         with nogil:
             rc = lmr_get(c, kp, klen, view.buf, view.len, &found, &n, &err)
         PyBuffer_Release(&view)
-        if rc != LMR_OK:
-            raise_error(&err)
+        check(rc, &err)
         return n if found else None
+
+    cdef object _get_new(self, bytes k):
+        """get(key): learns the length (a read into no buffer), then reads
+        into a new bytes object of that length. A value that changed length
+        in between is read again, at most _GET_ATTEMPTS times; then, as a
+        reader racing writers always does here, a miss."""
+        cdef const char *kp = k
+        cdef size_t klen = len(k)
+        cdef lmr_client *c = open_client(self._c)
+        cdef lmr_error err
+        cdef int rc, found
+        cdef size_t n, cap = 0
+        cdef bytes out = None
+        cdef char *dst = NULL
+        arm_cancel()
+        for _ in range(_GET_ATTEMPTS):
+            with nogil:
+                rc = lmr_get(c, kp, klen, dst, cap, &found, &n, &err)
+            if rc == LMR_ETOOBIG:
+                # Not shared yet: filled in place, as bytes objects are built.
+                out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>err.needed)
+                dst, cap = PyBytes_AS_STRING(out), err.needed
+                continue
+            check(rc, &err)
+            if not found:
+                return None
+            if n == cap:
+                return b"" if out is None else out
+            # Shorter than learnt: the value was replaced; read it again.
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>n)
+            dst, cap = PyBytes_AS_STRING(out), n
+        return None
 
     def set_ptr(self, key, address, nbytes, *, ttl=None):
         """Like set, from raw memory: ``nbytes`` bytes at integer ``address``
@@ -387,15 +636,16 @@ cdef class RedisClient:
         cdef size_t n = nbytes
         cdef lmr_error err
         cdef int rc
+        arm_cancel()
         with nogil:
             rc = lmr_set(c, kp, klen, p, n, ms, &err)
-        if rc != LMR_OK:
-            raise_error(&err)
+        check(rc, &err)
 
     def get_ptr(self, key, address, nbytes):
         """Like get, into raw memory: at most ``nbytes`` bytes at integer
         ``address``, which must stay valid and writable until get_ptr
-        returns. Returns the value's length, or None on a miss."""
+        returns. Returns the value's length (0 for an empty value: test
+        ``is None`` for a miss), or None on a miss."""
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
         cdef size_t klen = len(k)
@@ -407,10 +657,10 @@ cdef class RedisClient:
         cdef lmr_error err
         cdef int rc, found
         cdef size_t n
+        arm_cancel()
         with nogil:
             rc = lmr_get(c, kp, klen, p, cap, &found, &n, &err)
-        if rc != LMR_OK:
-            raise_error(&err)
+        check(rc, &err)
         return n if found else None
 
     def exists(self, key):
@@ -425,10 +675,10 @@ cdef class RedisClient:
         cdef lmr_client *c = open_client(self._c)
         cdef lmr_error err
         cdef int rc, found
+        arm_cancel()
         with nogil:
             rc = lmr_exists(c, kp, klen, &found, &err)
-        if rc != LMR_OK:
-            raise_error(&err)
+        check(rc, &err)
         return bool(found)
 
     def delete(self, key):
@@ -440,10 +690,10 @@ cdef class RedisClient:
         cdef lmr_client *c = open_client(self._c)
         cdef lmr_error err
         cdef int rc, found
+        arm_cancel()
         with nogil:
             rc = lmr_delete(c, kp, klen, &found, &err)
-        if rc != LMR_OK:
-            raise_error(&err)
+        check(rc, &err)
         return bool(found)
 
     def stats(self):
@@ -457,4 +707,3 @@ cdef class RedisClient:
         return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "bytes_copied": s.bytes_copied, "commands": s.commands,
                 "reconnects": s.reconnects}
-

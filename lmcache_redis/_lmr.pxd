@@ -13,6 +13,7 @@ cdef extern from "lmcache_redis.h" nogil:
         LMR_EAUTH
         LMR_ETOOBIG
         LMR_ECLOSED
+        LMR_ECANCELED
 
     ctypedef struct lmr_error:
         int code
@@ -73,7 +74,13 @@ cdef extern from "lmcache_redis.h" nogil:
                    lmr_error *err)
     int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
                    lmr_error *err)
+    int lmr_ping(lmr_client *c, lmr_error *err)
     void lmr_client_stats(const lmr_client *c, lmr_stats *out)
+
+    ctypedef int (*lmr_cancel_check)(void *ctx) noexcept
+    enum:
+        LMR_CANCEL_POLL_MS
+    void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx)
 
 
 cdef extern from "stripe.h" nogil:

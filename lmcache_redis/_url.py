@@ -18,14 +18,21 @@ def parse_url(url: str) -> dict:
     ``rediss://...`` (the same over TLS: ``ssl=True``) or
     ``unix://[[user]:password@]/path/to/socket[?db=N&option=value...]``.
     """
+    if not isinstance(url, str):
+        raise TypeError(f"url must be str, not {type(url).__name__}")
     parts = urlsplit(url)
     options: dict = {}
     if parts.scheme in ("redis", "rediss"):
         if parts.scheme == "rediss":
             options["ssl"] = True
         options["host"] = parts.hostname or "localhost"
-        if parts.port is not None:
-            options["port"] = parts.port
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"the port in {parts.scheme}://{parts.netloc.rpartition('@')[2]} "
+                             f"must be a number in 1..65535") from None
+        if port is not None:
+            options["port"] = port
         path = parts.path.lstrip("/")
         if path:
             if not path.isdigit():
@@ -46,9 +53,17 @@ def parse_url(url: str) -> dict:
     for name, values in parse_qs(parts.query, strict_parsing=False).items():
         value = values[-1]
         if name in _INT_OPTIONS:
-            options[name] = int(value)
+            try:
+                options[name] = int(value)
+            except ValueError:
+                raise ValueError(f"URL option {name} must be a whole number "
+                                 f"(e.g. ?{name}=4), got {value!r}") from None
         elif name in _FLOAT_OPTIONS:
-            options[name] = float(value)
+            try:
+                options[name] = float(value)
+            except ValueError:
+                raise ValueError(f"URL option {name} must be a number of seconds "
+                                 f"(e.g. ?{name}=2.5), got {value!r}") from None
         elif name in _STR_OPTIONS:
             options[name] = value
         elif name in _BOOL_OPTIONS:

@@ -55,6 +55,10 @@ class BufferTooSmallError(RedisError, ValueError):
         super().__init__(message)
         self.needed = needed
 
+    def __reduce__(self):
+        # Exceptions pickle as cls(*args); args holds the message alone.
+        return (type(self), (str(self), self.needed))
+
 
 class ClientClosedError(RedisError):
     """The client was closed before or during the operation."""

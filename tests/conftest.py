@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 
 
 @dataclass(frozen=True)

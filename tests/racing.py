@@ -15,7 +15,7 @@ import redis
 
 import lmcache_redis
 from lmcache_redis import RedisClient
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 from selfcheck import MiB, fresh_tag, make, tag_of
 
 WIDTHS = (None, 1, 4, 16)

@@ -238,6 +238,8 @@ def test_non_contiguous_buffer(client, key, op: str, make) -> None:
                          ids=["None", "int", "str", "list", "object"])
 @pytest.mark.parametrize("op", ["get", "set"])
 def test_not_a_buffer(client, key, op: str, buffer) -> None:
+    if op == "get" and buffer is None:
+        pytest.skip("get(key, None) is get(key): a new bytes object (tests/test_python_face.py)")
     with pytest.raises(TypeError):
         getattr(client, op)(key, buffer)
 

@@ -20,7 +20,7 @@ import redis
 import lmcache_redis
 from lmcache_redis import (AuthenticationError, ClientClosedError, RedisClient,
                            ResponseError)
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 from selfcheck import decode
 
 PASSWORD = "s3cr3t:P@ss/word"  # needs quoting in a URL
@@ -240,7 +240,7 @@ def test_bad_url(url: str) -> None:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"stripes": 0}, {"stripes": lmcache_redis.MAX_STRIPES + 1},
+    {"stripes": -1}, {"stripes": lmcache_redis.MAX_STRIPES + 1},
     {"connections": 0}, {"connections": lmcache_redis.MAX_CONNECTIONS + 1},
     {"timeout": 0}, {"timeout": -1}, {"connect_timeout": 0},
     {"db": -1}, {"port": 0}, {"port": 65536}, {"host": ""},

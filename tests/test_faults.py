@@ -28,7 +28,7 @@ import pytest
 import lmcache_redis
 from lmcache_redis import (BufferTooSmallError, ClientClosedError, ConnectionError,
                            ProtocolError, RedisClient, ResponseError, TimeoutError)
-from lmcache_redis.testing import resp_command
+from lmcache_redis._testing import resp_command
 
 from fault_server import FaultServer
 

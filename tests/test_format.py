@@ -21,7 +21,7 @@ import pytest
 import redis
 
 from lmcache_redis import RedisClient, ResponseError, stripe_count
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 from racing import race
 from selfcheck import MiB, fresh_tag, make, tag_of
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from lmcache_redis import RedisClient, stripe_count
-from lmcache_redis.testing import resp_command
+from lmcache_redis._testing import resp_command
 from selfcheck import HEADER, MAGIC, decode, header_at, part
 
 PAIR_STRIPES = (1, 2, 3, 8, 16)

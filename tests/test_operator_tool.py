@@ -21,7 +21,7 @@ from lmcache_redis import _admin
 from lmcache_redis._resp_admin import AdminConnection
 from lmcache_redis._stored_format import classify
 from lmcache_redis._url import parse_url
-from lmcache_redis.testing import make_test_certificates
+from lmcache_redis._testing import make_test_certificates
 
 # README "Stored format (version 2)": the 32-byte little-endian header.
 HDR = struct.Struct("<4sHHIIQQ")

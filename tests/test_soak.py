@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from lmcache_redis import RedisClient, ResponseError
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 from racing import race
 
 SOAK_SECONDS = float(os.environ.get("LMR_SOAK_SECONDS", "5"))

@@ -1,4 +1,4 @@
-"""Tests of lmcache_redis.testing.RedisServer, which the other tests rely on."""
+"""Tests of lmcache_redis._testing.RedisServer, which the other tests rely on."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from lmcache_redis import testing
-from lmcache_redis.testing import (
+from lmcache_redis import _testing as testing
+from lmcache_redis._testing import (
     RedisServer,
     RespError,
     find_redis_server,

@@ -1,7 +1,7 @@
 """TLS: round trips over rediss://, certificate verification (on by default),
 client certificates, and the connection behaviours (deadlines, close,
 reconnects) with TLS under them. The CA and certificates are made per test
-module with the openssl command (lmcache_redis.testing.make_test_certificates)."""
+module with the openssl command (lmcache_redis._testing.make_test_certificates)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import redis
 
 import lmcache_redis
 from lmcache_redis import ClientClosedError, RedisClient, stripe_count
-from lmcache_redis.testing import RedisServer, TestCertificates, make_test_certificates
+from lmcache_redis._testing import RedisServer, TestCertificates, make_test_certificates
 
 MiB = 1 << 20
 LMR_HEADER_READ = 512  # csrc/conn.h: the largest read while looking for a reply header

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from lmcache_redis.testing import resp_command
+from lmcache_redis._testing import resp_command
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
-from lmcache_redis.testing import (RedisServer, TestCertificates, find_redis_server,
+from lmcache_redis._testing import (RedisServer, TestCertificates, find_redis_server,
                                    make_test_certificates)
 
 # No persistence (RedisServer always adds --save '' --appendonly no): a

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from lmcache_redis import stripe_count
-from lmcache_redis.testing import RedisServer
+from lmcache_redis._testing import RedisServer
 
 CHILD = r"""
 import sys, numpy as np, lmcache_redis

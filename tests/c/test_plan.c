@@ -5,6 +5,7 @@
  * two rounds of a read. */
 #include <stdlib.h>
 
+#include "internal.h"
 #include "plan.h"
 #include "test.h"
 
@@ -84,6 +85,7 @@ static void answer(fake_store *s, lmr_key_job *j) {
       n = range(s, 0, op->head_len - 1, &p);
       j->head_n = n;
       j->head_in_dst = op->head_len <= op->cap;
+      if (n == 0) return;  /* p may be NULL: no memcpy (UBSan) */
       if (j->head_in_dst) memcpy(op->dst, p, n);
       memcpy(j->head, p, n < 32 ? n : 32);
       return;
@@ -395,7 +397,49 @@ TEST(set_limits) {
   return 0;
 }
 
+/* A read with no buffer at all (NULL, 0), as Python's get(key) starts:
+ * an empty value is a hit, any other says how long it is. */
+TEST(no_buffer) {
+  fake_store s = {0};
+  int found;
+  uint64_t len;
+  store_put(&s, (const unsigned char *)"", 0);
+  ASSERT_EQ(do_get(&s, NULL, 0, &found, &len), LMR_OK);
+  ASSERT_EQ(found, 1);
+  ASSERT_EQ(len, 0);
+  store_put(&s, (const unsigned char *)"hello", 5);
+  ASSERT_EQ(do_get(&s, NULL, 0, &found, &len), LMR_ETOOBIG);
+  ASSERT_EQ(len, 5);
+  free(s.bytes);
+  return 0;
+}
+
+/* PING: one job, no key; the verdict is the server's answer. */
+TEST(ping) {
+  lmr_op op;
+  lmr_plan p;
+  lmr_error err;
+  lmr__op_init(&op, NULL, 0, 10.0, 1 << 30);
+  ASSERT_EQ(lmr__plan_start(&p, LMR_PLAN_PING, &op, 0, 0, &err), LMR_OK);
+  ASSERT_EQ(p.njobs, 1);
+  ASSERT_EQ(p.jobs[0].kind, LMR_JOB_PING);
+  p.jobs[0].base.status = LMR_OK;
+  ASSERT_EQ(lmr__plan_next(&p, &err), LMR_OK);
+  ASSERT_EQ(p.njobs, 0);
+  ASSERT_EQ(p.found, 1);
+  lmr__plan_destroy(&p);
+  /* A failed job is the call's error. */
+  ASSERT_EQ(lmr__plan_start(&p, LMR_PLAN_PING, &op, 0, 0, &err), LMR_OK);
+  p.jobs[0].base.status = lmr__err(&p.jobs[0].base.err, LMR_ECONN, "recv: reset");
+  ASSERT_EQ(lmr__plan_next(&p, &err), LMR_ECONN);
+  ASSERT(strstr(err.msg, "reset") != NULL);
+  ASSERT_EQ(p.found, 0);
+  lmr__plan_destroy(&p);
+  return 0;
+}
+
 TEST_MAIN(TEST_ENTRY(round_trips), TEST_ENTRY(magic_value_is_encoded),
           TEST_ENTRY(miss_and_other_types), TEST_ENTRY(broken_is_a_miss),
           TEST_ENTRY(too_small_buffer), TEST_ENTRY(replaced_between_rounds),
-          TEST_ENTRY(gives_up), TEST_ENTRY(exists_and_delete), TEST_ENTRY(set_limits))
+          TEST_ENTRY(gives_up), TEST_ENTRY(exists_and_delete), TEST_ENTRY(set_limits),
+          TEST_ENTRY(no_buffer), TEST_ENTRY(ping))
