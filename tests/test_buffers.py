@@ -234,12 +234,12 @@ def test_non_contiguous_buffer(client, key, op: str, make) -> None:
             client.set(key, make())
 
 
-@pytest.mark.parametrize("buffer", [None, 5, "text", [1, 2, 3], object()],
-                         ids=["None", "int", "str", "list", "object"])
-@pytest.mark.parametrize("op", ["get", "set"])
+# get(key, None) is get(key), which returns a new bytes object
+# (tests/test_python_face.py), so None is not a bad buffer for get.
+@pytest.mark.parametrize("op, buffer", [
+    (op, buffer) for op in ("get", "set") for buffer in (None, 5, "text", [1, 2, 3], object())
+    if not (op == "get" and buffer is None)])
 def test_not_a_buffer(client, key, op: str, buffer) -> None:
-    if op == "get" and buffer is None:
-        pytest.skip("get(key, None) is get(key): a new bytes object (tests/test_python_face.py)")
     with pytest.raises(TypeError):
         getattr(client, op)(key, buffer)
 

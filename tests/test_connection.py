@@ -392,14 +392,16 @@ def test_reconnects_after_restart(own_server, key) -> None:
 def test_idle_connections_survive_a_restart(own_server, key, connections: int) -> None:
     # The server restarts while the client is idle (or drops idle clients:
     # redis' `timeout` setting, CLIENT KILL): the first call afterwards must
-    # not fail on the connections the server closed in the meantime.
-    # stripes=8: every connection carries a stripe, so every one reconnects.
+    # not fail on the connections the server closed in the meantime. Which
+    # connections the calls after the restart use depends on which workers
+    # wake first (a set is one command on one connection), so at least one
+    # reconnects, not necessarily every one.
     client = RedisClient(own_server.host, own_server.port, stripes=8, connections=connections,
                          timeout=5)
     _works(client, key)
     own_server.restart()
     _works(client, key)
-    assert client.stats()["reconnects"] >= connections
+    assert client.stats()["reconnects"] >= 1
     client.close()
 
 
