@@ -30,13 +30,14 @@ def _checked_stripe_size(stripe_size):
 
 
 def stripe_count(nbytes, stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4):
-    """The number of stripes a client with stripes=None and these settings
-    stores a value of ``nbytes`` bytes in (1: the value verbatim).
+    """The number of parts a client with stripes=None and these settings
+    encodes a value of ``nbytes`` bytes in (1: the value verbatim).
 
-    Each stripe takes at most ``stripe_size`` bytes of the server's memory;
-    above ``connections`` stripes the count is a multiple of it; among such
-    counts, the one whose stripes waste least in Redis's allocator (jemalloc
-    size classes). For 32 MiB with the defaults: 20."""
+    Each part is at most ``stripe_size`` bytes with its header; above
+    ``connections`` parts the count is a multiple of it; among such counts,
+    the one whose parts' reply buffers waste least in Redis's allocator
+    (jemalloc size classes). For 32 MiB with the defaults: 20. The value is
+    one key whatever the count (README, "Stored format")."""
     nbytes, connections = operator.index(nbytes), operator.index(connections)
     stripe_size = _checked_stripe_size(stripe_size)
     if nbytes < 0:
@@ -212,8 +213,9 @@ cdef class RedisClient:
 
     A Redis client for huge values (KV-cache chunks of 4-80 MB).
 
-    Each value is split into stripes (sub-keys), written and read in
-    parallel over ``connections`` connections by C worker threads. ``get``
+    Each value is one Redis string under its key, written by one command
+    and read in parts (stripes) in parallel over ``connections``
+    connections by C worker threads. ``get``
     receives straight into your buffer and ``set`` sends straight from it:
     no copy in Python, and the GIL is released for the whole operation, so
     one client may be shared by many threads. Ctrl-C interrupts a call
@@ -227,21 +229,19 @@ cdef class RedisClient:
     Parameters:
         host, port: the server's TCP address (ignored with unix_socket_path).
             For a URL, use ``RedisClient.from_url``.
-        stripes: sub-keys per value written, 1..256, or None (default; 0
+        stripes: parts per value written, 1..256, or None (default; 0
             too): the count follows the value's size (``stripe_size``). A
-            value written as one stripe is stored verbatim under its key,
+            value written as one part is stored verbatim under its key,
             readable by any Redis client. Any client reads values written
-            with any stripe count.
-        stripe_size: with stripes=None, the most server memory one stripe
-            may take, header and Redis's own overhead included (default
-            2 MiB: Redis slows down on values of 8 MiB and more, and stripes
-            of 1.5-2 MiB read fastest here, see BENCHMARKS.md). Within that,
-            the count is a multiple of ``connections`` (each connection
-            carries the same share) whose stripes fit Redis's allocator
-            best: a 32 MiB value takes 20 stripes and 35 MiB of server
-            memory, where 16 stripes would take 40 MiB.
-            ``lmcache_redis.stripe_count()`` tells the count. A get guesses
-            it from its buffer's size.
+            with any part count.
+        stripe_size: with stripes=None, the most bytes one part may take,
+            header and Redis's own overhead included (default 2 MiB: Redis
+            slows down on replies of 8 MiB and more, and parts of 1.5-2 MiB
+            read fastest here, see BENCHMARKS.md). A value up to that size
+            less 64 bytes is stored verbatim; a larger one in a multiple of
+            ``connections`` parts (each connection reads the same share):
+            a 32 MiB value has 20. ``lmcache_redis.stripe_count()`` tells
+            the count.
         connections: connections and worker threads, 1..64.
         timeout: seconds allowed for each whole operation.
         connect_timeout: seconds allowed to connect and authenticate
@@ -664,11 +664,12 @@ cdef class RedisClient:
         return n if found else None
 
     def exists(self, key):
-        """True when a whole value is stored under ``key``: its plain key, or
-        every stripe of one write (only the 32-byte stripe headers are read,
-        not the data). A stripe that was evicted, expired or overwritten by
-        a racing write makes it False, so a caller that skips storing
-        existing values heals such a key by writing it again."""
+        """True when a whole value is stored under ``key``: a string that
+        ``get`` would read (one round trip; the value itself is not read). A
+        key of another type, or a string that begins like an encoded value
+        but is not a whole one (cut or appended to by another client), makes
+        it False, so a caller that skips storing existing values heals such
+        a key by writing it again."""
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
         cdef size_t klen = len(k)
@@ -682,8 +683,8 @@ cdef class RedisClient:
         return bool(found)
 
     def delete(self, key):
-        """Deletes the value under ``key`` and all its stripes, whatever stripe
-        count wrote it. True if anything was there."""
+        """Deletes ``key`` (one DEL: the whole value, whatever its part
+        count, or whatever else the key holds). True if it existed."""
         cdef bytes k = key_bytes(key)
         cdef const char *kp = k
         cdef size_t klen = len(k)
