@@ -34,6 +34,30 @@ def _read(client: RedisClient, key, buf: np.ndarray):
     return n, tag_of(buf, n)
 
 
+def run_threads(targets, on_exit=None) -> None:
+    """Runs fn(n) for each (fn, n) of targets on a thread of its own and
+    waits for all; the first exception any raised is re-raised here, in the
+    test's thread. on_exit(fn), if given, runs as each one ends."""
+    failures: list[BaseException] = []
+
+    def guarded(fn, n: int) -> None:
+        try:
+            fn(n)
+        except BaseException as exc:  # re-raised below
+            failures.append(exc)
+        finally:
+            if on_exit is not None:
+                on_exit(fn)
+
+    threads = [threading.Thread(target=guarded, args=target) for target in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise failures[0]
+
+
 class _Ledger:
     """Which writes completed, in which order: every set takes a ticket
     before it is sent and one when it returns. A write W can be the final
@@ -72,7 +96,6 @@ def race(server: RedisServer, keys: list, seconds: float = 0.0, writes_each: int
     ledgers = {k: _Ledger() for k in keys}
     counts = dict(writes=0, hits=0, misses=0, too_small=0, torn=0)
     lock = threading.Lock()
-    failures: list[BaseException] = []
     writers_left = [len(WIDTHS)]
     stop_at = time.monotonic() + seconds
 
@@ -120,25 +143,13 @@ def race(server: RedisServer, keys: list, seconds: float = 0.0, writes_each: int
                     # A value being written may be read before its set returns.
                     bump("hits" if sizes.get(tag, got) == got else "torn")
 
-    def guarded(fn, n: int) -> None:
-        try:
-            fn(n)
-        except BaseException as exc:  # re-raised in the test's thread
-            failures.append(exc)
-        finally:
-            if fn is writer:
-                with lock:
-                    writers_left[0] -= 1
+    def writer_done(fn) -> None:
+        if fn is writer:
+            with lock:
+                writers_left[0] -= 1
 
-    threads = [threading.Thread(target=guarded, args=(writer, n)) for n in range(len(WIDTHS))]
-    threads += [threading.Thread(target=guarded, args=(reader, n))
-                for n in range(len(READER_BUFFERS))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise failures[0]
+    run_threads([(writer, n) for n in range(len(WIDTHS))]
+                + [(reader, n) for n in range(len(READER_BUFFERS))], on_exit=writer_done)
     assert counts["torn"] == 0, counts
 
     # The writers stopped: every reader reads the same, last written value.

@@ -22,7 +22,7 @@ import pytest
 
 from lmcache_redis import RedisClient, ResponseError
 from lmcache_redis._testing import RedisServer
-from racing import race
+from racing import race, run_threads
 
 SOAK_SECONDS = float(os.environ.get("LMR_SOAK_SECONDS", "5"))
 RACE_SECONDS = float(os.environ.get("LMR_SOAK_SECONDS", "3"))
@@ -47,7 +47,6 @@ def _soak(server: RedisServer, writers: int = 3, readers: int = 3) -> dict:
     counts = dict(writes=0, write_errors=0, hits=0, misses=0, torn=0)
     lock = threading.Lock()
     stop = time.monotonic() + SOAK_SECONDS
-    failures: list[BaseException] = []
 
     def count(name: str) -> None:
         with lock:
@@ -81,20 +80,7 @@ def _soak(server: RedisServer, writers: int = 3, readers: int = 3) -> dict:
                 else:
                     count("torn")
 
-    def guarded(fn, n):
-        try:
-            fn(n)
-        except BaseException as exc:  # re-raised in the test thread
-            failures.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(writer, n)) for n in range(writers)]
-    threads += [threading.Thread(target=guarded, args=(reader, n)) for n in range(readers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        raise failures[0]
+    run_threads([(writer, n) for n in range(writers)] + [(reader, n) for n in range(readers)])
     print(f"\nsoak {SOAK_SECONDS:g} s: {counts}")
     return counts
 
