@@ -74,7 +74,9 @@ def _run(argv: list, what: str, timeout: float) -> None:
     except OSError as exc:
         raise Unavailable(f"{what}: {exc}") from None
     if out.returncode != 0:
-        raise Unavailable(f"{what} failed ({out.returncode}): {_tail(out.stderr + out.stdout)}")
+        # pip's errors go to stderr, its progress to stdout: the last error line says most.
+        raise Unavailable(f"{what} failed ({out.returncode}): "
+                          f"{_tail(out.stderr if out.stderr.strip() else out.stdout)}")
 
 
 def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS,
