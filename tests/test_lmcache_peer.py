@@ -258,3 +258,30 @@ def test_legend_and_headline_name_the_peer(compare):
     text = compare.headline_markdown(sample, "quick run, test")
     assert "| LMCache's C++ client (0.5.6), 1 key per submit | 1.20 | 1.20 | - |" in text
     assert "| LMCache's C++ client (0.5.6), all keys in one batch | 1.60 | 1.60 | - |" in text
+
+
+# ---- --server-cpu (bench_common), which the side-by-side reports ----------
+
+def test_server_cpu_per_gb_is_reported(tmp_path):
+    import json
+    from lmcache_redis.testing import RedisServer
+    with RedisServer() as server:
+        out = subprocess.run([sys.executable, str(BENCH / "lmcache_redis-bench.py"),
+                              "--host", server.host, "--port", str(server.port), "--size-mb", "1",
+                              "--num-chunks", "4", "--json", "--server-cpu"],
+                             env=script_env(), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [r["op"] for r in rows] == ["set", "get"]
+    assert all(r["server_cpu_s_per_gb"] is not None and r["server_cpu_s_per_gb"] >= 0
+               for r in rows)
+
+
+def test_server_cpu_is_off_by_default():
+    import argparse
+    bench_common = load("bench_common", BENCH / "bench_common.py")
+    args = argparse.Namespace(server_cpu=False, server_address=("127.0.0.1", 1))
+    assert bench_common.server_cpu_seconds(args) is None
+    # a server that does not answer (nothing listens on port 1): None, not an error
+    args.server_cpu = True
+    assert bench_common.server_cpu_seconds(args) is None
