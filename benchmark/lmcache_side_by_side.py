@@ -89,6 +89,42 @@ def fmt(value: Optional[float], spec: str = ".2f", scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
+def table(results: dict[tuple, list[dict]], servers: list[str], sizes: list[int]) -> list[str]:
+    """The markdown table: per server, size, op and pair, the medians of the
+    rounds, their ratio, and the range of the per-round ratios (each round's
+    two runs ran next to each other)."""
+    def rows(kind: str, size: int, name: str, op: str) -> list[dict]:
+        return results.get((kind, size, name, op), [])
+
+    def cell(kind: str, size: int, name: str, op: str, field: str) -> Optional[float]:
+        return med([r.get(field) for r in rows(kind, size, name, op)])
+
+    lines = ["| server | size | op | mode | ours GB/s | LMCache GB/s | ours / LMCache "
+             "(per-round range) | median ms ours / LMCache | client CPU s/GB ours / LMCache | "
+             "server CPU s/GB ours / LMCache |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for kind in servers:
+        for size in sizes:
+            for op in ("set", "get"):
+                for mode, ours, theirs in PAIRS:
+                    a = cell(kind, size, ours, op, "gb_per_s")
+                    b = cell(kind, size, theirs, op, "gb_per_s")
+                    per_round = [x["gb_per_s"] / y["gb_per_s"] for x, y in
+                                 zip(rows(kind, size, ours, op), rows(kind, size, theirs, op))]
+                    spread = (f" ({min(per_round):.2f}-{max(per_round):.2f})"
+                              if len(per_round) > 1 else "")
+                    lat = [cell(kind, size, n, op, "latency_median_s") for n in (ours, theirs)]
+                    cpu = [cell(kind, size, n, op, "cpu_s_per_gb") for n in (ours, theirs)]
+                    srv = [cell(kind, size, n, op, "server_cpu_s_per_gb") for n in (ours, theirs)]
+                    lines.append(
+                        f"| {kind} | {size} MiB | {op.upper()} | {mode} | {fmt(a)} | {fmt(b)} | "
+                        f"{fmt(a / b if a and b else None)}x{spread} | "
+                        + (f"{fmt(lat[0], '.1f', 1e3)} / {fmt(lat[1], '.1f', 1e3)}"
+                           if lat[0] is not None else "-")
+                        + f" | {fmt(cpu[0])} / {fmt(cpu[1])} | {fmt(srv[0])} / {fmt(srv[1])} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -101,7 +137,17 @@ def main() -> None:
                          "(default 640: 20 x 32 MiB, 160 x 4 MiB)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds per client run")
     ap.add_argument("--out", type=Path, default=BENCH / "results")
+    ap.add_argument("--table-from", type=Path, metavar="JSON",
+                    help="print the table of an earlier run's JSON, run nothing")
     args = ap.parse_args()
+    if args.table_from:
+        saved = json.loads(args.table_from.read_text())
+        results = {(r["server"], r["size_mb"], r["client"], r["op"]): r["rows"]
+                   for r in saved["runs"]}
+        servers = [k for k in ("stock", "tuned") if any(key[0] == k for key in results)]
+        sizes = sorted({key[1] for key in results})
+        print("\n".join(table(results, servers, sizes)))
+        return
 
     python, why = lmcache_venv.ensure_or_none()
     if python is None:
@@ -129,28 +175,7 @@ def main() -> None:
                         print(f"  round {round_ + 1} {kind:5} {size:2} MiB {name:32} "
                               f"{row['op']} {row['gb_per_s']:5.2f} GB/s", flush=True)
 
-    def cell(kind: str, size: int, name: str, op: str, field: str) -> Optional[float]:
-        return med([r.get(field) for r in results.get((kind, size, name, op), [])])
-
-    lines = ["| server | size | op | mode | ours GB/s | LMCache GB/s | ours / LMCache | "
-             "median ms ours / LMCache | client CPU s/GB ours / LMCache | "
-             "server CPU s/GB ours / LMCache |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
-    for kind in args.servers:
-        for size in args.sizes:
-            for op in ("set", "get"):
-                for mode, ours, theirs in PAIRS:
-                    a = cell(kind, size, ours, op, "gb_per_s")
-                    b = cell(kind, size, theirs, op, "gb_per_s")
-                    lat = [cell(kind, size, n, op, "latency_median_s") for n in (ours, theirs)]
-                    cpu = [cell(kind, size, n, op, "cpu_s_per_gb") for n in (ours, theirs)]
-                    srv = [cell(kind, size, n, op, "server_cpu_s_per_gb") for n in (ours, theirs)]
-                    lines.append(
-                        f"| {kind} | {size} MiB | {op.upper()} | {mode} | {fmt(a)} | {fmt(b)} | "
-                        f"{fmt(a / b if a and b else None)}x | "
-                        + (f"{fmt(lat[0], '.1f', 1e3)} / {fmt(lat[1], '.1f', 1e3)}"
-                           if lat[0] is not None else "-")
-                        + f" | {fmt(cpu[0])} / {fmt(cpu[1])} | {fmt(srv[0])} / {fmt(srv[1])} |")
+    lines = table(results, args.servers, args.sizes)
     print()
     print("\n".join(lines))
     args.out.mkdir(parents=True, exist_ok=True)
