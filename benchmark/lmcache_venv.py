@@ -95,6 +95,9 @@ def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS,
     want = _requirements_hash(requirements)
     if py.exists() and stamp.exists() and stamp.read_text().strip() == want:
         return py
+    # A venv left half-made (an interrupted run) is completed below; if that
+    # fails, the line says how to start over.
+    left_over = py.exists()
     if not py.exists():
         python311 = python311 or shutil.which("python3.11")
         if python311 is None:
@@ -103,9 +106,14 @@ def ensure(venv: Path = VENV, requirements: Path = REQUIREMENTS,
             f"(python3.11 -m venv; pip install --no-deps -r {requirements.name}; "
             "about 1 min and 1.5 GB, once)")
         _run([python311, "-m", "venv", str(venv)], "python3.11 -m venv", timeout=120)
-    _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-r", str(requirements)],
-         f"pip install --no-deps -r {requirements.name} (no network, or no torch 2.13.0 CPU "
-         "wheel?)", timeout=timeout)
+    try:
+        _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "-r", str(requirements)],
+             f"pip install --no-deps -r {requirements.name} (no network, or no torch 2.13.0 "
+             "CPU wheel?)", timeout=timeout)
+    except Unavailable as exc:
+        if left_over:
+            raise Unavailable(f"{exc}; `rm -rf {venv}` starts over") from None
+        raise
     _run([str(py), "-W", "error", "-c", IMPORT_CHECK], f"`{IMPORT_CHECK}` in {venv.name}",
          timeout=120)
     stamp.write_text(want + "\n")

@@ -107,6 +107,7 @@ def test_pip_failure_says_why_in_one_line(venv_mod, tmp_path):
     # it said what it was about to do before doing it, and left no stamp
     assert len(messages) == 1 and "python3.11 -m venv" in messages[0]
     assert not (venv / venv_mod.STAMP_NAME).exists()
+    assert "starts over" not in why  # it made this venv itself
 
 
 def test_a_finished_venv_is_used_as_it_is(venv_mod, tmp_path):
@@ -126,8 +127,10 @@ def test_a_stale_stamp_reinstalls(venv_mod, tmp_path):
     fail.write_text("#!/bin/sh\necho 'ERROR: network unreachable' >&2\nexit 1\n")
     fail.chmod(0o755)
     (venv / venv_mod.STAMP_NAME).write_text("an older requirements list\n")
-    with pytest.raises(venv_mod.Unavailable, match="network unreachable"):
+    with pytest.raises(venv_mod.Unavailable, match="network unreachable") as raised:
         venv_mod.ensure(venv=venv, say=lambda line: None)
+    # a venv this call did not make: how to start over
+    assert f"`rm -rf {venv}` starts over" in str(raised.value)
 
 
 def test_telemetry_is_off_in_the_peer_environment(venv_mod):
