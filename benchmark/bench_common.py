@@ -28,7 +28,9 @@ JSON fields: client, overwrite, variant, op ("set"/"get"), size_bytes,
 num_chunks, concurrent, stripes, connections, seconds, cpu_seconds, gb_per_s,
 gib_per_s, cpu_s_per_gb, latency_median_s (null when concurrent), parser
 (redis-py's "hiredis"/"python", else null), parallelism (threads or tasks
-in flight; 1 when sequential), pool_backend. Fields that do not apply to
+in flight; 1 when sequential), pool_backend, server_cpu_s_per_gb (with
+--server-cpu: the server's CPU seconds, user + sys from INFO cpu before and
+after the timed section, per GB moved; else null). Fields that do not apply to
 a client are null. GB is 10**9 bytes, GiB 2**30.
 """
 
@@ -103,6 +105,9 @@ def make_parser(description: str) -> argparse.ArgumentParser:
                              "(no progress bars; the server line goes to stderr)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bars")
+    parser.add_argument("--server-cpu", action="store_true",
+                        help="also report the server's CPU seconds per GB of each timed "
+                             "section (INFO cpu before and after it, untimed)")
     return parser
 
 
@@ -227,6 +232,7 @@ def redis_address(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
                 f"`redis-server --port {port} --save '' --appendonly no`, or leave out "
                 f"--host and --port to have this script start a throwaway one.")
         info(f"server: {args.host}:{port}, not started by this script: {about}", args)
+        args.server_address = (args.host, port)
         yield args.host, port
         return
     with local_redis.running() as server:
@@ -235,7 +241,27 @@ def redis_address(args: argparse.Namespace) -> Iterator[tuple[str, int]]:
              f"{describe_server(server.host, server.port)}; "
              f"MALLOC_CONF={local_redis.MALLOC_CONF}. "
              f"--port {DEFAULT_PORT} measures yours on localhost instead", args)
+        args.server_address = (server.host, server.port)
         yield server.host, server.port
+
+
+def server_cpu_seconds(args: argparse.Namespace) -> Optional[float]:
+    """The server's CPU seconds so far (INFO cpu: used_cpu_sys +
+    used_cpu_user, all its threads), with --server-cpu; else None. None too
+    when the server does not answer INFO (a null server)."""
+    address = getattr(args, "server_address", None)
+    if not getattr(args, "server_cpu", False) or address is None:
+        return None
+    try:
+        with socket.create_connection(address, timeout=5) as sock:
+            text = _resp_command(sock, "INFO", "cpu")
+    except (OSError, RuntimeError, ValueError):
+        return None
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    try:
+        return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
+    except (KeyError, ValueError):
+        return None
 
 
 def chunk_bytes(args: argparse.Namespace, i: int) -> bytes:
@@ -300,6 +326,7 @@ class Timing:
     seconds: float
     cpu_seconds: float
     latencies: Optional[list[float]] = None
+    server_cpu_seconds: Optional[float] = None
 
 
 def time_call(section: Callable[[], None]) -> Timing:
@@ -399,6 +426,7 @@ class Result:
     parser: Optional[str]
     parallelism: int
     pool_backend: str
+    server_cpu_s_per_gb: Optional[float] = None
 
     def text(self) -> str:
         """The human-readable line."""
@@ -408,6 +436,8 @@ class Result:
                 f"client CPU {self.cpu_seconds:.2f} s ({self.cpu_s_per_gb:.2f} s/GB)")
         if self.latency_median_s is not None:
             line += f", median latency {self.latency_median_s * 1e3:.1f} ms"
+        if self.server_cpu_s_per_gb is not None:
+            line += f", server CPU {self.server_cpu_s_per_gb:.2f} s/GB"
         return line
 
 
@@ -447,7 +477,12 @@ def run(args: argparse.Namespace, meta: dict[str, Any], *,
 
     def phase(action: Callable[[Any], Timing], desc: str) -> Timing:
         with progress(args, n, desc) as bar:
-            return action(bar)
+            before = server_cpu_seconds(args)
+            timing = action(bar)
+            after = server_cpu_seconds(args)
+        if before is not None and after is not None:
+            timing.server_cpu_seconds = after - before
+        return timing
 
     try:
         if args.write and args.overwrite:
@@ -480,6 +515,8 @@ def report(args: argparse.Namespace, meta: dict[str, Any], op: str, timing: Timi
         gb_per_s=total / GB / timing.seconds, gib_per_s=total / GiB / timing.seconds,
         cpu_s_per_gb=timing.cpu_seconds / (total / GB),
         latency_median_s=statistics.median(timing.latencies) if timing.latencies else None,
+        server_cpu_s_per_gb=(None if timing.server_cpu_seconds is None
+                             else timing.server_cpu_seconds / (total / GB)),
         **meta)
     print(json.dumps(asdict(result)) if args.json else result.text(), flush=True)
 

@@ -7,7 +7,10 @@ and sizes: redis-py (sequential and asyncio), the pure-Python zero-copy
 client (at several value sizes, to find its best), lmcache_redis (a stripe
 sweep, sequential and concurrent), lmcache_redis against the null server
 (tools/null_server.c: the client's own ceiling), the raw loopback TCP limit
-(tools/tcp_pump.c), and redis-benchmark / memtier_benchmark when installed.
+(tools/tcp_pump.c), redis-benchmark / memtier_benchmark when installed, and
+LMCache's own C++ RESP client (lmcache 0.5.6's LMCacheRedisClient, what
+LMCache users run today; benchmark/lmcache-cpp-bench.py, in .venv-lmcache,
+which benchmark/lmcache_venv.py makes when missing; --no-lmcache skips it).
 The 32 MiB runs are repeated with --overwrite: the keys are written once
 untimed, then the timed writes replace them (a full cache's steady state).
 
@@ -17,6 +20,7 @@ against stripe count and against value size) as a PNG.
     python benchmark/compare.py            # quick: about 30 s
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep
     python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
+    python benchmark/compare.py --no-lmcache   # without LMCache's C++ client
 """
 
 from __future__ import annotations
@@ -43,6 +47,13 @@ import local_redis  # noqa: E402  (tools/, put on the path above)
 
 sys.path.insert(0, str(BENCH))
 import bench_common  # noqa: E402  (benchmark/, where this file is)
+import lmcache_venv  # noqa: E402
+
+# LMCache's own C++ RESP client, the peer LMCache users run today.
+LMCACHE = "LMCache C++ (resp)"
+# Its client has no timeouts (a GET miss wedges a worker for good): a run
+# that takes longer than this is reported and left out, not waited for.
+LMCACHE_RUN_TIMEOUT_S = 300
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -61,6 +72,7 @@ class Plan:
     resp_py_sizes_mb: list[int]
     redis_py_chunks: int             # redis-py is slow: fewer keys in quick mode
     rounds: int                      # runs of each scored row (median reported)
+    lmcache_workers: tuple = (8,)    # LMCacheRedisClient num_workers, at sizes_mb
 
 
 QUICK = Plan(num_chunks=10, sizes_mb=[4, 32], stripe_sweep=[1, 8, 16],
@@ -68,7 +80,8 @@ QUICK = Plan(num_chunks=10, sizes_mb=[4, 32], stripe_sweep=[1, 8, 16],
              redis_py_chunks=4, rounds=1)
 FULL = Plan(num_chunks=50, sizes_mb=[4, 32, 80], stripe_sweep=[1, 2, 4, 8, 12, 16],
             null_stripe_sweep=[1, 2, 4, 8, 16], connection_sweep=[1, 2, 4, 8],
-            resp_py_sizes_mb=[1, 4, 8, 32], redis_py_chunks=50, rounds=3)
+            resp_py_sizes_mb=[1, 4, 8, 32], redis_py_chunks=50, rounds=3,
+            lmcache_workers=(8, 4))
 
 
 @dataclass
@@ -80,6 +93,7 @@ class Run:
     target: str = "redis"            # "redis" or "null"
     default_config: bool = False     # lmcache_redis with its default settings
     scored: bool = False             # the scorecard uses it: run in every round
+    optional: bool = False           # a peer that may fail or hang: say so, go on without it
 
 
 class Progress:
@@ -106,7 +120,26 @@ def script(name: str, *args: object) -> list[str]:
     return [sys.executable, str(BENCH / name), *map(str, args)]
 
 
-def plan_runs(plan: Plan, default_stripes: int, default_conns: int) -> list[Run]:
+def lmcache_runs(plan: Plan, python: Path) -> list[Run]:
+    """LMCache's C++ client at every size of the plan: one key per submit
+    and all keys in one batch, GET and SET, with each num_workers of the
+    plan (its default 8 first). Run in every round, like the scored rows."""
+    runs = []
+    for size in plan.sizes_mb:
+        for workers in plan.lmcache_workers:
+            for concurrent in (False, True):
+                mode = "all keys in one batch" if concurrent else "1 key per submit"
+                runs.append(Run(
+                    f"{LMCACHE}, {mode} {size} MiB" + (f", {workers} workers" if workers != 8 else ""),
+                    [str(python), str(BENCH / "lmcache-cpp-bench.py"), "--size-mb", str(size),
+                     "--num-chunks", str(plan.num_chunks), "--num-workers", str(workers)]
+                    + (["--concurrent"] if concurrent else []),
+                    scored=True, optional=True))
+    return runs
+
+
+def plan_runs(plan: Plan, default_stripes: int, default_conns: int,
+              lmcache_python: Optional[Path] = None) -> list[Run]:
     n = plan.num_chunks
     runs: list[Run] = []
     for size in plan.sizes_mb:
@@ -138,6 +171,8 @@ def plan_runs(plan: Plan, default_stripes: int, default_conns: int) -> list[Run]
         runs.append(Run(f"resp-py {size} MiB", script(
             "resp-py-bench.py", "--size-mb", size, "--num-chunks", chunks, "--concurrent"),
             scored=True))
+    if lmcache_python is not None:
+        runs += lmcache_runs(plan, lmcache_python)
     for stripes in plan.stripe_sweep:
         if stripes != default_stripes:
             runs.append(Run(f"lmcache_redis stripes={stripes}", script(
@@ -159,10 +194,25 @@ def plan_runs(plan: Plan, default_stripes: int, default_conns: int) -> list[Run]
     return runs
 
 
+class PeerFailed(Exception):
+    """An optional peer's run failed or hung; str() says how, in one line."""
+
+
 def run_json(run: Run, host: str, port: int) -> list[dict]:
-    out = subprocess.run([*run.argv, "--host", host, "--port", str(port), "--json"],
-                         capture_output=True, text=True)
+    """The run's JSON rows. A failed run ends the comparison, unless the
+    run is optional (a peer): then PeerFailed."""
+    argv = [*run.argv, "--host", host, "--port", str(port), "--json"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, env=lmcache_venv.env(),
+                             timeout=LMCACHE_RUN_TIMEOUT_S if run.optional else None)
+    except subprocess.TimeoutExpired:
+        raise PeerFailed(f"{run.label}: no result within {LMCACHE_RUN_TIMEOUT_S} s, "
+                         "stopped") from None
     if out.returncode != 0:
+        if run.optional:
+            last = [line for line in (out.stderr + out.stdout).splitlines() if line.strip()]
+            raise PeerFailed(f"{run.label} failed ({out.returncode}): "
+                             f"{last[-1] if last else '(no output)'}")
         raise SystemExit(f"\n{run.label} failed ({out.returncode}):\n{out.stderr}{out.stdout}")
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     for row in rows:
@@ -342,6 +392,52 @@ def scorecard(rows: list[dict]) -> list[dict]:
     return card
 
 
+def lmcache_ratios(rows: list[dict]) -> list[dict]:
+    """Ours over LMCache's C++ client (its default 8 workers), same run,
+    same op and size: one at a time (our defaults, sequential, against one
+    key per submit) and all keys in flight (our threads against one batch)."""
+    def find(**want: object) -> Optional[dict]:
+        found = [r for r in rows if r["target"] == "redis" and not r.get("overwrite")
+                 and all(r.get(k) == v for k, v in want.items())]
+        return max(found, key=lambda r: r["gb_per_s"], default=None)
+
+    out = []
+    sizes = sorted({r["size_bytes"] for r in rows if r["client"] == LMCACHE})
+    for size in sizes:
+        for op in ("get", "set"):
+            for mode, ours_want, theirs_variant in (
+                    ("one at a time", dict(concurrent=False, default_config=True),
+                     "1 key per submit"),
+                    ("all in flight", dict(concurrent=True), "all keys in one batch")):
+                ours = find(client="lmcache_redis", op=op, size_bytes=size, **ours_want)
+                theirs = find(client=LMCACHE, op=op, size_bytes=size, connections=8,
+                              variant=theirs_variant)
+                if ours and theirs:
+                    out.append(dict(size_bytes=size, op=op, mode=mode,
+                                    ours_gb_per_s=ours["gb_per_s"],
+                                    lmcache_gb_per_s=theirs["gb_per_s"],
+                                    ratio=ours["gb_per_s"] / theirs["gb_per_s"]))
+    return out
+
+
+def lmcache_summary_lines(ratios: list[dict]) -> list[str]:
+    """The ratios as a few lines: one per size, GET then SET."""
+    if not ratios:
+        return []
+    lines = ["\nours over LMCache's C++ client (0.5.6, 8 workers), this run, same server "
+             "settings (>1: ours faster):"]
+    for size in sorted({r["size_bytes"] for r in ratios}):
+        parts = []
+        for op in ("get", "set"):
+            cells = [f"{r['ratio']:.2f}x {r['mode']} ({r['ours_gb_per_s']:.2f} vs "
+                     f"{r['lmcache_gb_per_s']:.2f} GB/s)"
+                     for r in ratios if r["size_bytes"] == size and r["op"] == op]
+            if cells:
+                parts.append(f"{op.upper()} " + ", ".join(cells))
+        lines.append(f"  {size // MiB} MiB: " + "; ".join(parts))
+    return lines
+
+
 def print_scorecard(card: list[dict]) -> None:
     """The run's ratios in words (no pass/fail: a quick run is one round)."""
     print("\nin short, from this run (32 MiB values):")
@@ -361,6 +457,10 @@ LEGEND = {
         "loopback TCP": "tools/tcp_pump.c moving bytes over loopback TCP: the transport's ceiling",
         "redis-benchmark": "Redis's own benchmark tool (redis-tools), 4 clients",
         "memtier_benchmark": "Redis Labs' load generator, 4 clients",
+        LMCACHE: "LMCache 0.5.6's own C++ RESP client (lmcache.lmcache_redis."
+                 "LMCacheRedisClient, what LMCache users run today; "
+                 "benchmark/lmcache-cpp-bench.py in .venv-lmcache): conn = its num_workers, "
+                 "one connection each; every value verbatim under its key",
     },
     "variant": {
         "buffer": "get/set into and from numpy views of the pool, one call after another",
@@ -374,6 +474,11 @@ LEGEND = {
         "overwrite": "(suffix) the keys were written once untimed, the timed writes replace "
                      "them: a full cache's steady state",
         "4 clients": "4 connections, no pipelining",
+        "1 key per submit": "(LMCache C++) submit_batch_get/set of one key, waiting for its "
+                            "completion (event_fd, drain_completions) before the next: one "
+                            "connection per value",
+        "all keys in one batch": "(LMCache C++) one submit_batch_get/set of every key, tiled "
+                                 "over min(num_workers, keys) connections",
         "N stream(s)": "sender/receiver thread pairs; 'into 32 MiB': each receiver fills a "
                        "32 MiB area, as a client landing values in memory does",
     },
@@ -536,6 +641,8 @@ HEADLINE = (
     ("pure-Python zero-copy client, 4 threads", "resp-py", "threads"),
     ("redis-benchmark, 4 clients", "redis-benchmark", "4 clients"),
     ("memtier_benchmark, 4 clients", "memtier_benchmark", "4 clients"),
+    ("LMCache's C++ client (0.5.6), 1 key per submit", LMCACHE, "1 key per submit"),
+    ("LMCache's C++ client (0.5.6), all keys in one batch", LMCACHE, "all keys in one batch"),
 )
 
 
@@ -598,6 +705,9 @@ def main() -> None:
     ap.add_argument("--malloc-conf", default=local_redis.MALLOC_CONF,
                     help="MALLOC_CONF for the throwaway servers' jemalloc ('none': jemalloc's "
                          f"defaults; default: the launcher's, {local_redis.MALLOC_CONF})")
+    ap.add_argument("--no-lmcache", action="store_true",
+                    help="leave out LMCache's own C++ RESP client (by default it runs from "
+                         ".venv-lmcache, made when missing: python3.11, ~1 min, 1.5 GB)")
     ap.add_argument("--out", type=Path, default=BENCH / "results",
                     help="directory for the JSON and PNG (default benchmark/results)")
     args = ap.parse_args()
@@ -612,7 +722,14 @@ def main() -> None:
     # The defaults' stripe count for 32 MiB, the size the sweeps run at.
     default_conns = 4
     default_stripes = lmcache_redis.stripe_count(32 * MiB, connections=default_conns)
-    runs = plan_runs(plan, default_stripes, default_conns)
+    if args.no_lmcache:
+        lmcache_python, lmcache_line = None, "LMCache C++ client: skipped (--no-lmcache)"
+    else:
+        lmcache_python, lmcache_line = lmcache_venv.ensure_or_none()
+        if lmcache_python is not None:
+            lmcache_line = (f"LMCache C++ client: lmcache 0.5.6's LMCacheRedisClient from "
+                            f"{lmcache_python.parent.parent.name} (--no-lmcache skips it)")
+    runs = plan_runs(plan, default_stripes, default_conns, lmcache_python)
     null_exe, pump = find_tool("lmr_null_server"), find_tool("lmr_tcp_pump")
     if null_exe is None or pump is None:
         print("build/c/lmr_null_server or lmr_tcp_pump missing (cmake --build build/c): "
@@ -653,8 +770,10 @@ def main() -> None:
               "install memtier-benchmark from Redis's apt repository, packages.redis.io)")
     if shutil.which("redis-benchmark") is None:
         print("redis-benchmark: not installed (Debian: redis-tools), its rows are left out")
+    print(lmcache_line, flush=True)
 
     rows: list[dict] = []
+    peer_failures: list[str] = []
     progress = Progress(len(runs) + (plan.rounds - 1) * sum(r.scored for r in runs) + 4)
     try:
         progress.step("loopback TCP limit")
@@ -674,10 +793,15 @@ def main() -> None:
                         got = run_json(run, "127.0.0.1", null_port)
                 else:
                     with redis_server() as (host, port):
-                        got = run_json(run, host, port)
+                        try:
+                            got = run_json(run, host, port)
+                        except PeerFailed as exc:
+                            peer_failures.append(str(exc))
+                            continue
                 by_run.setdefault(i, []).append(got)
         for i in range(len(runs)):
-            rows += median_rows(by_run[i])
+            if i in by_run:  # an optional peer that failed every round has none
+                rows += median_rows(by_run[i])
         progress.step("redis-benchmark / memtier_benchmark")
         with redis_server() as (host, port):
             rows += redis_benchmark_rows(host, port, 32, plan.num_chunks)
@@ -705,6 +829,11 @@ def main() -> None:
     if not args.full:
         print("  (a quick run: one round, redis-py on 4 keys; `tools/run-demo --full` for "
               "50 keys and medians of 3 rounds)")
+    ratios = lmcache_ratios(rows)
+    for line in lmcache_summary_lines(ratios):
+        print(line)
+    for failure in peer_failures:
+        print(f"LMCache C++ client: a run left out: {failure}")
     args.out.mkdir(parents=True, exist_ok=True)
     json_path, png_path = args.out / f"compare-{stamp}.json", args.out / f"compare-{stamp}.png"
     meta = dict(mode="full" if args.full else "quick", date=stamp, host=platform.node(),
@@ -712,7 +841,9 @@ def main() -> None:
                 redis_server=local_redis.version(),
                 server_settings=None if args.host else local_redis.settings(malloc_conf),
                 plan=plan.__dict__)
-    json_path.write_text(json.dumps(dict(meta=meta, rows=rows, targets=card), indent=1))
+    json_path.write_text(json.dumps(dict(meta=meta, rows=rows, targets=card,
+                                         lmcache_ratios=ratios, peer_failures=peer_failures),
+                                    indent=1))
     md_path = args.out / f"compare-{stamp}-headline.md"
     md_path.write_text(headline_markdown(rows, context))
     print(f"\nwrote {json_path}\nwrote {md_path} (the README's first-screen table)")
