@@ -593,12 +593,14 @@ def plot(rows: list[dict], path: Path, context: str = "", default_stripes: Optio
     if stripe_ticks:
         left.set_xticks(stripe_ticks)
         left.set_xlim(min(stripe_ticks) - 1, max(stripe_ticks) + 1.5)
-    styles = {"lmcache_redis": ("-o", 2.5), "redis-py": ("--^", 1.2), "resp-py": (":s", 1.2)}
+    styles = {"lmcache_redis": ("-o", 2.5), "redis-py": ("--^", 1.2), "resp-py": (":s", 1.2),
+              LMCACHE: ("-.D", 1.2)}
     names = {"lmcache_redis": "lmcache_redis", "redis-py": "redis-py (one pool)",
-             "resp-py": "pure-Python client (threads)"}
+             "resp-py": "pure-Python client (threads)",
+             LMCACHE: "LMCache's C++ client (1 key per submit)"}
     sizes: set[float] = set()
     for client, variant in (("lmcache_redis", "buffer"), ("redis-py", "single-pool"),
-                            ("resp-py", "threads")):
+                            ("resp-py", "threads"), (LMCACHE, "1 key per submit")):
         for op in ("get", "set"):
             pts = sorted((r["size_bytes"] / MiB, r["gb_per_s"]) for r in rows
                          if r["client"] == client and r["variant"] == variant and r["op"] == op
