@@ -41,7 +41,7 @@ os.environ.setdefault("LMCACHE_TRACK_USAGE", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("LMCACHE_DISABLE_BANNER", "1")
 
-# The repo root: bench_common's tools/local_redis.py imports lmcache_redis.testing
+# The repo root: bench_common's tools/local_redis.py imports lmcache_redis._testing
 # (this repo's, built in place), which this venv does not have installed.
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 

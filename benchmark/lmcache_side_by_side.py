@@ -38,7 +38,7 @@ sys.path[:0] = [str(BENCH), str(ROOT / "tools")]
 
 import lmcache_venv  # noqa: E402
 import local_redis  # noqa: E402
-from lmcache_redis.testing import RedisServer  # noqa: E402
+from lmcache_redis._testing import RedisServer  # noqa: E402
 
 MiB = 1 << 20
 OURS, THEIRS = "lmcache_redis", "LMCache C++ (resp)"

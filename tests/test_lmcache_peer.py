@@ -267,7 +267,7 @@ def test_legend_and_headline_name_the_peer(compare):
 
 def test_server_cpu_per_gb_is_reported(tmp_path):
     import json
-    from lmcache_redis.testing import RedisServer
+    from lmcache_redis._testing import RedisServer
     with RedisServer() as server:
         out = subprocess.run([sys.executable, str(BENCH / "lmcache_redis-bench.py"),
                               "--host", server.host, "--port", str(server.port), "--size-mb", "1",
