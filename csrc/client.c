@@ -24,6 +24,7 @@ struct lmr_client {
   atomic_uint_fast64_t id_next;
   atomic_int closed;
   int64_t max_bulk;  /* the server's proto-max-bulk-len, read at open */
+  int max_bulk_read; /* 0: the server did not say; max_bulk is Redis's default */
   pid_t pid;         /* the workers exist only in the process that opened */
 };
 
@@ -318,16 +319,26 @@ static int run_plan(lmr_client *c, lmr_plan *p, lmr_plan_kind kind, lmr_op *op,
 }
 
 /* Reads the server's proto-max-bulk-len once; a server that will not say
- * (no permission for CONFIG) is taken to have Redis's default. */
+ * (no permission for CONFIG) is taken to have Redis's default. A broken
+ * connection gets a second try on a fresh one. */
 static void read_server_limits(lmr_client *c) {
   static const char name[] = "proto-max-bulk-len";
   c->max_bulk = LMR_RESP_MAX_BULK;
-  lmr_op op;
-  lmr__op_init(&op, name, sizeof name - 1, c->cfg.connect_timeout, LMR_RESP_MAX_BULK);
-  lmr_key_job job;
-  lmr__key_job_init(&job, &op, LMR_JOB_CONFIG);
-  run_round(c, &job, 1, 0);  /* opening is not cancelled */
-  if (job.base.status == LMR_OK && job.integer > 0) c->max_bulk = job.integer;
+  c->max_bulk_read = 0;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    lmr_op op;
+    lmr__op_init(&op, name, sizeof name - 1, c->cfg.connect_timeout, LMR_RESP_MAX_BULK, 0);
+    lmr_key_job job;
+    lmr__key_job_init(&job, &op, LMR_JOB_CONFIG);
+    run_round(c, &job, 1, 0);  /* opening is not cancelled */
+    if (job.base.status == LMR_OK) {
+      if (job.integer > 0) {
+        c->max_bulk = job.integer;
+        c->max_bulk_read = 1;
+      }
+      return;
+    }
+  }
 }
 
 /* Parts for a value of len bytes: the fixed count, or as stripe.h's
@@ -345,7 +356,7 @@ int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, siz
   if (buf == NULL && len > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
   if (ttl_ms < 0) return lmr__err(err, LMR_EINVAL, "ttl must be positive");
   lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk);
+  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
   op.src = buf;
   op.len = len;
   op.ttl_ms = ttl_ms;
@@ -361,7 +372,7 @@ int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t ca
   if (rc != LMR_OK) return rc;
   if (buf == NULL && cap > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
   lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk);
+  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
   op.dst = buf;
   op.cap = cap;
   lmr_plan p;
@@ -380,7 +391,7 @@ static int run_flag_plan(lmr_client *c, lmr_plan_kind kind, const void *key, siz
   int rc = check_call(c, key, key_len, err);
   if (rc != LMR_OK) return rc;
   lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk);
+  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
   lmr_plan p;
   rc = run_plan(c, &p, kind, &op, 0, err);
   if (rc == LMR_OK) *found = p.found;
@@ -399,7 +410,7 @@ int lmr_ping(lmr_client *c, lmr_error *err) {
   int rc = check_open(c, err);
   if (rc != LMR_OK) return rc;
   lmr_op op;
-  lmr__op_init(&op, NULL, 0, c->cfg.timeout, c->max_bulk);
+  lmr__op_init(&op, NULL, 0, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
   lmr_plan p;
   return run_plan(c, &p, LMR_PLAN_PING, &op, 0, err);
 }

@@ -7,12 +7,13 @@
 #include "jobs.h"
 
 void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
-                  int64_t max_bulk) {
+                  int64_t max_bulk, int max_bulk_read) {
   memset(op, 0, sizeof *op);
   op->key = key;
   op->key_len = key_len;
   op->deadline = lmr__deadline(timeout);
   op->max_bulk = max_bulk;
+  op->max_bulk_read = max_bulk_read;
 }
 
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
@@ -27,7 +28,7 @@ void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
 static const char *kind_name(lmr_job_kind kind) {
   switch (kind) {
     case LMR_JOB_SET: return "SET";
-    case LMR_JOB_HEAD: return "GETRANGE";
+    case LMR_JOB_HEAD: return "MULTI";
     case LMR_JOB_PART: return "GETRANGE";
     case LMR_JOB_GET: return "GET";
     case LMR_JOB_DEL: return "DEL";
@@ -48,8 +49,10 @@ static int value_parts(const lmr_op *op, struct iovec *v) {
   for (uint32_t i = 0; i < op->count; i++) {
     v[n++] = (struct iovec){(void *)(op->hdrs + (size_t)i * LMR_STRIPE_HDR_SIZE),
                             LMR_STRIPE_HDR_SIZE};
-    v[n++] = (struct iovec){(void *)(op->src + lmr_stripe_offset(op->len, op->count, i)),
-                            lmr_stripe_len(op->len, op->count, i)};
+    uint64_t len = lmr_stripe_len(op->len, op->count, i);
+    /* An empty value may come with no buffer at all: no pointer from NULL. */
+    if (len > 0)
+      v[n++] = (struct iovec){(void *)(op->src + lmr_stripe_offset(op->len, op->count, i)), len};
   }
   return n;
 }
@@ -71,7 +74,12 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       return;
     }
     case LMR_JOB_HEAD:
-      lmr_cmd_init(cmd, 2);
+      /* One transaction, so that the three answers are of one moment: a
+       * pipeline alone may be split between reads, and another client's
+       * write land between STRLEN and GETRANGE. */
+      lmr_cmd_init(cmd, 1);
+      lmr_cmd_arg_copy(cmd, "MULTI");
+      lmr_cmd_next(cmd, 2);
       lmr_cmd_arg_copy(cmd, "EXISTS");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       lmr_cmd_next(cmd, 2);
@@ -82,6 +90,8 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       lmr_cmd_arg(cmd, op->key, op->key_len);
       lmr_cmd_arg_copy(cmd, "0");
       lmr_cmd_arg_int(cmd, (int64_t)op->head_len - 1);
+      lmr_cmd_next(cmd, 1);
+      lmr_cmd_arg_copy(cmd, "EXEC");
       return;
     case LMR_JOB_PART: {
       const lmr_stripe_hdr *h = &op->layout;
@@ -144,15 +154,50 @@ static void note_error(int *first, lmr_error *err, const lmr_reply *r, const cha
   else lmr__conn_server_error(r, context, &later);
 }
 
-/* HEAD: three replies. A key of another type answers STRLEN and GETRANGE
- * with WRONGTYPE: a fact about the key, not a failure. */
+/* Reads one whole reply of any shape and drops it. */
+static int skip_reply(lmr_key_job *job, lmr_conn *conn) {
+  lmr_error *err = &job->base.err;
+  lmr_reply r;
+  int rc = lmr__conn_read_reply(conn, &r, err);
+  if (rc != LMR_OK) return rc;
+  if (r.type == LMR_REPLY_BULK) return lmr__conn_end_bulk(conn, err);
+  for (int64_t i = 0; r.type == LMR_REPLY_ARRAY && i < r.integer; i++)
+    if ((rc = skip_reply(job, conn)) != LMR_OK) return rc;
+  return LMR_OK;
+}
+
+/* HEAD: MULTI's +OK, +QUEUED for each command, then EXEC's array of the
+ * three answers. A key of another type answers STRLEN and GETRANGE with
+ * WRONGTYPE: a fact about the key, not a failure. */
 static int handle_head(lmr_key_job *job, lmr_conn *conn) {
+  static const char *const queued[] = {"MULTI", "EXISTS", "STRLEN", "GETRANGE"};
   lmr_op *op = job->op;
   lmr_error *err = &job->base.err;
   int first = LMR_OK;
   lmr_reply r;
   int rc = lmr__conn_read_reply(conn, &r, err);
   if (rc != LMR_OK) return rc;
+  if (r.type == LMR_REPLY_ERROR) {
+    /* No transaction (MULTI refused, e.g. by an ACL): the commands ran on
+     * their own and EXEC was refused too; their replies are skipped. */
+    note_error(&first, err, &r, "MULTI");
+    for (int i = 0; i < 4; i++)
+      if ((rc = skip_reply(job, conn)) != LMR_OK) return rc;
+    return first;
+  }
+  if (r.type != LMR_REPLY_STATUS) return unexpected(job, conn, "MULTI");
+  for (int i = 1; i < 4; i++) {  /* +QUEUED, or a command refused outright */
+    if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
+    if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, queued[i]);
+    else if (r.type != LMR_REPLY_STATUS) return unexpected(job, conn, queued[i]);
+  }
+  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
+  if (r.type == LMR_REPLY_ERROR) {  /* EXECABORT after a refused command */
+    note_error(&first, err, &r, "EXEC");
+    return first;
+  }
+  if (r.type != LMR_REPLY_ARRAY || r.integer != 3) return unexpected(job, conn, "EXEC");
+  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
   if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, "EXISTS");
   else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "EXISTS");
   else job->integer = r.integer;
@@ -209,9 +254,10 @@ static int handle_part(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
     job->torn = 1;
     return lmr__conn_end_bulk(conn, err);
   }
-  job->placed = 1;
-  return take_bulk(conn, op->dst + lmr_stripe_offset(want->total_len, want->count, job->part),
-                   (size_t)len, err);
+  /* An empty part of an empty value: no pointer into a buffer that may be NULL. */
+  unsigned char *dst =
+      len > 0 ? op->dst + lmr_stripe_offset(want->total_len, want->count, job->part) : NULL;
+  return take_bulk(conn, dst, (size_t)len, err);
 }
 
 /* GET of a verbatim value: into the buffer when it fits; a longer one is
@@ -292,8 +338,11 @@ static int run_commands(lmr_key_job *job, lmr_conn *conn) {
   lmr_error *err = &job->base.err;
   int rc = lmr__conn_ensure(conn, err);
   if (rc == LMR_OK) {
-    /* No reply may claim more than the server would ever send. */
-    conn->parser.max_bulk = job->op->max_bulk;
+    /* No reply may claim more than the server would ever send: at least
+     * Redis's default, since a value stored before an operator lowered the
+     * server's limit is still sent whole. */
+    conn->parser.max_bulk =
+        job->op->max_bulk > LMR_RESP_MAX_BULK ? job->op->max_bulk : LMR_RESP_MAX_BULK;
     lmr_cmd cmd;
     encode(job, &cmd);
     rc = lmr__conn_send(conn, &cmd, err);

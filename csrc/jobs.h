@@ -14,7 +14,7 @@
 
 typedef enum {
   LMR_JOB_SET,     /* SET key value, or PSETEX key ms value: verbatim or encoded */
-  LMR_JOB_HEAD,    /* EXISTS key; STRLEN key; GETRANGE key 0 head_len-1 */
+  LMR_JOB_HEAD,    /* MULTI; EXISTS key; STRLEN key; GETRANGE key 0 head_len-1; EXEC */
   LMR_JOB_PART,    /* GETRANGE of part `part` of op->layout, into its place */
   LMR_JOB_GET,     /* GET key into the op's buffer (a verbatim value) */
   LMR_JOB_DEL,     /* DEL key */
@@ -30,6 +30,7 @@ typedef struct {
   size_t key_len;
   int64_t deadline;
   int64_t max_bulk;         /* the server's proto-max-bulk-len */
+  int max_bulk_read;        /* 0: the server did not say, max_bulk is assumed */
   /* SET: the value, and for an encoded one its headers (count of them) */
   const unsigned char *src;
   uint64_t len;
@@ -56,11 +57,11 @@ typedef struct {
   int head_in_dst;     /* HEAD: they were placed at op->dst */
   unsigned char head[LMR_STRIPE_HDR_SIZE]; /* HEAD: the first min(head_n, 32) */
   int torn;            /* PART: not the part of op->layout's write */
-  int placed;          /* GET/PART: the payload is in op->dst */
+  int placed;          /* GET: the value is in op->dst */
 } lmr_key_job;
 
 void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
-                  int64_t max_bulk);
+                  int64_t max_bulk, int max_bulk_read);
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind);
 /* The pool's run() for key jobs; worker_state is the worker's lmr_conn. */
 void lmr__key_job_run(lmr_job *job, void *worker_state);

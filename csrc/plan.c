@@ -154,10 +154,11 @@ static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *er
   if (stored > (uint64_t)op->max_bulk)
     return lmr__err(err, LMR_EINVAL,
                     "value is %llu bytes (%llu stored) but the server's proto-max-bulk-len is "
-                    "%lld bytes: store smaller values, or raise the server's limit "
+                    "%lld bytes%s: store smaller values, or raise the server's limit "
                     "(CONFIG SET proto-max-bulk-len)",
                     (unsigned long long)op->len, (unsigned long long)stored,
-                    (long long)op->max_bulk);
+                    (long long)op->max_bulk,
+                    op->max_bulk_read ? "" : " (Redis's default: the server would not say)");
   op->count = count;
   if (count > 0) {
     p->hdrs = malloc((size_t)count * LMR_STRIPE_HDR_SIZE);
