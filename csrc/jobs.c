@@ -28,7 +28,7 @@ void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
 static const char *kind_name(lmr_job_kind kind) {
   switch (kind) {
     case LMR_JOB_SET: return "SET";
-    case LMR_JOB_HEAD: return "MULTI";
+    case LMR_JOB_HEAD: return "GETRANGE";
     case LMR_JOB_PART: return "GETRANGE";
     case LMR_JOB_GET: return "GET";
     case LMR_JOB_DEL: return "DEL";
@@ -74,24 +74,17 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       return;
     }
     case LMR_JOB_HEAD:
-      /* One transaction, so that the three answers are of one moment: a
-       * pipeline alone may be split between reads, and another client's
-       * write land between STRLEN and GETRANGE. */
-      lmr_cmd_init(cmd, 1);
-      lmr_cmd_arg_copy(cmd, "MULTI");
-      lmr_cmd_next(cmd, 2);
-      lmr_cmd_arg_copy(cmd, "EXISTS");
-      lmr_cmd_arg(cmd, op->key, op->key_len);
-      lmr_cmd_next(cmd, 2);
-      lmr_cmd_arg_copy(cmd, "STRLEN");
-      lmr_cmd_arg(cmd, op->key, op->key_len);
-      lmr_cmd_next(cmd, 4);
+      /* One byte more than the plan wants to see: a reply of at most
+       * head_len bytes is then the whole string as it was when GETRANGE
+       * ran, whatever other clients do between this and STRLEN. */
+      lmr_cmd_init(cmd, 4);
       lmr_cmd_arg_copy(cmd, "GETRANGE");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       lmr_cmd_arg_copy(cmd, "0");
-      lmr_cmd_arg_int(cmd, (int64_t)op->head_len - 1);
-      lmr_cmd_next(cmd, 1);
-      lmr_cmd_arg_copy(cmd, "EXEC");
+      lmr_cmd_arg_int(cmd, (int64_t)op->head_len);
+      lmr_cmd_next(cmd, 2);
+      lmr_cmd_arg_copy(cmd, "STRLEN");
+      lmr_cmd_arg(cmd, op->key, op->key_len);
       return;
     case LMR_JOB_PART: {
       const lmr_stripe_hdr *h = &op->layout;
@@ -154,83 +147,52 @@ static void note_error(int *first, lmr_error *err, const lmr_reply *r, const cha
   else lmr__conn_server_error(r, context, &later);
 }
 
-/* Reads one whole reply of any shape and drops it. */
-static int skip_reply(lmr_key_job *job, lmr_conn *conn) {
-  lmr_error *err = &job->base.err;
-  lmr_reply r;
-  int rc = lmr__conn_read_reply(conn, &r, err);
-  if (rc != LMR_OK) return rc;
-  if (r.type == LMR_REPLY_BULK) return lmr__conn_end_bulk(conn, err);
-  for (int64_t i = 0; r.type == LMR_REPLY_ARRAY && i < r.integer; i++)
-    if ((rc = skip_reply(job, conn)) != LMR_OK) return rc;
-  return LMR_OK;
-}
-
-/* HEAD: MULTI's +OK, +QUEUED for each command, then EXEC's array of the
- * three answers. A key of another type answers STRLEN and GETRANGE with
- * WRONGTYPE: a fact about the key, not a failure. */
+/* HEAD: GETRANGE's bytes, then STRLEN. A key of another type answers both
+ * with WRONGTYPE: a fact about the key, not a failure. The bytes go to the
+ * buffer as far as it reaches (the first 32 also to job->head); the one
+ * byte past head_len, if any, only says that the string is longer. */
 static int handle_head(lmr_key_job *job, lmr_conn *conn) {
-  static const char *const queued[] = {"MULTI", "EXISTS", "STRLEN", "GETRANGE"};
   lmr_op *op = job->op;
   lmr_error *err = &job->base.err;
   int first = LMR_OK;
   lmr_reply r;
   int rc = lmr__conn_read_reply(conn, &r, err);
   if (rc != LMR_OK) return rc;
-  if (r.type == LMR_REPLY_ERROR) {
-    /* No transaction (MULTI refused, e.g. by an ACL): the commands ran on
-     * their own and EXEC was refused too; their replies are skipped. */
-    note_error(&first, err, &r, "MULTI");
-    for (int i = 0; i < 4; i++)
-      if ((rc = skip_reply(job, conn)) != LMR_OK) return rc;
-    return first;
+  if (is_wrongtype(&r)) {
+    job->wrongtype = 1;
+  } else if (r.type == LMR_REPLY_ERROR) {
+    note_error(&first, err, &r, "GETRANGE");
+  } else if (r.type != LMR_REPLY_BULK) {
+    return unexpected(job, conn, "GETRANGE");
+  } else if ((uint64_t)r.integer > op->head_len + 1) {
+    return unexpected(job, conn, "GETRANGE (longer than asked for)");
+  } else {
+    size_t n = (size_t)r.integer;
+    size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
+    job->head_n = n;
+    /* cap >= 32 whenever head_len <= cap; a smaller buffer gets nothing
+     * here (the plan copies from job->head what fits). */
+    job->head_in_dst = op->head_len <= op->cap;
+    size_t placed = job->head_in_dst ? (n < op->cap ? n : op->cap) : 0;
+    if (placed > 0) {
+      size_t copied = 0;
+      rc = lmr__conn_read_payload(conn, op->dst, placed, &copied, err);
+      if (rc != LMR_OK) return rc;
+      LMR__COUNT(conn->stats, bytes_received, placed);
+      LMR__COUNT(conn->stats, bytes_copied, copied);
+      memcpy(job->head, op->dst, keep);
+    } else if (keep > 0) {
+      rc = lmr__conn_read_payload(conn, job->head, keep, NULL, err);
+      if (rc != LMR_OK) return rc;
+    }
+    if ((rc = lmr__conn_end_bulk(conn, err)) != LMR_OK) return rc;
   }
-  if (r.type != LMR_REPLY_STATUS) return unexpected(job, conn, "MULTI");
-  for (int i = 1; i < 4; i++) {  /* +QUEUED, or a command refused outright */
-    if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
-    if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, queued[i]);
-    else if (r.type != LMR_REPLY_STATUS) return unexpected(job, conn, queued[i]);
-  }
-  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
-  if (r.type == LMR_REPLY_ERROR) {  /* EXECABORT after a refused command */
-    note_error(&first, err, &r, "EXEC");
-    return first;
-  }
-  if (r.type != LMR_REPLY_ARRAY || r.integer != 3) return unexpected(job, conn, "EXEC");
-  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
-  if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, "EXISTS");
-  else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "EXISTS");
-  else job->integer = r.integer;
   if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
   if (is_wrongtype(&r)) job->wrongtype = 1;
   else if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, "STRLEN");
   else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "STRLEN");
   else job->stored_len = r.integer;
-  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
-  if (is_wrongtype(&r)) {
-    job->wrongtype = 1;
-    return first;
-  }
-  if (r.type == LMR_REPLY_ERROR) {
-    note_error(&first, err, &r, "GETRANGE");
-    return first;
-  }
-  if (r.type != LMR_REPLY_BULK) return unexpected(job, conn, "GETRANGE");
-  if ((uint64_t)r.integer > op->head_len)
-    return unexpected(job, conn, "GETRANGE (longer than asked for)");
-  if (first != LMR_OK) {
-    rc = lmr__conn_end_bulk(conn, err);
-    return rc != LMR_OK ? rc : first;
-  }
-  size_t n = (size_t)r.integer;
-  size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
-  job->head_n = n;
-  /* head_len <= cap unless the buffer is under 32 bytes: then the bytes
-   * (at most 32) are kept in the job alone. */
-  job->head_in_dst = op->head_len <= op->cap;
-  rc = take_bulk(conn, job->head_in_dst ? op->dst : job->head, n, err);
-  if (rc == LMR_OK && job->head_in_dst) memcpy(job->head, op->dst, keep);
-  return rc;
+  return first;
 }
 
 /* PART: the part's header must be the one op->layout promises (same write,

@@ -14,7 +14,7 @@
 
 typedef enum {
   LMR_JOB_SET,     /* SET key value, or PSETEX key ms value: verbatim or encoded */
-  LMR_JOB_HEAD,    /* MULTI; EXISTS key; STRLEN key; GETRANGE key 0 head_len-1; EXEC */
+  LMR_JOB_HEAD,    /* GETRANGE key 0 head_len (head_len + 1 bytes); STRLEN key */
   LMR_JOB_PART,    /* GETRANGE of part `part` of op->layout, into its place */
   LMR_JOB_GET,     /* GET key into the op's buffer (a verbatim value) */
   LMR_JOB_DEL,     /* DEL key */
@@ -40,7 +40,7 @@ typedef struct {
   /* reads: the caller's buffer, and the layout its PART jobs read */
   unsigned char *dst;
   size_t cap;
-  size_t head_len;          /* HEAD: bytes [0, head_len) of the string */
+  size_t head_len;          /* HEAD: the first bytes a read looks at */
   lmr_stripe_hdr layout;
 } lmr_op;
 

@@ -36,19 +36,27 @@ static void read_again(lmr_plan *p) {
   else done(p);
 }
 
+/* What HEAD saw. GETRANGE asked for head_len + 1 bytes, so a reply of at
+ * most head_len bytes is the whole string at one moment; only a longer
+ * string needs STRLEN, which ran just after and may already see another
+ * value: a disagreement is a change, and the read starts again. */
 static head_kind classify_head(const lmr_key_job *j, lmr_stripe_hdr *h) {
-  if (j->integer == 0) return H_ABSENT;
-  if (j->wrongtype) return H_OTHER_TYPE;
-  uint64_t s = (uint64_t)j->stored_len, want = j->op->head_len;
-  /* Fewer or more bytes than STRLEN promised: a write came in between. */
-  if (j->stored_len < 0 || j->head_n != (s < want ? s : want)) return H_CHANGED;
+  if (j->wrongtype && j->head_n == 0) return H_OTHER_TYPE;
+  /* No string stored is empty (an empty value is encoded): no bytes, no
+   * value. An empty string another client wrote reads as a miss too. */
+  if (j->head_n == 0) return H_ABSENT;
+  int whole = j->head_n <= j->op->head_len;
+  if (!whole && (j->wrongtype || j->stored_len <= (int64_t)j->op->head_len)) return H_CHANGED;
+  uint64_t stored = whole ? j->head_n : (uint64_t)j->stored_len;
   size_t n = j->head_n < LMR_STRIPE_HDR_SIZE ? j->head_n : LMR_STRIPE_HDR_SIZE;
-  switch (lmr_stripe_classify(j->head, n, s, LMR_MAX_STRIPES, h)) {
+  switch (lmr_stripe_classify(j->head, n, stored, LMR_MAX_STRIPES, h)) {
     case LMR_STORED_VERBATIM: return H_VERBATIM;
     case LMR_STORED_ENCODED: return H_ENCODED;
     case LMR_STORED_BROKEN: break;
   }
-  return H_BROKEN;
+  /* A whole string that is no encoding is broken; a longer one may only
+   * have changed between GETRANGE and STRLEN. */
+  return whole ? H_BROKEN : H_CHANGED;
 }
 
 static int too_big(uint64_t needed, size_t cap, lmr_error *err) {
@@ -88,15 +96,15 @@ static int after_head(lmr_plan *p, lmr_error *err) {
     done(p);
     return LMR_OK;
   }
-  uint64_t s = (uint64_t)j->stored_len;
-  int whole = j->head_n == s;
+  int whole = j->head_n <= op->head_len;
   if (k == H_VERBATIM) {
+    uint64_t s = whole ? j->head_n : (uint64_t)j->stored_len;
     if (s > op->cap) return too_big(s, op->cap, err);
     if (!whole) {
       one_job(p, S_GET, LMR_JOB_GET);
       return LMR_OK;
     }
-    if (!j->head_in_dst && j->head_n > 0) memcpy(op->dst, j->head, j->head_n); /* <= cap < 32 */
+    if (!j->head_in_dst) memcpy(op->dst, j->head, j->head_n); /* 0 < n <= cap < 32 */
     p->found = 1;
     p->len = s;
     done(p);
@@ -148,8 +156,10 @@ static void after_parts(lmr_plan *p) {
 static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *err) {
   lmr_op *op = p->op;
   /* A value that begins with the magic is encoded, even when small, so that
-   * no verbatim value can pass for an encoded one. */
-  if (count == 1 && !lmr_stripe_has_magic(op->src, op->len)) count = 0;
+   * no verbatim value can pass for an encoded one; so is the empty value,
+   * so that a reader tells "no value" from "empty value" by one GETRANGE. */
+  if (op->len == 0) count = 1;  /* one header: nothing to read in parallel */
+  else if (count == 1 && !lmr_stripe_has_magic(op->src, op->len)) count = 0;
   uint64_t stored = count == 0 ? op->len : lmr_stripe_stored_len(op->len, count);
   if (stored > (uint64_t)op->max_bulk)
     return lmr__err(err, LMR_EINVAL,

@@ -4,12 +4,13 @@
  * with a verdict. It never touches a socket or a thread, so its rules are
  * unit-tested by filling in job results by hand (tests/c/test_plan.c).
  *
- *   get     HEAD (EXISTS, STRLEN, GETRANGE of the first bytes): a miss, a
- *           key of another type, a broken value or a value that fits in
- *           the first bytes ends here; then one GETRANGE per part of an
- *           encoded value, or one GET of a longer verbatim value. A value
- *           replaced between the rounds starts the read again, at most
- *           LMR_PLAN_READ_ATTEMPTS times; then a miss.
+ *   get     HEAD (GETRANGE of the first bytes, one byte more than it
+ *           looks at, then STRLEN): a miss, a key of another type, a broken
+ *           value or a value that fits in the first bytes ends here; then
+ *           one GETRANGE per part of an encoded value, or one GET of a
+ *           longer verbatim value. A value replaced between the rounds (or
+ *           between GETRANGE and STRLEN) is read again: at most
+ *           LMR_PLAN_READ_ATTEMPTS reads, then a miss.
  *   exists  HEAD alone: a whole value of this format (or verbatim) exists.
  *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded.
  *   delete  one DEL.
