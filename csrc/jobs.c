@@ -28,7 +28,7 @@ void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
 static const char *kind_name(lmr_job_kind kind) {
   switch (kind) {
     case LMR_JOB_SET: return "SET";
-    case LMR_JOB_HEAD: return "GETRANGE";
+    case LMR_JOB_HEAD: return "STRLEN";
     case LMR_JOB_PART: return "GETRANGE";
     case LMR_JOB_GET: return "GET";
     case LMR_JOB_DEL: return "DEL";
@@ -74,17 +74,17 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       return;
     }
     case LMR_JOB_HEAD:
-      /* One byte more than the plan wants to see: a reply of at most
-       * head_len bytes is then the whole string as it was when GETRANGE
-       * ran, whatever other clients do between this and STRLEN. */
-      lmr_cmd_init(cmd, 4);
+      /* GETRANGE asks one byte more than the plan looks at: a reply of at
+       * most head_len bytes is then the whole string as it was when
+       * GETRANGE ran, whatever other clients did since STRLEN. */
+      lmr_cmd_init(cmd, 2);
+      lmr_cmd_arg_copy(cmd, "STRLEN");
+      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_next(cmd, 4);
       lmr_cmd_arg_copy(cmd, "GETRANGE");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       lmr_cmd_arg_copy(cmd, "0");
       lmr_cmd_arg_int(cmd, (int64_t)op->head_len);
-      lmr_cmd_next(cmd, 2);
-      lmr_cmd_arg_copy(cmd, "STRLEN");
-      lmr_cmd_arg(cmd, op->key, op->key_len);
       return;
     case LMR_JOB_PART: {
       const lmr_stripe_hdr *h = &op->layout;
@@ -147,7 +147,7 @@ static void note_error(int *first, lmr_error *err, const lmr_reply *r, const cha
   else lmr__conn_server_error(r, context, &later);
 }
 
-/* HEAD: GETRANGE's bytes, then STRLEN. A key of another type answers both
+/* HEAD: STRLEN, then GETRANGE's bytes. A key of another type answers both
  * with WRONGTYPE: a fact about the key, not a failure. The bytes go to the
  * buffer as far as it reaches (the first 32 also to job->head); the one
  * byte past head_len, if any, only says that the string is longer. */
@@ -158,41 +158,45 @@ static int handle_head(lmr_key_job *job, lmr_conn *conn) {
   lmr_reply r;
   int rc = lmr__conn_read_reply(conn, &r, err);
   if (rc != LMR_OK) return rc;
-  if (is_wrongtype(&r)) {
-    job->wrongtype = 1;
-  } else if (r.type == LMR_REPLY_ERROR) {
-    note_error(&first, err, &r, "GETRANGE");
-  } else if (r.type != LMR_REPLY_BULK) {
-    return unexpected(job, conn, "GETRANGE");
-  } else if ((uint64_t)r.integer > op->head_len + 1) {
-    return unexpected(job, conn, "GETRANGE (longer than asked for)");
-  } else {
-    size_t n = (size_t)r.integer;
-    size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
-    job->head_n = n;
-    /* cap >= 32 whenever head_len <= cap; a smaller buffer gets nothing
-     * here (the plan copies from job->head what fits). */
-    job->head_in_dst = op->head_len <= op->cap;
-    size_t placed = job->head_in_dst ? (n < op->cap ? n : op->cap) : 0;
-    if (placed > 0) {
-      size_t copied = 0;
-      rc = lmr__conn_read_payload(conn, op->dst, placed, &copied, err);
-      if (rc != LMR_OK) return rc;
-      LMR__COUNT(conn->stats, bytes_received, placed);
-      LMR__COUNT(conn->stats, bytes_copied, copied);
-      memcpy(job->head, op->dst, keep);
-    } else if (keep > 0) {
-      rc = lmr__conn_read_payload(conn, job->head, keep, NULL, err);
-      if (rc != LMR_OK) return rc;
-    }
-    if ((rc = lmr__conn_end_bulk(conn, err)) != LMR_OK) return rc;
-  }
-  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
-  if (is_wrongtype(&r)) job->wrongtype = 1;
+  if (is_wrongtype(&r)) job->stored_len = -1;  /* another type then; GETRANGE says now */
   else if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, "STRLEN");
   else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "STRLEN");
   else job->stored_len = r.integer;
-  return first;
+  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
+  if (is_wrongtype(&r)) {
+    job->wrongtype = 1;
+    return first;
+  }
+  if (r.type == LMR_REPLY_ERROR) {
+    note_error(&first, err, &r, "GETRANGE");
+    return first;
+  }
+  if (r.type != LMR_REPLY_BULK) return unexpected(job, conn, "GETRANGE");
+  if ((uint64_t)r.integer > op->head_len + 1)
+    return unexpected(job, conn, "GETRANGE (longer than asked for)");
+  if (first != LMR_OK) {
+    rc = lmr__conn_end_bulk(conn, err);
+    return rc != LMR_OK ? rc : first;
+  }
+  size_t n = (size_t)r.integer;
+  size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
+  job->head_n = n;
+  /* cap >= 32 whenever head_len <= cap; a smaller buffer gets nothing here
+   * (the plan copies from job->head what fits). */
+  job->head_in_dst = op->head_len <= op->cap;
+  size_t placed = job->head_in_dst ? (n < op->cap ? n : op->cap) : 0;
+  if (placed > 0) {
+    size_t copied = 0;
+    rc = lmr__conn_read_payload(conn, op->dst, placed, &copied, err);
+    if (rc != LMR_OK) return rc;
+    LMR__COUNT(conn->stats, bytes_received, placed);
+    LMR__COUNT(conn->stats, bytes_copied, copied);
+    memcpy(job->head, op->dst, keep);
+  } else if (keep > 0) {
+    rc = lmr__conn_read_payload(conn, job->head, keep, NULL, err);
+    if (rc != LMR_OK) return rc;
+  }
+  return lmr__conn_end_bulk(conn, err);
 }
 
 /* PART: the part's header must be the one op->layout promises (same write,

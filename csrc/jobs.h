@@ -14,7 +14,7 @@
 
 typedef enum {
   LMR_JOB_SET,     /* SET key value, or PSETEX key ms value: verbatim or encoded */
-  LMR_JOB_HEAD,    /* GETRANGE key 0 head_len (head_len + 1 bytes); STRLEN key */
+  LMR_JOB_HEAD,    /* STRLEN key; GETRANGE key 0 head_len (head_len + 1 bytes) */
   LMR_JOB_PART,    /* GETRANGE of part `part` of op->layout, into its place */
   LMR_JOB_GET,     /* GET key into the op's buffer (a verbatim value) */
   LMR_JOB_DEL,     /* DEL key */

@@ -38,7 +38,7 @@ static void read_again(lmr_plan *p) {
 
 /* What HEAD saw. GETRANGE asked for head_len + 1 bytes, so a reply of at
  * most head_len bytes is the whole string at one moment; only a longer
- * string needs STRLEN, which ran just after and may already see another
+ * string needs STRLEN, which ran just before and may have seen another
  * value: a disagreement is a change, and the read starts again. */
 static head_kind classify_head(const lmr_key_job *j, lmr_stripe_hdr *h) {
   if (j->wrongtype && j->head_n == 0) return H_OTHER_TYPE;
@@ -46,7 +46,7 @@ static head_kind classify_head(const lmr_key_job *j, lmr_stripe_hdr *h) {
    * value. An empty string another client wrote reads as a miss too. */
   if (j->head_n == 0) return H_ABSENT;
   int whole = j->head_n <= j->op->head_len;
-  if (!whole && (j->wrongtype || j->stored_len <= (int64_t)j->op->head_len)) return H_CHANGED;
+  if (!whole && j->stored_len <= (int64_t)j->op->head_len) return H_CHANGED;
   uint64_t stored = whole ? j->head_n : (uint64_t)j->stored_len;
   size_t n = j->head_n < LMR_STRIPE_HDR_SIZE ? j->head_n : LMR_STRIPE_HDR_SIZE;
   switch (lmr_stripe_classify(j->head, n, stored, LMR_MAX_STRIPES, h)) {

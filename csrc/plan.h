@@ -4,8 +4,8 @@
  * with a verdict. It never touches a socket or a thread, so its rules are
  * unit-tested by filling in job results by hand (tests/c/test_plan.c).
  *
- *   get     HEAD (GETRANGE of the first bytes, one byte more than it
- *           looks at, then STRLEN): a miss, a key of another type, a broken
+ *   get     HEAD (STRLEN, then GETRANGE of the first bytes, one byte more
+ *           than it looks at): a miss, a key of another type, a broken
  *           value or a value that fits in the first bytes ends here; then
  *           one GETRANGE per part of an encoded value, or one GET of a
  *           longer verbatim value. A value replaced between the rounds (or

@@ -245,8 +245,8 @@ def test_first_round_is_one_moment(srv) -> None:
     # commands: with EXISTS, STRLEN, GETRANGE 0 F-1 a longer value written
     # between STRLEN and GETRANGE read as a cut-short hit, and a DEL between
     # EXISTS and STRLEN as an empty hit (seen in review). GETRANGE now asks
-    # one byte more than it looks at and comes first, so its reply alone
-    # says whether it holds the whole string. Writers here
+    # one byte more than the read looks at, so its reply alone says whether
+    # it holds the whole string, and no stored string is empty. Writers here
     # cycle through a 4096-byte value, an 8192-byte one and no value; a
     # 4096-byte reader must only ever read the first whole, or miss.
     import threading

@@ -74,7 +74,7 @@ static void answer(fake_store *s, lmr_key_job *j) {
   const unsigned char *p;
   size_t n;
   switch (j->kind) {
-    case LMR_JOB_HEAD: {  /* GETRANGE key 0 head_len; STRLEN key */
+    case LMR_JOB_HEAD: {  /* STRLEN key; GETRANGE key 0 head_len */
       s->commands += 2;
       if (s->exists && s->wrongtype) {
         j->wrongtype = 1;
@@ -367,7 +367,7 @@ TEST(gives_up) {
 }
 
 /* GETRANGE saw a string longer than the bytes it looks at, but STRLEN,
- * just after, a shorter one: another client wrote in between, and the read
+ * just before, a shorter one: another client wrote in between, and the read
  * starts again instead of trusting either. A whole string (no byte past
  * head_len) needs no STRLEN at all. */
 TEST(head_disagreement_reads_again) {
