@@ -196,7 +196,12 @@ static int handle_head(lmr_key_job *job, lmr_conn *conn) {
     rc = lmr__conn_read_payload(conn, job->head, keep, NULL, err);
     if (rc != LMR_OK) return rc;
   }
-  return lmr__conn_end_bulk(conn, err);
+  rc = lmr__conn_end_bulk(conn, err);
+  /* If the disagreement is a stray reply, the real one is still coming:
+   * the stream is out of step, so the connection goes (the plan reads
+   * again, on a fresh one). A racing write costs a reconnect, no more. */
+  if (rc == LMR_OK && !lmr__head_agrees(job)) lmr__conn_close(conn);
+  return rc;
 }
 
 /* PART: the part's header must be the one op->layout promises (same write,

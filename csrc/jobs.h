@@ -60,6 +60,15 @@ typedef struct {
   int placed;          /* GET: the value is in op->dst */
 } lmr_key_job;
 
+/* Whether a HEAD job's two replies agree: GETRANGE's bytes (at most
+ * head_len: the whole string; head_len + 1: a longer one) and STRLEN's
+ * length. They disagree when a write came in between, or when the server
+ * sent a stray reply that was taken for the next one. */
+static inline int lmr__head_agrees(const lmr_key_job *j) {
+  if (j->head_n <= j->op->head_len) return j->stored_len == (int64_t)j->head_n;
+  return j->stored_len > (int64_t)j->op->head_len;
+}
+
 void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
                   int64_t max_bulk, int max_bulk_read);
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind);

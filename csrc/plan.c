@@ -37,26 +37,24 @@ static void read_again(lmr_plan *p) {
 }
 
 /* What HEAD saw. GETRANGE asked for head_len + 1 bytes, so a reply of at
- * most head_len bytes is the whole string at one moment; only a longer
- * string needs STRLEN, which ran just before and may have seen another
- * value: a disagreement is a change, and the read starts again. */
+ * most head_len bytes is the whole string at one moment, and a longer one
+ * still shows its first bytes as they were. STRLEN ran just before, and
+ * must agree (the same length, or both longer than head_len): otherwise a
+ * write came in between (or the server sent a stray reply), and the read
+ * starts again. */
 static head_kind classify_head(const lmr_key_job *j, lmr_stripe_hdr *h) {
   if (j->wrongtype && j->head_n == 0) return H_OTHER_TYPE;
   /* No string stored is empty (an empty value is encoded): no bytes, no
    * value. An empty string another client wrote reads as a miss too. */
-  if (j->head_n == 0) return H_ABSENT;
-  int whole = j->head_n <= j->op->head_len;
-  if (!whole && j->stored_len <= (int64_t)j->op->head_len) return H_CHANGED;
-  uint64_t stored = whole ? j->head_n : (uint64_t)j->stored_len;
+  if (j->head_n == 0) return lmr__head_agrees(j) ? H_ABSENT : H_CHANGED;
+  if (!lmr__head_agrees(j)) return H_CHANGED;
   size_t n = j->head_n < LMR_STRIPE_HDR_SIZE ? j->head_n : LMR_STRIPE_HDR_SIZE;
-  switch (lmr_stripe_classify(j->head, n, stored, LMR_MAX_STRIPES, h)) {
+  switch (lmr_stripe_classify(j->head, n, (uint64_t)j->stored_len, LMR_MAX_STRIPES, h)) {
     case LMR_STORED_VERBATIM: return H_VERBATIM;
     case LMR_STORED_ENCODED: return H_ENCODED;
     case LMR_STORED_BROKEN: break;
   }
-  /* A whole string that is no encoding is broken; a longer one may only
-   * have changed between GETRANGE and STRLEN. */
-  return whole ? H_BROKEN : H_CHANGED;
+  return H_BROKEN;
 }
 
 static int too_big(uint64_t needed, size_t cap, lmr_error *err) {
@@ -98,7 +96,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
   }
   int whole = j->head_n <= op->head_len;
   if (k == H_VERBATIM) {
-    uint64_t s = whole ? j->head_n : (uint64_t)j->stored_len;
+    uint64_t s = (uint64_t)j->stored_len;
     if (s > op->cap) return too_big(s, op->cap, err);
     if (!whole) {
       one_job(p, S_GET, LMR_JOB_GET);

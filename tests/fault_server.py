@@ -24,8 +24,8 @@ SET, PSETEX and DEL are answered per ``mode``, which may be switched at any
 time; each command uses the mode in force when its name was read. A fault
 hits only the commands named in ``fault_commands`` (default: all), where a
 GETRANGE is ``GETRANGE_HEAD`` when the command before it on its connection
-was STRLEN of the same key (the first round of lmcache_redis's read: EXISTS,
-STRLEN, GETRANGE 0 F-1), else ``GETRANGE_PART`` (a part of an encoded
+was STRLEN of the same key (the first round of lmcache_redis's read:
+STRLEN, GETRANGE 0 F), else ``GETRANGE_PART`` (a part of an encoded
 value); the other data commands get the reply a healthy server holding
 the pretend value (below) would send.
 
