@@ -151,7 +151,11 @@ def remove_if_unchanged(conn: AdminConnection, seen: Seen,
     if seen.layout.kind not in REMOVABLE:
         raise ValueError(f"refusing to remove a {seen.layout.kind} value")
     conn.command("WATCH", seen.key)
-    now = probe(conn, seen.key)
+    try:
+        now = probe(conn, seen.key)
+    except BaseException:
+        conn.command("UNWATCH")  # or a later EXEC, for another key, would abort
+        raise
     if now is None or now.fingerprint != seen.fingerprint:
         conn.command("UNWATCH")
         return False, now

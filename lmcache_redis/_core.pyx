@@ -11,8 +11,10 @@ from lmcache_redis._lmr cimport *
 import math
 import operator
 import os
+import threading
+import time
 
-from lmcache_redis.exceptions import error_from_code
+from lmcache_redis.exceptions import TimeoutError, error_from_code
 from lmcache_redis._url import parse_url
 
 MAX_STRIPES = LMR_MAX_STRIPES
@@ -63,8 +65,17 @@ cdef int check_signals(void *ctx) noexcept nogil:
         return PyErr_CheckSignals_pending() != 0
 
 
-cdef inline void arm_cancel() noexcept:
-    lmr_thread_set_cancel_check(check_signals, NULL)
+# Python runs signal handlers on the main thread only: there a waiting call
+# checks for them (Ctrl-C); on any other thread the check would only take
+# the GIL 20 times a second for nothing, so it is off.
+_MAIN_THREAD = threading.main_thread().ident
+
+
+cdef inline void arm_cancel():
+    if threading.get_ident() == _MAIN_THREAD:
+        lmr_thread_set_cancel_check(check_signals, NULL)
+    else:
+        lmr_thread_set_cancel_check(NULL, NULL)
 
 
 cdef raise_error(const lmr_error *err):
@@ -569,8 +580,9 @@ cdef class RedisClient:
         It takes one more round trip (to learn the length) and one
         allocation, no extra copy.
 
-        A miss is also what a value that expired, lost a stripe, or is
-        being overwritten right now reads as; never a mix of two writes."""
+        A read racing writers returns the old value or the new one, whole,
+        never a mix of two writes; a value replaced under each of its few
+        reads (README, "Stored format") reads as a miss."""
         cdef bytes k = key_bytes(key)
         if buffer is None:
             return self._get_new(k)
@@ -593,7 +605,8 @@ cdef class RedisClient:
         """get(key): learns the length (a read into no buffer), then reads
         into a new bytes object of that length. A value that changed length
         in between is read again, at most _GET_ATTEMPTS times; then, as a
-        reader racing writers always does here, a miss."""
+        reader racing writers always does here, a miss. No new read starts
+        once the client's timeout has passed since the first."""
         cdef const char *kp = k
         cdef size_t klen = len(k)
         cdef lmr_client *c = open_client(self._c)
@@ -603,7 +616,11 @@ cdef class RedisClient:
         cdef bytes out = None
         cdef char *dst = NULL
         arm_cancel()
-        for _ in range(_GET_ATTEMPTS):
+        cdef double give_up = time.monotonic() + self.timeout
+        for attempt in range(_GET_ATTEMPTS):
+            if attempt > 0 and time.monotonic() > give_up:
+                raise TimeoutError(f"get({k!r}): the value kept changing length for "
+                                   f"{self.timeout} s (the client's timeout)")
             with nogil:
                 rc = lmr_get(c, kp, klen, dst, cap, &found, &n, &err)
             if rc == LMR_ETOOBIG:
