@@ -4,7 +4,6 @@ note's benchmark commands and their arguments, and the demo's report."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,21 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from scripts import load
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmark"
 
 
-def load(name: str, path: Path):
-    """Import a benchmark script (whose file name is no module name)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---- import from the repo root --------------------------------------------

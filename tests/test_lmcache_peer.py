@@ -6,7 +6,6 @@ lmcache or needs .venv-lmcache."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 import subprocess
@@ -15,23 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts import load
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmark"
 MiB = 1 << 20
 
 
-def load(name: str, path: Path):
-    """Import a benchmark module (its file name need not be a module name)."""
-    for folder in (BENCH, ROOT / "tools"):
-        if str(folder) not in sys.path:
-            sys.path.insert(0, str(folder))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
