@@ -430,9 +430,12 @@ def test_ctrl_c_interrupts_a_call_to_a_stalled_server(make_own_server, call: str
             start = time.monotonic()
             with pytest.raises(KeyboardInterrupt):
                 calls[call]()
+            # Interrupted, not timed out: well under the 10 s timeout (the
+            # bound is loose on purpose: sanitizer builds on 2 loaded cores;
+            # here it takes ~15 ms).
             took = time.monotonic() - sent["at"]
-            assert took < 1.0, f"KeyboardInterrupt {took:.3f} s after SIGINT"
-            assert time.monotonic() - start < 2.0
+            assert took < 5.0, f"KeyboardInterrupt {took:.3f} s after SIGINT"
+            assert time.monotonic() - start < 6.0
             # After the call returned no worker writes to the caller's buffer.
             out[:] = 7
         finally:

@@ -141,7 +141,7 @@ TEST(cancel_a_stalled_get) {
   ASSERT_EQ(err.code, LMR_ECANCELED);
   ASSERT_EQ(found, 0);
   ASSERT(a.calls >= 2);  /* every LMR_CANCEL_POLL_MS until it asked */
-  ASSERT(after_ask < 500 * 1000000LL);
+  ASSERT(after_ask < 3000 * 1000000LL);  /* cancelled, not timed out (loose: TSan, 2 cores) */
   ASSERT(atomic_load(&s.data_commands) >= 1);
   lmr_thread_set_cancel_check(NULL, NULL);
 
