@@ -85,10 +85,11 @@ import collections
 import fnmatch
 import re
 import socket
-import struct
 import threading
 import time
 from typing import Optional, Union
+
+from selfcheck import HEADER, MAGIC, encode
 
 __all__ = ["FaultServer", "MODES", "DATA_COMMANDS", "FAULT_TARGETS"]
 
@@ -110,8 +111,6 @@ _MAX_BULK = 1 << 30            # longest request argument accepted at all
 _KEEP_SMALL = 64 * 1024        # arguments up to this are always kept
 _MAX_KEPT = 128 << 20          # longest value the healthy store keeps
 _DEFAULT_MAX_BULK = 512 * 1024 * 1024   # Redis's default proto-max-bulk-len
-_MAGIC = b"\x89LMR"
-_HDR = struct.Struct("<4sHHIIQQ")  # magic, version, size, index, count, length, write id
 _MAX_PARTS = 256
 _INT = re.compile(rb"-?\d+")
 _PATTERN = bytes(range(251))   # a prime length: parts don't line up with it
@@ -149,31 +148,15 @@ def _pattern(n: int, offset: int = 0) -> bytes:
     return (_PATTERN * reps)[offset:offset + n]
 
 
-def _part(total: int, count: int, i: int) -> tuple[int, int]:
-    """(offset, length) of part i of a value of total bytes in count parts."""
-    base, rem = divmod(total, count)
-    return i * base + min(i, rem), base + (1 if i < rem else 0)
-
-
-def encode(value: bytes, count: int, write_id: int, version: int = 2) -> bytes:
-    """value in lmcache_redis's stored format 2, in count parts."""
-    out = []
-    for i in range(count):
-        offset, length = _part(len(value), count, i)
-        out.append(_HDR.pack(_MAGIC, version, _HDR.size, i, count, len(value), write_id))
-        out.append(value[offset:offset + length])
-    return b"".join(out)
-
-
 def stored_parts(stored: Optional[bytes]) -> int:
     """The part count of a stored string in format 2, or 0 (verbatim, broken
     or absent)."""
-    if stored is None or len(stored) < _HDR.size or stored[:4] != _MAGIC:
+    if stored is None or len(stored) < HEADER.size or stored[:4] != MAGIC:
         return 0
-    magic, version, size, index, count, length, _ = _HDR.unpack_from(stored)
-    if (version, size, index) != (2, _HDR.size, 0) or not 1 <= count <= _MAX_PARTS:
+    magic, version, size, index, count, length, _ = HEADER.unpack_from(stored)
+    if (version, size, index) != (2, HEADER.size, 0) or not 1 <= count <= _MAX_PARTS:
         return 0
-    return count if len(stored) == length + _HDR.size * count else 0
+    return count if len(stored) == length + HEADER.size * count else 0
 
 
 def _getrange(value: bytes, start: int, end: int) -> bytes:

@@ -76,12 +76,15 @@ def header_at(length: int, count: int, i: int) -> int:
     return part(length, count, i)[0] + HEADER.size * i
 
 
-def encode(value: bytes, count: int, write_id: int) -> bytes:
-    """The stored string of ``value`` in ``count`` parts (what the core writes)."""
+def encode(value: bytes, count: int, write_id: int, version: int = 2) -> bytes:
+    """The stored string of ``value`` in ``count`` parts (what the core
+    writes), written from README's description; ``version`` other than 2
+    makes headers a reader must refuse. The tests' one encoder (the fault
+    server's pretend values and the operator tool's tests use it too)."""
     out = []
     for i in range(count):
         off, n = part(len(value), count, i)
-        out.append(HEADER.pack(MAGIC, 2, HEADER.size, i, count, len(value), write_id))
+        out.append(HEADER.pack(MAGIC, version, HEADER.size, i, count, len(value), write_id))
         out.append(value[off:off + n])
     return b"".join(out)
 

@@ -22,6 +22,7 @@ from lmcache_redis._resp_admin import AdminConnection
 from lmcache_redis._stored_format import classify
 from lmcache_redis._url import parse_url
 from lmcache_redis._testing import make_test_certificates
+from selfcheck import encode
 
 # README "Stored format (version 2)": the 32-byte little-endian header.
 HDR = struct.Struct("<4sHHIIQQ")
@@ -30,13 +31,7 @@ WRITE_ID = 0x0123456789ABCDEF
 
 def encode_v2(value: bytes, count: int, write_id: int = WRITE_ID) -> bytes:
     """hdr(0) | part(0) | ... | hdr(C-1) | part(C-1), as README specifies."""
-    base, rem = divmod(len(value), count)
-    out, off = [], 0
-    for i in range(count):
-        n = base + (1 if i < rem else 0)
-        out += [HDR.pack(b"\x89LMR", 2, 32, i, count, len(value), write_id), value[off:off + n]]
-        off += n
-    return b"".join(out)
+    return encode(value, count, write_id)
 
 
 def format1_stripe(i: int, count: int, total: int, set_id: int = 7) -> bytes:
