@@ -66,8 +66,10 @@ static int too_big(uint64_t needed, size_t cap, lmr_error *err) {
 
 static int parts_round(lmr_plan *p, const lmr_stripe_hdr *h, lmr_error *err) {
   p->op->layout = *h;
-  if (p->parts == NULL) {
-    p->parts = malloc((size_t)LMR_MAX_STRIPES * sizeof *p->parts);
+  if (p->parts_cap < h->count) {  /* a read again may meet a wider value */
+    free(p->parts);
+    p->parts = malloc((size_t)h->count * sizeof *p->parts);
+    p->parts_cap = p->parts == NULL ? 0 : h->count;
     if (p->parts == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for %u jobs", h->count);
   }
   for (uint32_t i = 0; i < h->count; i++) {
@@ -239,5 +241,6 @@ void lmr__plan_destroy(lmr_plan *p) {
   free(p->parts);
   free(p->hdrs);
   p->parts = NULL;
+  p->parts_cap = 0;
   p->hdrs = NULL;
 }

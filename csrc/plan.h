@@ -40,6 +40,7 @@ typedef struct {
   int njobs;
   lmr_key_job one;       /* storage for one-job rounds */
   lmr_key_job *parts;    /* storage for a round of parts, when needed */
+  uint32_t parts_cap;    /* jobs it holds */
   unsigned char *hdrs;   /* an encoded SET's headers */
   /* verdict */
   int found;             /* get: a hit; exists: a whole value; delete: a key went;
