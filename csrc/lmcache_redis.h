@@ -146,6 +146,82 @@ int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
  * LMR_OK when the server answered PONG. */
 int lmr_ping(lmr_client *c, lmr_error *err);
 
+/* ---- batches: many keys per call ----
+ *
+ * A batch carries many keys of one kind of operation; its keys' commands
+ * spread over every connection (small ones pipelined), and every key gets
+ * its own result in its item. A batch is either run and waited for
+ * (lmr_batch_run: the synchronous API, which the single-key calls above
+ * use too), or submitted (lmr_batch_submit) and collected later from a
+ * completion queue whose event fd (lmr_event_fd) a caller polls: no thread
+ * waits for it. */
+
+typedef enum {
+  LMR_BATCH_GET,     /* items' buf/len: where the value goes, its capacity */
+  LMR_BATCH_SET,     /* items' buf/len: the value */
+  LMR_BATCH_EXISTS,  /* buf/len unused */
+  LMR_BATCH_DELETE   /* buf/len unused */
+} lmr_batch_op;
+
+/* One key of a batch: the caller fills key..len, the batch the rest. */
+typedef struct {
+  const void *key;
+  size_t key_len;
+  void *buf;
+  size_t len;
+  int status;         /* LMR_OK, or this key's error (err says more);
+                         LMR_ETOOBIG: a get's value is longer than len */
+  int found;          /* get: a hit; exists: a whole value; delete: the key
+                         existed; set: stored */
+  uint64_t value_len; /* get: the value's length on a hit, or with
+                         LMR_ETOOBIG the length it needs */
+  lmr_error err;
+} lmr_item;
+
+/* Most items in one batch. */
+#define LMR_MAX_BATCH (1u << 20)
+
+/* Runs a batch of n items and waits for every one (cancellable like the
+ * single-key calls: lmr_thread_set_cancel_check). ttl_ms: set's expiry (0:
+ * none). Returns LMR_OK when every item succeeded (a miss is a success),
+ * else the first failed item's code, its message in err; a problem with
+ * the batch itself (closed client, n too large) fails every item. */
+int lmr_batch_run(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n,
+                  int64_t ttl_ms, lmr_error *err);
+
+/* The completion queue's event fd (an eventfd, owned by the client):
+ * readable while completions wait to be drained. Poll it, never read it. */
+int lmr_event_fd(lmr_client *c);
+
+/* Starts a batch and returns at once with its id (> 0): submitting never
+ * waits for the network. The items, their keys and buffers must stay
+ * valid, and set's buffers unchanged, until the batch's completion has
+ * been drained. Exactly one completion per id follows, whatever happens
+ * (a connection lost, the server gone, the timeout passed, the client
+ * closed: those items fail). Fails without an id, and no completion, only
+ * when the client is already closed or the arguments are invalid. */
+int lmr_batch_submit(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n,
+                     int64_t ttl_ms, uint64_t *id, lmr_error *err);
+
+typedef struct {
+  uint64_t id;        /* lmr_batch_submit's */
+  int status;         /* LMR_OK, or the first failed item's code */
+  lmr_item *items;    /* the submitted items, results filled in */
+  size_t n;
+} lmr_completion;
+
+/* Takes up to max waiting completions, oldest first; the event fd stays
+ * readable while any are left. Never blocks. Returns how many it took. */
+size_t lmr_drain(lmr_client *c, lmr_completion *out, size_t max);
+
+/* Cancels the submitted batch `id`: its queued commands never run, its
+ * running ones are cut short (their connections re-made), and once no
+ * worker touches its items or buffers any more it returns 1. Its
+ * completion is still delivered (items cut short: LMR_ECANCELED; a set
+ * may or may not have stored, whole). 0 when `id` has already completed
+ * (or never existed). */
+int lmr_batch_cancel(lmr_client *c, uint64_t id);
+
 /* Cancelling a call from the thread that made it (Ctrl-C in Python).
  *
  * While a call made on this thread waits for its jobs, it calls `check`
