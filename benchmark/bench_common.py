@@ -254,7 +254,17 @@ def server_cpu_seconds(args: argparse.Namespace) -> Optional[float]:
         return None
     try:
         with socket.create_connection(address, timeout=5) as sock:
-            text = _resp_command(sock, "INFO", "cpu")
+            return info_cpu_seconds(sock)
+    except OSError:
+        return None
+
+
+def info_cpu_seconds(sock: socket.socket) -> Optional[float]:
+    """used_cpu_sys + used_cpu_user from ``INFO cpu`` over an open
+    connection (all the server's threads); None when it does not answer
+    INFO (a null server)."""
+    try:
+        text = _resp_command(sock, "INFO", "cpu")
     except (OSError, RuntimeError, ValueError):
         return None
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
@@ -262,6 +272,97 @@ def server_cpu_seconds(args: argparse.Namespace) -> Optional[float]:
         return float(fields["used_cpu_sys"]) + float(fields["used_cpu_user"])
     except (KeyError, ValueError):
         return None
+
+
+# The two kinds of server the side-by-side benchmarks measure.
+SERVER_KINDS = {
+    "stock": "redis-server --save '' --appendonly no, jemalloc's defaults",
+    "tuned": f"tools/local_redis.py: {local_redis.settings()}",
+}
+
+
+def start_server(kind: str, extra_args: list[str] = ()) -> Any:
+    """A started throwaway server of a kind of SERVER_KINDS (stop() it when
+    done): 'stock' is Debian's redis-server with its defaults besides
+    --save '' --appendonly no (RedisServer always adds those); 'tuned' is
+    tools/local_redis.py's settings. ``extra_args`` go on its command line."""
+    if kind == "tuned":
+        return local_redis.start(list(extra_args))
+    from lmcache_redis._testing import RedisServer
+    return RedisServer(extra_args=list(extra_args)).start()
+
+
+class StampedValues:
+    """Cheap distinct test values of ``size`` bytes for batches of many big
+    values: one random block (from a seed of the size) with, in the first
+    8 bytes of every 64 KiB, a stamp of the value's index and that 64 KiB's
+    place. Making a value is a copy, checking it one pass; a value read
+    into another key's place, a stripe or a range out of place, a miss that
+    left the buffer alone (zero it first) each fail the check."""
+
+    STEP = 64 << 10
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % 8:
+            raise ValueError(f"size must be a positive multiple of 8 bytes, not {size}")
+        self.size = size
+        self.base = np.frombuffer(np.random.default_rng(size).bytes(size), dtype=np.uint8)
+        self._columns = np.arange(0, size // 8, self.STEP // 8)
+
+    def _stamps(self, i: int) -> np.ndarray:
+        return (np.uint64(i) << np.uint64(32)) | self._columns.astype(np.uint64)
+
+    def fill(self, out: np.ndarray, i: int) -> None:
+        """Writes value ``i`` into ``out`` (a uint8 array of ``size`` bytes)."""
+        out[:] = self.base
+        out.view(np.uint64)[self._columns] = self._stamps(i)
+
+    def make(self, i: int) -> bytes:
+        """Value ``i`` as bytes (what redis-py sends)."""
+        out = np.empty(self.size, dtype=np.uint8)
+        self.fill(out, i)
+        return out.tobytes()
+
+    def check(self, key: str, i: int, got: Any, length: Optional[int]) -> None:
+        """Checks a read of value ``i`` under ``key``: ``length`` (None for
+        a miss) must be ``size`` and ``got``'s bytes value ``i``; else
+        ``fail``."""
+        if length is None:
+            fail(f"{key}: a miss, the value written was not found")
+        if length != self.size:
+            fail(f"{key}: read {length} bytes, wrote {self.size}")
+        data = np.frombuffer(got, dtype=np.uint8, count=self.size)
+        words = data.view(np.uint64)
+        stamps = words[self._columns]
+        if not np.array_equal(stamps, self._stamps(i)):
+            j = int(np.flatnonzero(stamps != self._stamps(i))[0])
+            fail(f"{key}: wrong stamp at offset {j * self.STEP}: {int(stamps[j]):#x}, "
+                 f"wrote {int(self._stamps(i)[j]):#x}")
+        # Between the stamps: rows of 64 KiB, each but its first word (when
+        # the size is no multiple of 64 KiB, the tail is compared apart).
+        step = self.STEP // 8
+        rows = len(words) // step
+        base = self.base.view(np.uint64)
+        a = words[:rows * step].reshape(rows, step)[:, 1:]
+        b = base[:rows * step].reshape(rows, step)[:, 1:]
+        tail_a, tail_b = words[rows * step + 1:], base[rows * step + 1:]
+        if not (np.array_equal(a, b) and np.array_equal(tail_a, tail_b)):
+            bad = np.flatnonzero(words != base)
+            bad = bad[~np.isin(bad, self._columns)]
+            fail(f"{key}: wrong bytes at offset {int(bad[0]) * 8}")
+
+
+def release_memory() -> None:
+    """Hands freed memory back to the system (glibc keeps freed blocks of
+    up to 32 MiB in its heap): between batches of GiBs, so that one
+    client's leftovers do not crowd the next."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def chunk_bytes(args: argparse.Namespace, i: int) -> bytes:

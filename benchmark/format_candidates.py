@@ -65,11 +65,13 @@ import numpy as np
 import redis
 
 import lmcache_redis
-from lmcache_redis._testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import local_redis  # noqa: E402  (tools/, put on the path above)
+
+sys.path.insert(0, str(ROOT / "benchmark"))
+import bench_common  # noqa: E402  (benchmark/, where this file is)
 
 MiB = 1 << 20
 GB = 10**9
@@ -314,14 +316,6 @@ def value_keys(design: str, key: str, count: int) -> list:
 
 # --- servers and measurements ----------------------------------------------------
 
-def start_server(kind: str, extra: list = ()) -> RedisServer:
-    """'stock': plain redis-server (RedisServer always adds --save '' and
-    --appendonly no), jemalloc's defaults. 'tuned': tools/local_redis.py."""
-    if kind == "tuned":
-        return local_redis.start(list(extra))
-    return RedisServer(extra_args=list(extra)).start()
-
-
 def server_cpu(ctl: redis.Redis) -> float:
     info = ctl.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -360,7 +354,7 @@ def one_round(kind: str, design: str, size: int, count: int, values: list,
     first write."""
     n = len(values)
     keys = [f"fmt:{j}" for j in range(n)]
-    server = start_server(kind)
+    server = bench_common.start_server(kind)
     ctl = redis.Redis(port=server.port)
     pool = Pool(server.port)
     try:
@@ -411,7 +405,7 @@ def eviction(kind: str, design: str, policy: str, maxmemory: str, size: int, cou
              value: memoryview, nvalues: int) -> dict:
     """nvalues writes back to back into a server capped at maxmemory; then
     how many values are still whole, and how many keys are left at all."""
-    server = start_server(kind, ["--maxmemory", maxmemory, "--maxmemory-policy", policy])
+    server = bench_common.start_server(kind, ["--maxmemory", maxmemory, "--maxmemory-policy", policy])
     ctl = redis.Redis(port=server.port)
     pool = Pool(server.port)
     try:

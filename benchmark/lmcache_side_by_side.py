@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmark"
 sys.path[:0] = [str(BENCH), str(ROOT / "tools")]
 
+import bench_common  # noqa: E402
 import lmcache_venv  # noqa: E402
 import local_redis  # noqa: E402
-from lmcache_redis._testing import RedisServer  # noqa: E402
 
 MiB = 1 << 20
 OURS, THEIRS = "lmcache_redis", "LMCache C++ (resp)"
@@ -59,12 +59,6 @@ PAIRS = (
     ("all in flight (LMCache 4 workers)", "ours, --concurrent --threads 4",
      "LMCache, one batch, 4 workers"),
 )
-
-
-def start_server(kind: str) -> RedisServer:
-    if kind == "tuned":
-        return local_redis.start()
-    return RedisServer().start()  # stock: --save '' --appendonly no, jemalloc's defaults
 
 
 def run_client(client: str, extra: list[str], python: Path, size: int, chunks: int,
@@ -164,7 +158,7 @@ def main() -> None:
             for size in args.sizes:
                 chunks = max(10, args.mib_per_run // size)
                 for name, client, extra in order:
-                    server = start_server(kind)
+                    server = bench_common.start_server(kind)
                     try:
                         rows = run_client(client, extra, python, size, chunks, server.host,
                                           server.port, args.timeout)
