@@ -21,6 +21,13 @@ against stripe count and against value size) as a PNG.
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep
     python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
     python benchmark/compare.py --no-lmcache   # without LMCache's C++ client
+    python benchmark/compare.py --batches      # batches instead (batch_compare.py): quick, ~3 min
+    python benchmark/compare.py --batches --full   # the whole batch matrix, ~15 min
+
+--batches runs benchmark/batch_compare.py's comparison instead of the one
+above: GET, SET and EXISTS of n keys per call, ours (sync ``_many`` and
+asyncio) against LMCache's client's batches and redis-py's pipeline and
+asyncio, on a stock and a tuned server (its docstring says how).
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 import local_redis  # noqa: E402  (tools/, put on the path above)
 
 sys.path.insert(0, str(BENCH))
-import bench_common  # noqa: E402  (benchmark/, where this file is)
+import batch_compare  # noqa: E402  (benchmark/, where this file is)
+import bench_common  # noqa: E402
 import lmcache_venv  # noqa: E402
 
 # LMCache's own C++ RESP client, the peer LMCache users run today.
@@ -712,7 +720,23 @@ def main() -> None:
                          ".venv-lmcache, made when missing: python3.11, ~1 min, 1.5 GB)")
     ap.add_argument("--out", type=Path, default=BENCH / "results",
                     help="directory for the JSON and PNG (default benchmark/results)")
+    batches = ap.add_argument_group(
+        "batches", "--batches: the batch comparison (benchmark/batch_compare.py) instead, "
+                   "quick or --full; these flags narrow it")
+    batches.add_argument("--batches", action="store_true",
+                         help="GET/SET/EXISTS of 1-64 keys per call, ours against LMCache's "
+                              "client and redis-py, on a stock and a tuned server")
+    batch_compare.add_arguments(batches)
     args = ap.parse_args()
+    if args.batches:
+        if args.host or args.port:
+            ap.error("--batches starts its own servers (it flushes them between rows): "
+                     "no --host/--port")
+        clients = [c for c in args.clients if not (args.no_lmcache and c == "lmcache")]
+        batch_compare.run(batch_compare.plan_from(args), args.servers, clients, args.out,
+                          args.full, timeout=args.batch_timeout,
+                          lmcache_workers=args.lmcache_workers)
+        return
     if args.port is not None and args.host is None:
         args.host = "localhost"
     if args.host is not None and args.port is None:
