@@ -18,7 +18,9 @@ Cells: n keys per batch x value size (quick: 1, 16 keys x 4, 32 MiB; full:
 1, 4, 16, 64 x 4, 8, 32, 64 MiB), each SET (to keys not yet written), GET
 (checked) and EXISTS; and EXISTS of a 1,000-key batch (64 KiB values).
 A cell's batch is repeated (each repetition timed alone, then summed)
-until it moved --min-mib (EXISTS: at least 1,000 keys checked, 3 batches).
+until it moved --min-mib, 128 MiB (EXISTS: at least 1,000 keys checked, 3
+batches). Rounds: 3; in the full matrix batches of 1 GiB and more (16 x
+64, 64 x 32, 64 x 64 MiB: each takes seconds, redis-py's up to 15) run one.
 In each round every client runs every cell, the clients' order rotating
 from round to round; between cells the server is flushed and the client
 frees its buffers, so that one batch of 64 x 64 MiB (4 GiB) is all a
@@ -79,31 +81,40 @@ class Plan:
     sizes_mib: list[int]
     keys: list[int]
     rounds: int
-    min_mib: int = 256               # each cell's SET/GET repeated until it moved this much
+    min_mib: int = 128               # each cell's SET/GET repeated until it moved this much
     exists_keys: int = 1000          # the big EXISTS batch (0: none)
     exists_value_kib: int = 64
     min_exists_keys: int = 1000      # each EXISTS row checks at least this many keys
     min_exists_batches: int = 3
+    big_mib: int = 1024              # cells whose batch moves this much or more ...
+    big_rounds: Optional[int] = None  # ... run this many rounds (None: rounds)
 
 
 QUICK = Plan(sizes_mib=[4, 32], keys=[1, 16], rounds=3)
-FULL = Plan(sizes_mib=[4, 8, 32, 64], keys=[1, 4, 16, 64], rounds=3)
+# The batches of 1 GiB and more (16 x 64, 64 x 32, 64 x 64 MiB) are 2/3 of
+# the bytes (redis-py moves them at 0.3 GB/s: 12 s for one 4 GiB SET) and,
+# each batch taking seconds, steadier than the rest: one round, which keeps
+# the full matrix near 15 minutes on 2 cores.
+FULL = Plan(sizes_mib=[4, 8, 32, 64], keys=[1, 4, 16, 64], rounds=3, big_rounds=1)
 
 
 def cells(plan: Plan) -> list[dict]:
-    """The cells every client runs in each round: dicts for batch_worker
-    (size, n, reps per op), plus their name."""
+    """The cells every client runs: dicts for batch_worker (size, n, reps
+    per op), plus their name and how many rounds they run."""
     out = []
     for size_mib in plan.sizes_mib:
         for n in plan.keys:
             moved = n * size_mib * MiB
             reps = math.ceil(plan.min_mib * MiB / moved)
+            big = moved >= plan.big_mib * MiB and plan.big_rounds is not None
             out.append(dict(name=f"{size_mib} MiB x {n}", size=size_mib * MiB, n=n,
+                            rounds=plan.big_rounds if big else plan.rounds,
                             reps=dict(set=reps, get=reps, exists=max(
                                 plan.min_exists_batches, math.ceil(plan.min_exists_keys / n)))))
     if plan.exists_keys:
         out.append(dict(name=f"EXISTS x {plan.exists_keys}", size=plan.exists_value_kib << 10,
-                        n=plan.exists_keys, reps=dict(exists=plan.min_exists_batches)))
+                        n=plan.exists_keys, rounds=plan.rounds,
+                        reps=dict(exists=plan.min_exists_batches)))
     return out
 
 
@@ -221,77 +232,84 @@ def ratio(a: Optional[float], b: Optional[float]) -> str:
     return "-" if not a or not b else f"{a / b:.2f}x"
 
 
+def md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
 def tables(summary: Summary, servers: list[str], plan_cells: list[dict],
            clients: list[str]) -> list[str]:
     """The markdown: throughput with ratios, CPU and loop lag, EXISTS."""
     ours = [c for c in OURS if c in clients]
     peers = [c for c in PEERS if c in clients]
+    loops = [c for c in clients if "asyncio" in c]
     name = {c: summary.labels.get(c, SHORT[c]) for c in clients}
     big = [c for c in plan_cells if "set" in c["reps"]]
+
+    def value(cell: dict) -> str:
+        return (f"{cell['size'] // MiB} MiB" if cell["size"] >= MiB
+                else f"{cell['size'] >> 10} KiB")
+
+    def at(server: str, cell: dict, op: str, what: str, c: str) -> Optional[float]:
+        return summary.get(server, cell["name"], c, op, what)
+
+    head = ["server", "op", "value", "keys"]
     lines = ["**GET and SET, GB/s** (10^9 bytes/s; median of the rounds). Ratios: ours over "
              "LMCache's client, over redis-py's better mode, and the worse of ours over the "
              "best peer.", "",
-             "| server | op | value | keys | " + " | ".join(name[c] for c in clients)
-             + " | " + " | ".join(f"{SHORT[o]} / LMCache | {SHORT[o]} / redis-py" for o in ours)
-             + " | ours (worse) / best peer |",
-             "|---|---|---:|---:|" + "---:|" * len(clients) + "---:|---:|" * len(ours) + "---:|"]
+             md_row(head + [name[c] for c in clients]
+                    + [f"{SHORT[o]} / {peer}" for o in ours for peer in ("LMCache", "redis-py")]
+                    + ["ours (worse) / best peer"]),
+             md_row(["---"] * 2 + ["---:"] * (2 + len(clients) + 2 * len(ours) + 1))]
     for server in servers:
         for op in OPS:
             for cell in big:
-                g = {c: summary.get(server, cell["name"], c, op, "gb_per_s") for c in clients}
+                g = {c: at(server, cell, op, "gb_per_s", c) for c in clients}
                 rp = max((g[c] for c in REDIS_PY if g.get(c)), default=None)
                 best = max((g[c] for c in peers if g.get(c)), default=None)
                 worse = min((g[c] for c in ours if g.get(c)), default=None)
-                lines.append(
-                    f"| {server} | {op.upper()} | {cell['size'] // MiB} MiB | {cell['n']} | "
-                    + " | ".join(fmt(g[c]) for c in clients) + " | "
-                    + " | ".join(f"{ratio(g[o], g.get('lmcache'))} | {ratio(g[o], rp)}"
-                                 for o in ours)
-                    + f" | {ratio(worse, best)} |")
+                lines.append(md_row(
+                    [server, op.upper(), value(cell), str(cell["n"])]
+                    + [fmt(g[c]) for c in clients]
+                    + [r for o in ours for r in (ratio(g[o], g.get("lmcache")), ratio(g[o], rp))]
+                    + [ratio(worse, best)]))
     lines += ["", "**CPU per GB and the loop's lag** (medians of the rounds): client CPU "
               "(the client's whole process, all threads) and server CPU (INFO cpu) in s/GB, "
               "in the order " + " / ".join(name[c] for c in clients)
-              + "; the asyncio clients' worst loop lag during one call, ms.", "",
-              "| server | op | value | keys | client CPU s/GB | server CPU s/GB | "
-              + " | ".join(f"{name[c]} lag ms" for c in clients if "asyncio" in c) + " |",
-              "|---|---|---:|---:|---|---|" + "---:|" * sum("asyncio" in c for c in clients)]
+              + ("; the asyncio clients' worst loop lag during one call, ms" if loops else "")
+              + ".", "",
+              md_row(head + ["client CPU s/GB", "server CPU s/GB"]
+                     + [f"{name[c]} lag ms" for c in loops]),
+              md_row(["---", "---", "---:", "---:", "---", "---"] + ["---:"] * len(loops))]
     for server in servers:
         for op in OPS:
             for cell in big:
                 def all_(what: str) -> str:
-                    return " / ".join(fmt(summary.get(server, cell["name"], c, op, what))
-                                      for c in clients)
-                lines.append(
-                    f"| {server} | {op.upper()} | {cell['size'] // MiB} MiB | {cell['n']} | "
-                    f"{all_('cpu_s_per_gb')} | {all_('server_cpu_s_per_gb')} | "
-                    + " | ".join(fmt(summary.get(server, cell["name"], c, op, "loop_lag_max_ms"),
-                                     ".1f") for c in clients if "asyncio" in c) + " |")
+                    return " / ".join(fmt(at(server, cell, op, what, c)) for c in clients)
+                lines.append(md_row(
+                    [server, op.upper(), value(cell), str(cell["n"]),
+                     all_("cpu_s_per_gb"), all_("server_cpu_s_per_gb")]
+                    + [fmt(at(server, cell, op, "loop_lag_max_ms", c), ".1f") for c in loops]))
     lines += ["", "**EXISTS, thousands of keys/s** (every key present; median of the rounds), "
               "with ours over the best peer, the client's and the server's CPU µs per key "
-              "(order as above) and the asyncio clients' worst loop lag, ms.", "",
-              "| server | batch | " + " | ".join(name[c] for c in clients) + " | "
-              + " | ".join(f"{SHORT[o]} / best peer" for o in ours)
-              + " | client CPU µs/key | server CPU µs/key | "
-              + " | ".join(f"{name[c]} lag ms" for c in clients if "asyncio" in c) + " |",
-              "|---|---|" + "---:|" * len(clients) + "---:|" * len(ours) + "---|---|"
-              + "---:|" * sum("asyncio" in c for c in clients)]
+              "(order as above)" + (" and the asyncio clients' worst loop lag, ms" if loops
+                                    else "") + ".", "",
+              md_row(["server", "batch"] + [name[c] for c in clients]
+                     + [f"{SHORT[o]} / best peer" for o in ours]
+                     + ["client CPU µs/key", "server CPU µs/key"]
+                     + [f"{name[c]} lag ms" for c in loops]),
+              md_row(["---", "---"] + ["---:"] * (len(clients) + len(ours)) + ["---", "---"]
+                     + ["---:"] * len(loops))]
     for server in servers:
         for cell in plan_cells:
-            k = {c: summary.get(server, cell["name"], c, "exists", "keys_per_s") for c in clients}
+            k = {c: at(server, cell, "exists", "keys_per_s", c) for c in clients}
             best = max((k[c] for c in peers if k.get(c)), default=None)
-            what = (f"{cell['n']} x {cell['size'] // MiB} MiB" if cell["size"] >= MiB
-                    else f"{cell['n']} x {cell['size'] >> 10} KiB")
-            lines.append(
-                f"| {server} | {what} | "
-                + " | ".join(fmt(None if k[c] is None else k[c] / 1e3, ".1f") for c in clients)
-                + " | " + " | ".join(ratio(k[o], best) for o in ours) + " | "
-                + " / ".join(fmt(summary.get(server, cell["name"], c, "exists", "cpu_us_per_key"),
-                                 ".1f") for c in clients) + " | "
-                + " / ".join(fmt(summary.get(server, cell["name"], c, "exists",
-                                             "server_cpu_us_per_key"), ".1f") for c in clients)
-                + " | " + " | ".join(fmt(summary.get(server, cell["name"], c, "exists",
-                                                     "loop_lag_max_ms"), ".1f")
-                                     for c in clients if "asyncio" in c) + " |")
+            lines.append(md_row(
+                [server, f"{cell['n']} x {value(cell)}"]
+                + [fmt(None if k[c] is None else k[c] / 1e3, ".1f") for c in clients]
+                + [ratio(k[o], best) for o in ours]
+                + [" / ".join(fmt(at(server, cell, "exists", what, c), ".1f") for c in clients)
+                   for what in ("cpu_us_per_key", "server_cpu_us_per_key")]
+                + [fmt(at(server, cell, "exists", "loop_lag_max_ms", c), ".1f") for c in loops]))
     return lines
 
 
@@ -347,6 +365,7 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
     """Runs the comparison; prints and writes the tables; returns the JSON's path."""
     # A MALLOC_CONF in this shell would reach the stock server and make it not stock.
     os.environ.pop("MALLOC_CONF", None)
+    clients = [c for c in OURS + PEERS if c in clients]  # the tables' order
     lmcache_line = ""
     pythons = {c: sys.executable for c in clients}
     if "lmcache" in clients:
@@ -366,7 +385,10 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
               f"{local_redis.version()}; "
               + "; ".join(f"{k}: {bench_common.SERVER_KINDS[k]}" for k in servers)
               + f"; both with --maxmemory {limit // MiB}mb --maxmemory-policy noeviction; "
-              f"{plan.rounds} rounds, the clients' order rotating; cells "
+              f"{plan.rounds} rounds"
+              + (f" ({plan.big_rounds} of batches of {plan.big_mib} MiB and more)"
+                 if plan.big_rounds is not None else "")
+              + ", the clients' order rotating; cells "
               + ", ".join(c["name"] for c in plan_cells))
     print(header)
     if lmcache_line:
@@ -385,7 +407,7 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
     failures: list[str] = []
     summary = Summary()
     t_start = time.monotonic()
-    total = len(servers) * plan.rounds * len(plan_cells) * len(clients)
+    total = len(servers) * sum(c["rounds"] for c in plan_cells) * len(clients)
     done = 0
     for server_kind in servers:
         server = bench_common.start_server(
@@ -411,9 +433,11 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
 
             for c in clients:
                 worker(c)
-            for round_ in range(plan.rounds):
+            for round_ in range(max(c["rounds"] for c in plan_cells)):
                 order = clients[round_ % len(clients):] + clients[:round_ % len(clients)]
                 for cell in plan_cells:
+                    if round_ >= cell["rounds"]:
+                        continue
                     for c in order:
                         done += 1
                         sys.stderr.write(f"\r[{done}/{total}] {time.monotonic() - t_start:4.0f}s "
@@ -488,9 +512,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="value sizes in MiB (default: the mode's)")
     ap.add_argument("--keys", type=int, nargs="+", metavar="N",
                     help="keys per batch (default: the mode's)")
-    ap.add_argument("--rounds", type=int, help="rounds (default: the mode's, 3)")
+    ap.add_argument("--rounds", type=int, help="rounds of every cell (default: the mode's: 3; --full: 2 for "
+                         "batches of 1 GiB and more)")
     ap.add_argument("--min-mib", type=int,
-                    help="repeat each cell's batch until it moved this many MiB (default 256)")
+                    help="repeat each cell's batch until it moved this many MiB (default 128)")
     ap.add_argument("--lmcache-workers", type=int, default=8,
                     help="LMCacheRedisClient's workers (default 8, its default and LMCache's)")
     ap.add_argument("--batch-timeout", type=float, default=120,
@@ -505,7 +530,7 @@ def plan_from(args: argparse.Namespace) -> Plan:
     if args.keys:
         plan.keys = args.keys
     if args.rounds:
-        plan.rounds = args.rounds
+        plan.rounds, plan.big_rounds = args.rounds, None
     if args.min_mib:
         plan.min_mib = args.min_mib
     return plan
