@@ -46,6 +46,7 @@ import json
 import math
 import os
 import select
+import socket
 import statistics
 import subprocess
 import sys
@@ -153,7 +154,9 @@ class Worker:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
-            self.stop()
+            # Hung (LMCache's client has no timeouts) or gone: no quit to wait for.
+            self.proc.kill()
+            self.proc.wait()
             why = "no reply within %.0f s" % timeout if not ready else "it exited"
             return dict(error=f"{why}; its last words: {self.last_words()}")
         return json.loads(line)
@@ -165,8 +168,11 @@ class Worker:
 
     def run(self, cell: dict) -> dict:
         batches = sum(cell["reps"].values()) + 1
-        self.proc.stdin.write(json.dumps(cell) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(cell) + "\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            return dict(error=f"it is gone ({exc}); its last words: {self.last_words()}")
         return self._reply(self.timeout * batches + 120)
 
     def alive(self) -> bool:
@@ -350,6 +356,11 @@ def targets(summary: Summary, servers: list[str], plan_cells: list[dict]) -> lis
     return out
 
 
+def flush(server) -> None:
+    with socket.create_connection((server.host, server.port), timeout=60) as sock:
+        bench_common._resp_command(sock, "FLUSHALL")
+
+
 def mem_available() -> Optional[int]:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -414,6 +425,7 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
             server_kind, ["--maxmemory", str(limit), "--maxmemory-policy", "noeviction"])
         workers: dict[str, Optional[Worker]] = {}
         dropped: set[str] = set()
+        failed: dict[str, int] = {}
         try:
             def worker(c: str) -> Optional[Worker]:
                 w = workers.get(c)
@@ -449,10 +461,12 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
                             continue
                         reply = w.run(dict(cell, prefix=f"batch:{c}:"))
                         if "error" in reply:
+                            flush(server)  # what a worker that died left behind
                             failures.append(f"{server_kind} round {round_ + 1} {cell['name']} "
                                             f"{c}: {reply['error']}")
                             sys.stderr.write(f"\n  {failures[-1]}\n")
-                            if not w.alive() and sum(c in f for f in failures) >= 3:
+                            failed[c] = failed.get(c, 0) + 1
+                            if failed[c] >= 3:  # not again in this server's rounds
                                 dropped.add(c)
                             continue
                         for row in reply["rows"]:

@@ -89,15 +89,17 @@ class Batch:
 
     def __init__(self, values: bench_common.StampedValues, n: int, as_bytes: bool) -> None:
         self.values, self.n = values, n
+        self.memory: Optional[np.ndarray] = None
+        self.arrays: list[np.ndarray] = []
+        self.blobs: Optional[list[bytes]] = None
+        if as_bytes:
+            # redis-py sends bytes and reads into new bytes: no buffer of ours.
+            self.blobs = [values.make(i) for i in range(n)]
+            return
         self.memory = np.empty((n, values.size), dtype=np.uint8)
         for i in range(n):
             values.fill(self.memory[i], i)
         self.arrays = list(self.memory)
-        self.blobs: Optional[list[bytes]] = None
-        if as_bytes:
-            self.blobs = [row.tobytes() for row in self.arrays]
-            # redis-py never reads into memory of ours: the values read are new bytes.
-            self.memory, self.arrays = None, []
 
 
 # --- the clients: set(keys, batch), get(keys, batch) -> per key its length
