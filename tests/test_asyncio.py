@@ -281,3 +281,17 @@ def test_the_module_is_documented() -> None:
         if name not in ("aclose", "from_url"):
             assert asyncio.iscoroutinefunction(getattr(RedisClient, name)), name
     assert lmcache_redis.OperationCancelledError.__doc__
+
+
+def test_readme_asyncio_example_runs(redis_server, key) -> None:
+    import subprocess
+    import sys
+
+    from test_batch import readme_block
+
+    code = readme_block("asyncio", redis_server.host, redis_server.port, key)
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    with lmcache_redis.RedisClient(redis_server.host, redis_server.port) as c:
+        assert c.delete_many([f"{key}-{i}" for i in range(8)]) == [True] * 8

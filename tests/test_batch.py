@@ -487,3 +487,27 @@ def test_cancel_batch(make_own_server) -> None:
         assert c.cancel_batch(10**9) is False and c.cancel_batch(-1) is False
         assert c.get_many(["a", "b"], outs) == [n, n]
         assert outs[1] == _pattern(n, 2).tobytes()
+
+
+def readme_block(section: str, host: str, port: int, prefix: str) -> str:
+    """The first python block of README.md's `section`, pointed at the test
+    server, its keys renamed to `prefix`-N."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split(f"\n## {section}\n", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert 'RedisClient("localhost", 6379)' in block and '"chunk-' in block
+    return (block.replace('RedisClient("localhost", 6379)', f'RedisClient("{host}", {port})')
+            .replace('"chunk-', f'"{prefix}-'))
+
+
+def test_readme_batches_example_runs(redis_server, key) -> None:
+    import subprocess
+    import sys
+
+    code = readme_block("Batches", redis_server.host, redis_server.port, key)
+    code += "\nclient.delete_many(keys)\nclient.close()\nprint('ok')\n"
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "BufferTooSmallError" in out.stdout and out.stdout.strip().endswith("ok")
