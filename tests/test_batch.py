@@ -232,6 +232,34 @@ def test_buffers_are_released_when_done(client, key) -> None:
     buf.extend(b"!")  # the views taken before the bad argument were released
 
 
+def test_nothing_is_kept_once_drained(client, key) -> None:
+    import sys
+    import tracemalloc
+
+    client.set(key, b"abc")
+    k, buf = key.encode(), bytearray(10)
+    refs = sys.getrefcount(k), sys.getrefcount(buf)
+
+    def rounds(n: int) -> None:
+        for _ in range(n):
+            ids = [client.submit_batch_get([k, k], [buf, buf]),
+                   client.submit_batch_exists([k]), client.submit_batch_set([k], [b"abc"])]
+            client.get_many([k], [buf])
+            _drain_until(client, ids, Counter(), {})
+
+    rounds(50)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        rounds(500)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 64 * 1024, grown  # 2,000 batches' items and views all freed
+    assert (sys.getrefcount(k), sys.getrefcount(buf)) == refs
+    client.delete(key)
+
+
 def test_undrained_completions_release_their_buffers_when_the_client_is_freed(
         redis_server, key) -> None:
     c = RedisClient(redis_server.host, redis_server.port)
