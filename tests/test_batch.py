@@ -539,3 +539,24 @@ def test_readme_batches_example_runs(redis_server, key) -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "BufferTooSmallError" in out.stdout and out.stdout.strip().endswith("ok")
+
+
+BATCH_CALLS = ["get_many", "set_many", "exists_many", "delete_many", "get_many_ptr",
+               "set_many_ptr", "event_fd", "submit_batch_get", "submit_batch_set",
+               "submit_batch_exists", "submit_batch_delete", "submit_batch_get_ptr",
+               "submit_batch_set_ptr", "drain_completions", "cancel_batch"]
+
+
+def test_batch_calls_are_documented_and_in_the_stub() -> None:
+    import inspect
+    from pathlib import Path
+
+    stub = Path(lmcache_redis._core.__file__).with_name("_core.pyi").read_text()
+    for name in BATCH_CALLS:
+        method = getattr(RedisClient, name)
+        assert method.__doc__ and len(method.__doc__) > 80, name
+        assert f"def {name}(" in stub, name
+    assert list(inspect.signature(RedisClient.get_many).parameters) == ["self", "keys", "buffers"]
+    assert list(inspect.signature(RedisClient.set_many_ptr).parameters) == [
+        "self", "keys", "addresses", "sizes", "ttl"]
+    assert "BatchError" in lmcache_redis.__all__ and "OperationCancelledError" in lmcache_redis.__all__
