@@ -1,32 +1,18 @@
-/* The public client (lmcache_redis.h): configuration, the worker pool of
- * connections, and the driver that runs a call's plan (plan.h) round by
- * round on the pool. What a call sends and concludes is plan.c's alone. */
+/* The public client (lmcache_redis.h): configuration, and the lifecycle of
+ * the worker pool of connections and of the completion queue. The calls
+ * themselves are batches (batch.c); what they send and conclude is
+ * plan.c's alone. */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <math.h>
 #include <unistd.h>
 
+#include "client.h"
 #include "conn.h"
 #include "plan.h"
-
-/* Most jobs in one round: one per part. */
-#define ROUND_MAX LMR_MAX_STRIPES
-
-struct lmr_client {
-  lmr_config cfg;    /* its strings point at the copies below */
-  char *host, *unix_path, *username, *password;
-  char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
-  lmr__tls_ctx *tls; /* shared by all connections; NULL without TLS */
-  lmr_pool *pool;
-  lmr__stats stats;
-  uint64_t id_seed;
-  atomic_uint_fast64_t id_next;
-  atomic_int closed;
-  int64_t max_bulk;  /* the server's proto-max-bulk-len, read at open */
-  int max_bulk_read; /* 0: the server did not say; max_bulk is Redis's default */
-  pid_t pid;         /* the workers exist only in the process that opened */
-};
 
 void lmr_config_init(lmr_config *cfg) {
   memset(cfg, 0, sizeof *cfg);
@@ -151,7 +137,7 @@ static uint64_t mix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-static uint64_t next_set_id(lmr_client *c) {
+uint64_t lmr__client_set_id(lmr_client *c) {
   uint64_t n = atomic_fetch_add_explicit(&c->id_next, 1, memory_order_relaxed);
   return mix64(c->id_seed + n);
 }
@@ -165,6 +151,14 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   if (rc != LMR_OK) return rc;
   lmr_client *c = calloc(1, sizeof *c);
   if (c == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for the client");
+  pthread_mutex_init(&c->cq_mu, NULL);
+  pthread_cond_init(&c->cq_cv, NULL);
+  c->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (c->event_fd < 0) {
+    rc = lmr__err_sys(err, LMR_ENOMEM, errno, "cannot create the completion event fd");
+    lmr_client_free(c);
+    return rc;
+  }
   int failed = 0;
   c->cfg = *cfg;
   c->cfg.host = c->host = dup_or_null(cfg->host, &failed);
@@ -179,6 +173,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   if (getrandom(&c->id_seed, sizeof c->id_seed, 0) != (ssize_t)sizeof c->id_seed)
     c->id_seed = (uint64_t)lmr__now_ns() ^ (uint64_t)(uintptr_t)c;
   atomic_init(&c->id_next, 0);
+  atomic_init(&c->batch_next, 0);
   atomic_init(&c->closed, 0);
   c->pid = getpid();
   if (failed) {
@@ -222,6 +217,10 @@ void lmr_client_free(lmr_client *c) {
   if (c == NULL) return;
   lmr_client_close(c);
   if (in_opening_process(c)) lmr_pool_free(c->pool);
+  lmr__batch_free_done(c);
+  if (c->event_fd >= 0) close(c->event_fd);
+  pthread_mutex_destroy(&c->cq_mu);
+  pthread_cond_destroy(&c->cq_cv);
   if (c->password != NULL) memset(c->password, 0, strlen(c->password));
   free(c->host);
   free(c->unix_path);
@@ -244,10 +243,9 @@ void lmr_client_stats(const lmr_client *c, lmr_stats *out) {
   out->reconnects = atomic_load(&s->reconnects);
 }
 
-/* ---- running plans ---- */
+/* ---- what batch.c needs ---- */
 
-static int check_open(lmr_client *c, lmr_error *err) {
-  lmr__err_clear(err);
+int lmr__client_check_open(lmr_client *c, lmr_error *err) {
   if (atomic_load(&c->closed)) return lmr__err(err, LMR_ECLOSED, "client is closed");
   if (!in_opening_process(c))
     return lmr__err(err, LMR_ECLOSED,
@@ -256,71 +254,15 @@ static int check_open(lmr_client *c, lmr_error *err) {
   return LMR_OK;
 }
 
-static int check_call(lmr_client *c, const void *key, size_t key_len, lmr_error *err) {
-  int rc = check_open(c, err);
-  if (rc != LMR_OK) return rc;
-  if (key == NULL || key_len == 0) return lmr__err(err, LMR_EINVAL, "key must not be empty");
-  if (key_len > LMR_MAX_KEY_LEN)
-    return lmr__err(err, LMR_EINVAL, "key is %zu bytes; the limit is %u", key_len,
-                    LMR_MAX_KEY_LEN);
-  return LMR_OK;
-}
-
-/* This thread's cancel check (lmr_thread_set_cancel_check). */
-static _Thread_local lmr_cancel_check cancel_check;
-static _Thread_local void *cancel_ctx;
-
-void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx) {
-  cancel_check = check;
-  cancel_ctx = ctx;
-}
-
-/* Runs jobs[0..n) on the pool and waits for all; each keeps its status.
- * When cancellable, with a cancel check on this thread the wait is cut in slices, the check
- * between them; once it asks, the round is cancelled (still waiting for
- * the jobs that run, which end soon) and LMR_ECANCELED returned. */
-static int run_round(lmr_client *c, lmr_key_job *jobs, int n, int cancellable) {
-  lmr_job *ptrs[ROUND_MAX];
-  for (int i = 0; i < n; i++) ptrs[i] = &jobs[i].base;
-  lmr_batch batch;
-  lmr_batch_init(&batch);
-  lmr_pool_submit(c->pool, &batch, ptrs, n);
-  int rc = LMR_OK;
-  lmr_cancel_check check = cancellable ? cancel_check : NULL;
-  if (check != NULL) {
-    void *ctx = cancel_ctx;
-    while (!lmr_batch_wait_for(&batch, (int64_t)LMR_CANCEL_POLL_MS * 1000000)) {
-      if (check(ctx)) {
-        lmr_pool_cancel(c->pool, &batch);
-        rc = LMR_ECANCELED;
-        break;
-      }
-    }
-  }
-  lmr_batch_wait(&batch);
-  lmr_batch_destroy(&batch);
-  return rc;
-}
-
-/* Starts a plan and runs its rounds to the verdict. */
-static int run_plan(lmr_client *c, lmr_plan *p, lmr_plan_kind kind, lmr_op *op,
-                    uint32_t count, lmr_error *err) {
-  uint64_t set_id = kind == LMR_PLAN_SET ? next_set_id(c) : 0;
-  int rc = lmr__plan_start(p, kind, op, count, set_id, err);
-  while (rc == LMR_OK && p->njobs > 0) {
-    if (run_round(c, p->jobs, p->njobs, 1) == LMR_ECANCELED) {
-      rc = lmr__err(err, LMR_ECANCELED, "call was cancelled");
-      break;
-    }
-    rc = lmr__plan_next(p, err);
-  }
-  lmr__plan_destroy(p);
-  return rc;
+uint32_t lmr__client_stripes_for(const lmr_client *c, uint64_t len) {
+  if (c->cfg.stripes > 0) return (uint32_t)c->cfg.stripes;
+  return lmr_stripe_count(len, c->cfg.stripe_size, (uint32_t)c->cfg.connections,
+                          LMR_MAX_STRIPES);
 }
 
 /* Reads the server's proto-max-bulk-len once; a server that will not say
  * (no permission for CONFIG) is taken to have Redis's default. A broken
- * connection gets a second try on a fresh one. */
+ * connection gets a second try on a fresh one. Not cancellable. */
 static void read_server_limits(lmr_client *c) {
   static const char name[] = "proto-max-bulk-len";
   c->max_bulk = LMR_RESP_MAX_BULK;
@@ -330,7 +272,12 @@ static void read_server_limits(lmr_client *c) {
     lmr__op_init(&op, name, sizeof name - 1, c->cfg.connect_timeout, LMR_RESP_MAX_BULK, 0);
     lmr_key_job job;
     lmr__key_job_init(&job, &op, LMR_JOB_CONFIG);
-    run_round(c, &job, 1, 0);  /* opening is not cancelled */
+    lmr_job *ptr = &job.base;
+    lmr_group g;
+    lmr_group_init(&g, 0, NULL);
+    lmr_pool_run_group(c->pool, &g, &ptr, 1);
+    lmr_group_wait(&g);
+    lmr_group_destroy(&g);
     if (job.base.status == LMR_OK) {
       if (job.integer > 0) {
         c->max_bulk = job.integer;
@@ -339,78 +286,4 @@ static void read_server_limits(lmr_client *c) {
       return;
     }
   }
-}
-
-/* Parts for a value of len bytes: the fixed count, or as stripe.h's
- * lmr_stripe_count chooses for stripe_size. */
-static uint32_t stripes_for(const lmr_client *c, uint64_t len) {
-  if (c->cfg.stripes > 0) return (uint32_t)c->cfg.stripes;
-  return lmr_stripe_count(len, c->cfg.stripe_size, (uint32_t)c->cfg.connections,
-                          LMR_MAX_STRIPES);
-}
-
-int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, size_t len,
-            int64_t ttl_ms, lmr_error *err) {
-  int rc = check_call(c, key, key_len, err);
-  if (rc != LMR_OK) return rc;
-  if (buf == NULL && len > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
-  if (ttl_ms < 0) return lmr__err(err, LMR_EINVAL, "ttl must be positive");
-  lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
-  op.src = buf;
-  op.len = len;
-  op.ttl_ms = ttl_ms;
-  lmr_plan p;
-  return run_plan(c, &p, LMR_PLAN_SET, &op, stripes_for(c, len), err);
-}
-
-int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t cap,
-            int *found, size_t *len, lmr_error *err) {
-  *found = 0;
-  *len = 0;
-  int rc = check_call(c, key, key_len, err);
-  if (rc != LMR_OK) return rc;
-  if (buf == NULL && cap > 0) return lmr__err(err, LMR_EINVAL, "buffer is NULL");
-  lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
-  op.dst = buf;
-  op.cap = cap;
-  lmr_plan p;
-  rc = run_plan(c, &p, LMR_PLAN_GET, &op, 0, err);
-  if (rc == LMR_OK && p.found) {
-    *found = 1;
-    *len = (size_t)p.len;
-  }
-  return rc;
-}
-
-/* exists and delete: a plan whose verdict is one flag. */
-static int run_flag_plan(lmr_client *c, lmr_plan_kind kind, const void *key, size_t key_len,
-                         int *found, lmr_error *err) {
-  *found = 0;
-  int rc = check_call(c, key, key_len, err);
-  if (rc != LMR_OK) return rc;
-  lmr_op op;
-  lmr__op_init(&op, key, key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
-  lmr_plan p;
-  rc = run_plan(c, &p, kind, &op, 0, err);
-  if (rc == LMR_OK) *found = p.found;
-  return rc;
-}
-
-int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
-  return run_flag_plan(c, LMR_PLAN_EXISTS, key, key_len, found, err);
-}
-
-int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
-  return run_flag_plan(c, LMR_PLAN_DELETE, key, key_len, found, err);
-}
-
-int lmr_ping(lmr_client *c, lmr_error *err) {
-  int rc = check_open(c, err);
-  if (rc != LMR_OK) return rc;
-  lmr_op op;
-  lmr__op_init(&op, NULL, 0, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
-  lmr_plan p;
-  return run_plan(c, &p, LMR_PLAN_PING, &op, 0, err);
 }

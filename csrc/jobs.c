@@ -16,6 +16,31 @@ void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
   op->max_bulk_read = max_bulk_read;
 }
 
+/* Whether a job may share a round trip with other small jobs (pipelined):
+ * it moves few bytes (two 2 MiB parts queued on one connection were
+ * measured slower than one each), and no reply of it can be taken for
+ * another's. Parts and GETs go one per round trip even when small: a part
+ * that does not match is normal (the value changed; the plan reads again),
+ * and if it was a stray reply instead, lmr__conn_ensure catches what
+ * follows it before the next command, where in a pipeline it would shift
+ * the next job's reply. */
+static int is_small(const lmr_key_job *job) {
+  const lmr_op *op = job->op;
+  switch (job->kind) {
+    case LMR_JOB_HEAD:  /* at most LMR_HEAD_MAX + 1 bytes */
+    case LMR_JOB_DEL:
+    case LMR_JOB_CONFIG:
+    case LMR_JOB_PING:
+      return 1;
+    case LMR_JOB_SET:  /* one piece of value (verbatim, or one header and part) */
+      return op->count <= 1 && op->len <= LMR_PIPELINE_BYTES;
+    case LMR_JOB_PART:
+    case LMR_JOB_GET:
+      return 0;
+  }
+  return 0;
+}
+
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
   memset(job, 0, sizeof *job);
   job->base.run = lmr__key_job_run;
@@ -23,6 +48,7 @@ void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
   job->kind = kind;
   job->integer = -1;
   job->stored_len = -1;
+  if (is_small(job)) job->base.run_many = lmr__key_jobs_run_many;
 }
 
 static const char *kind_name(lmr_job_kind kind) {
@@ -57,7 +83,14 @@ static int value_parts(const lmr_op *op, struct iovec *v) {
   return n;
 }
 
-static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
+/* Starts a command in cmd: the first one, or one more after what cmd holds. */
+static void start(lmr_cmd *cmd, int append, int argc) {
+  if (append) lmr_cmd_next(cmd, argc);
+  else lmr_cmd_init(cmd, argc);
+}
+
+/* Encodes the job's commands into cmd, after what it holds if append. */
+static void encode(const lmr_key_job *job, lmr_cmd *cmd, int append) {
   const lmr_op *op = job->op;
   switch (job->kind) {
     case LMR_JOB_SET: {
@@ -66,7 +99,7 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
        * instead of copying it out of a query buffer that holds more. */
       struct iovec v[2 * LMR_MAX_STRIPES];
       int nv = value_parts(op, v);
-      lmr_cmd_init(cmd, op->ttl_ms > 0 ? 4 : 3);
+      start(cmd, append, op->ttl_ms > 0 ? 4 : 3);
       lmr_cmd_arg_copy(cmd, op->ttl_ms > 0 ? "PSETEX" : "SET");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       if (op->ttl_ms > 0) lmr_cmd_arg_int(cmd, op->ttl_ms);
@@ -77,7 +110,7 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       /* GETRANGE asks one byte more than the plan looks at: a reply of at
        * most head_len bytes is then the whole string as it was when
        * GETRANGE ran, whatever other clients did since STRLEN. */
-      lmr_cmd_init(cmd, 2);
+      start(cmd, append, 2);
       lmr_cmd_arg_copy(cmd, "STRLEN");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       lmr_cmd_next(cmd, 4);
@@ -90,7 +123,7 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       const lmr_stripe_hdr *h = &op->layout;
       uint64_t from = lmr_stripe_stored_offset(h->total_len, h->count, job->part);
       uint64_t n = LMR_STRIPE_HDR_SIZE + lmr_stripe_len(h->total_len, h->count, job->part);
-      lmr_cmd_init(cmd, 4);
+      start(cmd, append, 4);
       lmr_cmd_arg_copy(cmd, "GETRANGE");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       lmr_cmd_arg_int(cmd, (int64_t)from);
@@ -98,18 +131,18 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd) {
       return;
     }
     case LMR_JOB_CONFIG:
-      lmr_cmd_init(cmd, 3);
+      start(cmd, append, 3);
       lmr_cmd_arg_copy(cmd, "CONFIG");
       lmr_cmd_arg_copy(cmd, "GET");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       return;
     case LMR_JOB_PING:
-      lmr_cmd_init(cmd, 1);
+      start(cmd, append, 1);
       lmr_cmd_arg_copy(cmd, "PING");
       return;
     case LMR_JOB_GET:
     case LMR_JOB_DEL:
-      lmr_cmd_init(cmd, 2);
+      start(cmd, append, 2);
       lmr_cmd_arg_copy(cmd, kind_name(job->kind));
       lmr_cmd_arg(cmd, op->key, op->key_len);
       return;
@@ -305,20 +338,42 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
   return unexpected(job, conn, kind_name(job->kind));
 }
 
+/* No reply may claim more than the server would ever send: at least
+ * Redis's default, since a value stored before an operator lowered the
+ * server's limit is still sent whole. */
+static int64_t reply_limit(const lmr_key_job *job) {
+  return job->op->max_bulk > LMR_RESP_MAX_BULK ? job->op->max_bulk : LMR_RESP_MAX_BULK;
+}
+
+static void count_sent(const lmr_key_job *job, lmr_conn *conn) {
+  if (job->kind == LMR_JOB_SET) LMR__COUNT(conn->stats, bytes_sent, job->op->len);
+}
+
+/* Whether the job may still be sent: not cancelled, not past its deadline.
+ * If not, it ends here with that status. */
+static int still_wanted(lmr_key_job *job) {
+  lmr_job *base = &job->base;
+  if (atomic_load(&base->cancelled)) {
+    base->status = lmr__err(&base->err, LMR_ECANCELED, "call was cancelled");
+    return 0;
+  }
+  if (lmr__now_ns() >= job->op->deadline) {
+    base->status = lmr__err(&base->err, LMR_ETIMEDOUT, "timed out before %s was sent",
+                            kind_name(job->kind));
+    return 0;
+  }
+  return 1;
+}
+
 static int run_commands(lmr_key_job *job, lmr_conn *conn) {
   lmr_error *err = &job->base.err;
   int rc = lmr__conn_ensure(conn, err);
   if (rc == LMR_OK) {
-    /* No reply may claim more than the server would ever send: at least
-     * Redis's default, since a value stored before an operator lowered the
-     * server's limit is still sent whole. */
-    conn->parser.max_bulk =
-        job->op->max_bulk > LMR_RESP_MAX_BULK ? job->op->max_bulk : LMR_RESP_MAX_BULK;
+    conn->parser.max_bulk = reply_limit(job);
     lmr_cmd cmd;
-    encode(job, &cmd);
+    encode(job, &cmd, 0);
     rc = lmr__conn_send(conn, &cmd, err);
-    if (rc == LMR_OK && job->kind == LMR_JOB_SET)
-      LMR__COUNT(conn->stats, bytes_sent, job->op->len);
+    if (rc == LMR_OK) count_sent(job, conn);
   }
   if (rc == LMR_OK) rc = handle_reply(job, conn);
   return rc;
@@ -327,18 +382,83 @@ static int run_commands(lmr_key_job *job, lmr_conn *conn) {
 void lmr__key_job_run(lmr_job *base, void *worker_state) {
   lmr_key_job *job = (lmr_key_job *)base;
   lmr_conn *conn = worker_state;
-  lmr_error *err = &base->err;
   conn->deadline = job->op->deadline;
   /* lmr_pool_cancel may set the flag from here on; the connection then
    * fails its I/O with LMR_ECANCELED. */
   conn->cancel = &base->cancelled;
-  if (atomic_load(&base->cancelled)) {
-    base->status = lmr__err(err, LMR_ECANCELED, "call was cancelled");
-  } else if (lmr__now_ns() >= conn->deadline) {
-    base->status = lmr__err(err, LMR_ETIMEDOUT, "timed out before %s was sent",
-                            kind_name(job->kind));
-  } else {
-    base->status = run_commands(job, conn);
-  }
+  if (still_wanted(job)) base->status = run_commands(job, conn);
   conn->cancel = NULL;
+}
+
+/* Room one small job's commands may take in a lmr_cmd (HEAD, the largest:
+ * two commands, the key twice, two numbers). */
+#define SMALL_JOB_SCRATCH 128
+#define SMALL_JOB_IOV 12
+
+/* Sends the jobs' commands, as few sends as the command buffer allows. */
+static int send_all(lmr_key_job **jobs, int n, lmr_conn *conn, lmr_error *err) {
+  lmr_cmd cmd;
+  int held = 0;
+  for (int i = 0; i < n; i++) {
+    if (held && (LMR_CMD_SCRATCH - cmd.used < SMALL_JOB_SCRATCH ||
+                 LMR_CMD_MAX_IOV - cmd.iovcnt < SMALL_JOB_IOV)) {
+      int rc = lmr__conn_send(conn, &cmd, err);
+      if (rc != LMR_OK) return rc;
+      held = 0;
+    }
+    encode(jobs[i], &cmd, held);
+    held = 1;
+  }
+  return held ? lmr__conn_send(conn, &cmd, err) : LMR_OK;
+}
+
+/* A run of small jobs on one connection: every command sent, then every
+ * reply read in order, so the run costs about one round trip. A stream
+ * failure fails the jobs whose replies were lost with it; a connection the
+ * reply handling closed on purpose (a HEAD whose two replies disagree) is
+ * re-made and the jobs after it are sent again. A running run
+ * is not cancelled mid-way (its jobs end soon by themselves); jobs
+ * cancelled before it started are not sent. */
+void lmr__key_jobs_run_many(lmr_job **base, int n, void *worker_state) {
+  lmr_conn *conn = worker_state;
+  lmr_key_job *todo[LMR_POOL_RUN_MAX];
+  int left = 0;
+  for (int i = 0; i < n; i++) todo[left++] = (lmr_key_job *)base[i];
+  while (left > 0) {
+    int m = 0;
+    int64_t deadline = INT64_MAX, limit = 0;
+    for (int i = 0; i < left; i++) {
+      if (!still_wanted(todo[i])) continue;
+      todo[m++] = todo[i];
+      if (todo[i]->op->deadline < deadline) deadline = todo[i]->op->deadline;
+      if (reply_limit(todo[i]) > limit) limit = reply_limit(todo[i]);
+    }
+    if (m == 0) return;
+    lmr_error err;
+    conn->deadline = deadline;
+    int rc = lmr__conn_ensure(conn, &err);
+    if (rc == LMR_OK) {
+      conn->parser.max_bulk = limit;
+      rc = send_all(todo, m, conn, &err);
+    }
+    if (rc != LMR_OK) {
+      for (int i = 0; i < m; i++) todo[i]->base.status = lmr__err_copy(&todo[i]->base.err, &err);
+      return;
+    }
+    left = 0;
+    for (int i = 0; i < m; i++) {
+      lmr_key_job *job = todo[i];
+      count_sent(job, conn);
+      conn->deadline = job->op->deadline;
+      job->base.status = handle_reply(job, conn);
+      if (conn->fd >= 0) continue;
+      if (job->base.status != LMR_OK) {  /* the stream broke: the rest's replies are lost */
+        for (int k = i + 1; k < m; k++)
+          todo[k]->base.status = lmr__err_copy(&todo[k]->base.err, &job->base.err);
+        return;
+      }
+      for (int k = i + 1; k < m; k++) todo[left++] = todo[k];  /* sent again, fresh */
+      break;
+    }
+  }
 }

@@ -24,6 +24,8 @@ typedef enum {
 
 /* Bytes of a value the first round of a read fetches at most. */
 #define LMR_HEAD_MAX (64u * 1024u)
+/* Most value bytes a job may move and still be pipelined with others. */
+#define LMR_PIPELINE_BYTES (64u * 1024u)
 
 typedef struct {
   const char *key;
@@ -74,5 +76,7 @@ void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind);
 /* The pool's run() for key jobs; worker_state is the worker's lmr_conn. */
 void lmr__key_job_run(lmr_job *job, void *worker_state);
+/* The pool's run_many() for small key jobs: pipelined on one connection. */
+void lmr__key_jobs_run_many(lmr_job **jobs, int n, void *worker_state);
 
 #endif

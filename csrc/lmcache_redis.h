@@ -108,13 +108,16 @@ typedef struct {
 int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err);
 
 /* Stops the workers: operations in flight fail with LMR_ECLOSED, later
- * calls too. Idempotent. Does not free the client. */
+ * calls too; submitted batches complete (their completions can still be
+ * drained). Once it returns, in every thread that called it, no worker
+ * touches a caller's buffer. Idempotent. Does not free the client. */
 void lmr_client_close(lmr_client *c);
 
 /* 1 once lmr_client_close was called, else 0. */
 int lmr_client_closed(const lmr_client *c);
 
-/* Closes if needed and frees. No call may be in flight or follow. */
+/* Closes if needed and frees, with any completions not drained. No call
+ * may be in flight or follow. */
 void lmr_client_free(lmr_client *c);
 
 /* Stores len bytes at buf under key, replacing whatever was there in one

@@ -1,13 +1,13 @@
 /* Worker pool (pool.h).
  *
- * Lock invariants: `mu` guards the queue (head/tail), `stopping`, `started`,
- * `states[]`, `running[]` (the job each worker runs: lmr_pool_cancel finds
- * a call's running jobs there) and the idle stack (`idle`, `nidle`,
- * `woken`). A worker's state is created and destroyed on the worker's own
+ * Lock invariants: `mu` guards the queue (head/tail/queued), `stopping`,
+ * `started`, `states[]`, `running[]`/`nrunning[]` (the jobs each worker
+ * runs: lmr_pool_cancel finds a group's running jobs there) and the idle
+ * stack (`idle`, `nidle`, `woken`). A worker's state is created and destroyed on the worker's own
  * thread; states[i] is non-NULL exactly while it may be interrupted, so
  * lmr_pool_shutdown never touches a state that is being destroyed.
  * A job is owned by the queue until a worker pops it, then by that worker
- * until complete() hands it back to its batch.
+ * until complete() hands it back to its group.
  *
  * Idle workers wait on their own condition variable, stacked: a new job
  * wakes the worker that went idle last. Its connection and caches are warm,
@@ -33,14 +33,18 @@ struct lmr_pool {
   int nidle;
   int *woken;               /* per worker: taken off the idle stack */
   lmr_job *head, *tail;
+  int queued;               /* jobs in the queue */
   int initialized;           /* the locks and condition variables exist */
   int stopping;
-  int joined;
+  int joining;              /* a shutdown is joining the workers */
+  int joined;               /* ... and has joined them */
+  pthread_cond_t joined_cv; /* joined became 1 */
   int started;              /* workers whose init has returned */
   int nthreads;             /* threads actually created */
   pthread_t *threads;
   void **states;
-  lmr_job **running;        /* per worker: the job it runs, or NULL */
+  lmr_job ***running;       /* per worker: the jobs it runs (its own array) */
+  int *nrunning;            /* per worker: how many (0: idle) */
   lmr_error *init_err;      /* per worker: its init's result */
 };
 
@@ -49,20 +53,20 @@ typedef struct {
   int index;
 } worker_arg;
 
-static void batch_finished(lmr_batch *b) {
-  if (b->on_done != NULL) {
-    b->on_done(b);
+static void group_finished(lmr_group *g) {
+  if (g->on_done != NULL) {
+    g->on_done(g);
     return;
   }
-  pthread_mutex_lock(&b->mu);
-  b->done = 1;
-  pthread_cond_signal(&b->cv);
-  pthread_mutex_unlock(&b->mu);  /* the waiter may free b once this returns */
+  pthread_mutex_lock(&g->mu);
+  g->done = 1;
+  pthread_cond_signal(&g->cv);
+  pthread_mutex_unlock(&g->mu);  /* the waiter may free g once this returns */
 }
 
 static void complete(lmr_job *job) {
-  lmr_batch *b = job->batch;
-  if (atomic_fetch_sub_explicit(&b->pending, 1, memory_order_acq_rel) == 1) batch_finished(b);
+  lmr_group *g = job->group;
+  if (atomic_fetch_sub_explicit(&g->pending, 1, memory_order_acq_rel) == 1) group_finished(g);
 }
 
 static void fail_cancelled(lmr_job *job) {
@@ -75,8 +79,27 @@ static void fail_closed(lmr_job *job) {
   complete(job);
 }
 
+/* Pops the next job, and with a small one (run_many) the small jobs queued
+ * right behind it: up to this worker's share of the queue, so that the
+ * other workers get theirs. Called with mu held. */
+static int take_run(lmr_pool *p, lmr_job **run) {
+  int share = (p->queued + p->nthreads - 1) / p->nthreads;
+  if (share > LMR_POOL_RUN_MAX) share = LMR_POOL_RUN_MAX;
+  int n = 0;
+  do {
+    lmr_job *job = p->head;
+    p->head = job->next;
+    if (p->head == NULL) p->tail = NULL;
+    p->queued--;
+    run[n++] = job;
+  } while (n < share && run[0]->run_many != NULL && p->head != NULL &&
+           p->head->run_many == run[0]->run_many);
+  return n;
+}
+
 static void *worker_main(void *argp) {
   worker_arg arg = *(worker_arg *)argp;
+  lmr_job *run[LMR_POOL_RUN_MAX];
   free(argp);
   lmr_pool *p = arg.pool;
   void *state = NULL;
@@ -103,16 +126,16 @@ static void *worker_main(void *argp) {
         pthread_cond_wait(&p->wake_cv[arg.index], &p->mu);
       continue;
     }
-    lmr_job *job = p->head;
-    p->head = job->next;
-    if (p->head == NULL) p->tail = NULL;
-    p->running[arg.index] = job;
+    int n = take_run(p, run);
+    p->running[arg.index] = run;
+    p->nrunning[arg.index] = n;
     pthread_mutex_unlock(&p->mu);
-    job->run(job, state);
+    if (n == 1) run[0]->run(run[0], state);
+    else run[0]->run_many(run, n, state);
     pthread_mutex_lock(&p->mu);
-    p->running[arg.index] = NULL;  /* before complete: then the job is the caller's */
+    p->nrunning[arg.index] = 0;  /* before complete: then the jobs are the callers' */
     pthread_mutex_unlock(&p->mu);
-    complete(job);
+    for (int i = 0; i < n; i++) complete(run[i]);
     pthread_mutex_lock(&p->mu);
   }
   p->states[arg.index] = NULL;
@@ -134,24 +157,31 @@ int lmr_pool_create(lmr_pool **out, const lmr_pool_config *cfg, lmr_error *err) 
   p->threads = calloc((size_t)cfg->workers, sizeof *p->threads);
   p->states = calloc((size_t)cfg->workers, sizeof *p->states);
   p->running = calloc((size_t)cfg->workers, sizeof *p->running);
+  p->nrunning = calloc((size_t)cfg->workers, sizeof *p->nrunning);
   p->init_err = calloc((size_t)cfg->workers, sizeof *p->init_err);
   p->wake_cv = calloc((size_t)cfg->workers, sizeof *p->wake_cv);
   p->idle = calloc((size_t)cfg->workers, sizeof *p->idle);
   p->woken = calloc((size_t)cfg->workers, sizeof *p->woken);
-  if (p->threads == NULL || p->states == NULL || p->running == NULL || p->init_err == NULL ||
+  if (p->threads == NULL || p->states == NULL || p->running == NULL || p->nrunning == NULL ||
+      p->init_err == NULL ||
       p->wake_cv == NULL || p->idle == NULL || p->woken == NULL) {
     lmr_pool_free(p);
     return lmr__err(err, LMR_ENOMEM, "out of memory for the worker pool");
   }
   pthread_mutex_init(&p->mu, NULL);
   pthread_cond_init(&p->start_cv, NULL);
+  pthread_cond_init(&p->joined_cv, NULL);
   for (int i = 0; i < cfg->workers; i++) pthread_cond_init(&p->wake_cv[i], NULL);
   p->initialized = 1;
 
-  /* Workers block every signal, so signals (Ctrl-C in Python) go to the
-   * caller's threads and never interrupt a worker's syscalls. */
+  /* Workers block every asynchronous signal, so signals (Ctrl-C in Python)
+   * go to the caller's threads and never interrupt a worker's syscalls. A
+   * fault is another matter: blocked, a SIGSEGV kills the process without
+   * its handler (Python's faulthandler) ever running. */
   sigset_t all, old;
   sigfillset(&all);
+  static const int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
+  for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++) sigdelset(&all, faults[i]);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = LMR_OK;
   for (int i = 0; i < cfg->workers; i++) {
@@ -186,87 +216,99 @@ int lmr_pool_create(lmr_pool **out, const lmr_pool_config *cfg, lmr_error *err) 
   return LMR_OK;
 }
 
-void lmr_batch_init(lmr_batch *b) {
-  atomic_init(&b->pending, 0);
-  b->on_done = NULL;
-  b->done = 0;
-  pthread_mutex_init(&b->mu, NULL);
-  /* Timed waits (lmr_batch_wait_for) count on the monotonic clock. */
+void lmr_group_init(lmr_group *g, uint64_t tag, void (*on_done)(lmr_group *g)) {
+  atomic_init(&g->pending, 0);
+  g->tag = tag;
+  g->on_done = on_done;
+  g->done = 0;
+  g->waitable = on_done == NULL;
+  if (!g->waitable) return;  /* a batch's thousand groups need no locks */
+  pthread_mutex_init(&g->mu, NULL);
+  /* Timed waits (lmr_group_wait_for) count on the monotonic clock. */
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
   pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-  pthread_cond_init(&b->cv, &attr);
+  pthread_cond_init(&g->cv, &attr);
   pthread_condattr_destroy(&attr);
 }
 
-void lmr_batch_destroy(lmr_batch *b) {
-  pthread_mutex_destroy(&b->mu);
-  pthread_cond_destroy(&b->cv);
+void lmr_group_destroy(lmr_group *g) {
+  if (!g->waitable) return;
+  pthread_mutex_destroy(&g->mu);
+  pthread_cond_destroy(&g->cv);
 }
 
-void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n) {
-  if (n <= 0) {
-    batch_finished(b);
-    return;
-  }
-  atomic_fetch_add_explicit(&b->pending, n, memory_order_relaxed);
+void lmr_group_add(lmr_group *g, lmr_job *job) {
+  job->group = g;
+  job->next = NULL;
+  atomic_init(&job->cancelled, 0);
+  atomic_fetch_add_explicit(&g->pending, 1, memory_order_relaxed);
+}
+
+int lmr_pool_submit(lmr_pool *p, lmr_job **jobs, int n) {
+  if (n <= 0) return LMR_OK;
   pthread_mutex_lock(&p->mu);
   if (p->stopping) {
     pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < n; i++) {
-      jobs[i]->batch = b;
-      atomic_init(&jobs[i]->cancelled, 0);
-      fail_closed(jobs[i]);
-    }
-    return;
+    return LMR_ECLOSED;
   }
   for (int i = 0; i < n; i++) {
     lmr_job *job = jobs[i];
-    job->batch = b;
-    job->next = NULL;
-    atomic_init(&job->cancelled, 0);
     if (p->tail != NULL) p->tail->next = job; else p->head = job;
     p->tail = job;
   }
+  p->queued += n;
   for (int i = 0; i < n && p->nidle > 0; i++) {
     int w = p->idle[--p->nidle];
     p->woken[w] = 1;
     pthread_cond_signal(&p->wake_cv[w]);
   }
   pthread_mutex_unlock(&p->mu);
+  return LMR_OK;
 }
 
-void lmr_batch_wait(lmr_batch *b) {
-  pthread_mutex_lock(&b->mu);
-  while (!b->done) pthread_cond_wait(&b->cv, &b->mu);
-  pthread_mutex_unlock(&b->mu);
+void lmr_pool_run_group(lmr_pool *p, lmr_group *g, lmr_job **jobs, int n) {
+  if (n <= 0) {
+    group_finished(g);
+    return;
+  }
+  for (int i = 0; i < n; i++) lmr_group_add(g, jobs[i]);
+  if (lmr_pool_submit(p, jobs, n) == LMR_OK) return;
+  for (int i = 0; i < n; i++) fail_closed(jobs[i]);
 }
 
-int lmr_batch_wait_for(lmr_batch *b, int64_t timeout_ns) {
+void lmr_group_wait(lmr_group *g) {
+  pthread_mutex_lock(&g->mu);
+  while (!g->done) pthread_cond_wait(&g->cv, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+}
+
+int lmr_group_wait_for(lmr_group *g, int64_t timeout_ns) {
   struct timespec until;
   clock_gettime(CLOCK_MONOTONIC, &until);
   int64_t ns = (int64_t)until.tv_nsec + timeout_ns % 1000000000;
   until.tv_sec += (time_t)(timeout_ns / 1000000000 + ns / 1000000000);
   until.tv_nsec = (long)(ns % 1000000000);
-  pthread_mutex_lock(&b->mu);
-  while (!b->done) {
-    if (pthread_cond_timedwait(&b->cv, &b->mu, &until) == ETIMEDOUT) break;
+  pthread_mutex_lock(&g->mu);
+  while (!g->done) {
+    if (pthread_cond_timedwait(&g->cv, &g->mu, &until) == ETIMEDOUT) break;
   }
-  int done = b->done;
-  pthread_mutex_unlock(&b->mu);
+  int done = g->done;
+  pthread_mutex_unlock(&g->mu);
   return done;
 }
 
-void lmr_pool_cancel(lmr_pool *p, lmr_batch *b) {
+void lmr_pool_cancel(lmr_pool *p, uint64_t tag) {
   lmr_job *unrun = NULL;
   pthread_mutex_lock(&p->mu);
-  /* Take b's jobs out of the queue, keeping the others in order. */
+  /* Take the tagged jobs out of the queue, keeping the others in order. */
   lmr_job **link = &p->head;
   p->tail = NULL;
   while (*link != NULL) {
     lmr_job *job = *link;
-    if (job->batch == b) {
+    if (job->group->tag == tag) {
       *link = job->next;
+      p->queued--;
       job->next = unrun;
       unrun = job;
     } else {
@@ -275,11 +317,13 @@ void lmr_pool_cancel(lmr_pool *p, lmr_batch *b) {
     }
   }
   for (int i = 0; i < p->nthreads; i++) {
-    lmr_job *job = p->running[i];
-    if (job == NULL || job->batch != b) continue;
-    atomic_store(&job->cancelled, 1);
-    if (p->cfg.worker_cancel != NULL && p->states[i] != NULL)
-      p->cfg.worker_cancel(p->cfg.ctx, p->states[i]);
+    for (int k = 0; k < p->nrunning[i]; k++) {
+      lmr_job *job = p->running[i][k];
+      if (job->group->tag != tag) continue;
+      atomic_store(&job->cancelled, 1);
+      if (p->nrunning[i] == 1 && p->cfg.worker_cancel != NULL && p->states[i] != NULL)
+        p->cfg.worker_cancel(p->cfg.ctx, p->states[i]);
+    }
   }
   pthread_mutex_unlock(&p->mu);
   while (unrun != NULL) {
@@ -291,19 +335,21 @@ void lmr_pool_cancel(lmr_pool *p, lmr_batch *b) {
 
 void lmr_pool_shutdown(lmr_pool *p) {
   pthread_mutex_lock(&p->mu);
-  if (p->joined) {
+  if (p->joining) {  /* another caller joins: return only once it has */
+    while (!p->joined) pthread_cond_wait(&p->joined_cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     return;
   }
   p->stopping = 1;
   lmr_job *queued = p->head;
   p->head = p->tail = NULL;
+  p->queued = 0;
   if (p->cfg.worker_interrupt != NULL) {
     for (int i = 0; i < p->nthreads; i++)
       if (p->states[i] != NULL) p->cfg.worker_interrupt(p->cfg.ctx, p->states[i]);
   }
   for (int i = 0; i < p->nthreads; i++) pthread_cond_signal(&p->wake_cv[i]);
-  p->joined = 1;  /* later callers return at once; this one joins */
+  p->joining = 1;  /* later callers wait for this one's join */
   pthread_mutex_unlock(&p->mu);
 
   while (queued != NULL) {
@@ -312,6 +358,10 @@ void lmr_pool_shutdown(lmr_pool *p) {
     queued = next;
   }
   join_all(p);
+  pthread_mutex_lock(&p->mu);
+  p->joined = 1;
+  pthread_cond_broadcast(&p->joined_cv);
+  pthread_mutex_unlock(&p->mu);
 }
 
 void lmr_pool_free(lmr_pool *p) {
@@ -320,11 +370,13 @@ void lmr_pool_free(lmr_pool *p) {
     lmr_pool_shutdown(p);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->start_cv);
+    pthread_cond_destroy(&p->joined_cv);
     for (int i = 0; i < p->cfg.workers; i++) pthread_cond_destroy(&p->wake_cv[i]);
   }
   free(p->threads);
   free(p->states);
   free(p->running);
+  free(p->nrunning);
   free(p->init_err);
   free(p->wake_cv);
   free(p->idle);

@@ -2,14 +2,16 @@
  * Worker pool: N threads fed by one FIFO job queue.
  *
  * Each worker owns a private state (in the client: one connection) created
- * by `worker_init` on the worker's own thread. A caller groups jobs in a
- * batch, submits them together and waits for the batch; each job carries
- * its own status, and the pool never looks inside a job beyond `run`.
+ * by `worker_init` on the worker's own thread. Jobs belong to groups (a
+ * round of one key's commands, in the client); each job carries its own
+ * status, and the pool never looks inside a job beyond `run`/`run_many`.
  *
- * The batch's `on_done` hook is called once, by whichever thread finishes
- * the last job; the default wakes lmr_batch_wait. Another completion path
- * (an eventfd for asyncio) plugs in there. Routing jobs to per-node queues
- * (Redis Cluster) would replace lmr_pool_submit's single queue.
+ * A group's `on_done` hook is called once, by whichever thread finishes its
+ * last job (batch.c advances the key's plan there); without one, the
+ * group's waiter wakes (lmr_group_wait). Small jobs that may share a round
+ * trip (run_many) are handed to one worker together, so that a batch of a
+ * thousand EXISTS costs a few round trips, not a thousand. Routing jobs to
+ * per-node queues (Redis Cluster) would replace the single queue.
  */
 #ifndef LMR_POOL_H
 #define LMR_POOL_H
@@ -21,22 +23,30 @@
 #include "lmcache_redis.h"
 
 typedef struct lmr_job lmr_job;
-typedef struct lmr_batch lmr_batch;
+typedef struct lmr_group lmr_group;
 typedef struct lmr_pool lmr_pool;
+
+/* Most jobs handed to one worker at once (run_many). */
+#define LMR_POOL_RUN_MAX 64
 
 struct lmr_job {
   lmr_job *next;             /* queue link, owned by the pool */
-  lmr_batch *batch;
+  lmr_group *group;
   /* Runs on a worker; must set status (and err when failing). */
   void (*run)(lmr_job *job, void *worker_state);
+  /* Non-NULL: the job is small, and consecutive queued jobs with the same
+   * run_many may be run together by one call (each status set). */
+  void (*run_many)(lmr_job **jobs, int n, void *worker_state);
   int status;
   lmr_error err;
   atomic_int cancelled;      /* set by lmr_pool_cancel while it runs */
 };
 
-struct lmr_batch {
+struct lmr_group {
   atomic_int pending;
-  void (*on_done)(lmr_batch *b);  /* NULL: wake lmr_batch_wait */
+  uint64_t tag;                   /* lmr_pool_cancel's selector */
+  void (*on_done)(lmr_group *g);  /* NULL: wake lmr_group_wait */
+  int waitable;                   /* mu/cv exist (on_done == NULL) */
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int done;
@@ -61,24 +71,32 @@ typedef struct {
  * failed, stops them all and returns the first error by worker index. */
 int lmr_pool_create(lmr_pool **out, const lmr_pool_config *cfg, lmr_error *err);
 
-void lmr_batch_init(lmr_batch *b);
-void lmr_batch_destroy(lmr_batch *b);
-/* Queues n jobs (array of pointers), all belonging to batch b; a batch is
- * submitted once, then waited on once (init it again for another round). If the pool is
- * shutting down every job completes at once with LMR_ECLOSED. */
-void lmr_pool_submit(lmr_pool *p, lmr_batch *b, lmr_job **jobs, int n);
-/* Blocks until every job submitted in b has finished. */
-void lmr_batch_wait(lmr_batch *b);
-/* Waits at most timeout_ns for b; 1 when every job has finished, else 0. */
-int lmr_batch_wait_for(lmr_batch *b, int64_t timeout_ns);
-/* Gives up on batch b (submitted to p): its queued jobs complete at once
- * with LMR_ECANCELED, unrun; its running ones get `cancelled` set and their
- * workers worker_cancel. The caller still waits for b, which then ends
- * soon; only then are the jobs the caller's again. */
-void lmr_pool_cancel(lmr_pool *p, lmr_batch *b);
+/* A group runs once: init, add its jobs, submit, then wait (on_done NULL)
+ * or be told (on_done); init it again for another round. */
+void lmr_group_init(lmr_group *g, uint64_t tag, void (*on_done)(lmr_group *g));
+void lmr_group_destroy(lmr_group *g);
+void lmr_group_add(lmr_group *g, lmr_job *job);
+/* Queues n jobs (array of pointers), each already added to its group.
+ * LMR_ECLOSED, with nothing queued or completed, when the pool is shutting
+ * down: the jobs are still the caller's. */
+int lmr_pool_submit(lmr_pool *p, lmr_job **jobs, int n);
+/* Adds n jobs to g and submits them; if the pool is shutting down they
+ * complete at once with LMR_ECLOSED. */
+void lmr_pool_run_group(lmr_pool *p, lmr_group *g, lmr_job **jobs, int n);
+/* Blocks until every job of g has finished. */
+void lmr_group_wait(lmr_group *g);
+/* Waits at most timeout_ns for g; 1 when every job has finished, else 0. */
+int lmr_group_wait_for(lmr_group *g, int64_t timeout_ns);
+/* Gives up on every group tagged `tag`: their queued jobs complete at once
+ * with LMR_ECANCELED, unrun; their running ones get `cancelled` set and,
+ * when they run alone (not in a run_many, whose small jobs end soon by
+ * themselves), their workers worker_cancel. The caller still waits for its
+ * groups, which then end soon; only then are the jobs the caller's again. */
+void lmr_pool_cancel(lmr_pool *p, uint64_t tag);
 
 /* Fails queued jobs with LMR_ECLOSED, interrupts running ones, joins all
- * workers and runs worker_fini. Idempotent and thread-safe. */
+ * workers and runs worker_fini. Idempotent and thread-safe: every caller
+ * returns only once the workers are gone. */
 void lmr_pool_shutdown(lmr_pool *p);
 void lmr_pool_free(lmr_pool *p);
 

@@ -300,27 +300,27 @@ TEST(pool_cancel) {
   memset(&other, 0, sizeof other);
   other.base.run = run_quick;
   lmr_job *optr = &other.base;
-  lmr_batch b, ob;
-  lmr_batch_init(&b);
-  lmr_batch_init(&ob);
-  lmr_pool_submit(p, &b, ptrs, 4);
-  lmr_pool_submit(p, &ob, &optr, 1);
+  lmr_group b, ob;
+  lmr_group_init(&b, 1, NULL);
+  lmr_group_init(&ob, 2, NULL);
+  lmr_pool_run_group(p, &b, ptrs, 4);
+  lmr_pool_run_group(p, &ob, &optr, 1);
   while (!atomic_load(&jobs[0].ran)) usleep(1000);
-  ASSERT_EQ(lmr_batch_wait_for(&b, 20 * 1000000LL), 0);  /* job 0 blocks */
-  lmr_pool_cancel(p, &b);
-  lmr_batch_wait(&b);
+  ASSERT_EQ(lmr_group_wait_for(&b, 20 * 1000000LL), 0);  /* job 0 blocks */
+  lmr_pool_cancel(p, 1);
+  lmr_group_wait(&b);
   ASSERT_EQ(atomic_load(&cancels), 1);  /* the one running job's worker */
   ASSERT_EQ(jobs[0].base.status, LMR_ECANCELED);
   for (int i = 1; i < 4; i++) {
     ASSERT_EQ(atomic_load(&jobs[i].ran), 0);
     ASSERT_EQ(jobs[i].base.status, LMR_ECANCELED);
   }
-  lmr_batch_wait(&ob);  /* another batch's job still runs */
+  lmr_group_wait(&ob);  /* another batch's job still runs */
   ASSERT_EQ(atomic_load(&other.ran), 1);
   ASSERT_EQ(other.base.status, LMR_OK);
-  ASSERT_EQ(lmr_batch_wait_for(&ob, 0), 1);
-  lmr_batch_destroy(&b);
-  lmr_batch_destroy(&ob);
+  ASSERT_EQ(lmr_group_wait_for(&ob, 0), 1);
+  lmr_group_destroy(&b);
+  lmr_group_destroy(&ob);
   lmr_pool_free(p);
   return 0;
 }

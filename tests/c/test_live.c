@@ -19,6 +19,7 @@
 
 #include "internal.h"
 #include "lmcache_redis.h"
+#include "live_server.h"
 #include "test.h"
 
 #define KEYS 3
@@ -27,44 +28,13 @@
 #define ROUNDS 25
 #define MAX_VALUE (3u << 20)
 
-static int free_port(void) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t n = sizeof a;
-  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-      getsockname(fd, (struct sockaddr *)&a, &n) != 0)
-    return -1;
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-static pid_t start_redis(int port) {
-  char p[16];
-  snprintf(p, sizeof p, "%d", port);
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null = open("/dev/null", O_WRONLY);  /* its start-up banner is noise here */
-    if (null >= 0) {
-      dup2(null, STDOUT_FILENO);
-      dup2(null, STDERR_FILENO);
-    }
-    execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
-    _exit(127);
-  }
-  return pid;
-}
-
 static int open_client(lmr_client **c, int port, int stripes) {
   lmr_config cfg;
   lmr_config_init(&cfg);
-  cfg.host = "127.0.0.1";
-  cfg.port = port;
   cfg.stripes = stripes;
   cfg.stripe_size = 256 * 1024;  /* several parts even for small values */
   cfg.connections = 4;
-  lmr_error err;
-  return lmr_client_open(c, &cfg, &err);
+  return live_open(c, &cfg, port);
 }
 
 /* A value of n bytes named by tag: 8-byte words tag*(i+1) ^ n. */
@@ -127,18 +97,13 @@ static void *reader(void *arg) {
 }
 
 TEST(racing_writers_and_readers) {
-  int port = free_port();
+  int port = live_free_port();
   ASSERT(port > 0);
-  pid_t pid = start_redis(port);
+  pid_t pid = live_start_redis(port);
   ASSERT(pid > 0);
   shared_state s = {0};
   static const int stripes[3] = {0, 1, 7};
-  int rc = LMR_ECONN;
-  for (int tries = 0; tries < 100 && rc != LMR_OK; tries++) {  /* until it listens */
-    usleep(50 * 1000);
-    rc = open_client(&s.clients[0], port, stripes[0]);
-  }
-  ASSERT_EQ(rc, LMR_OK);
+  ASSERT_EQ(open_client(&s.clients[0], port, stripes[0]), LMR_OK);
   for (int k = 1; k < 3; k++) ASSERT_EQ(open_client(&s.clients[k], port, stripes[k]), LMR_OK);
   atomic_init(&s.writers_left, WRITERS);
   atomic_init(&s.next_tag, 1);
@@ -170,8 +135,7 @@ TEST(racing_writers_and_readers) {
   free(buf);
   free(scratch);
   for (int k = 0; k < 3; k++) lmr_client_free(s.clients[k]);
-  kill(pid, SIGTERM);
-  waitpid(pid, NULL, 0);
+  live_stop_redis(pid, SIGTERM);
   return 0;
 }
 

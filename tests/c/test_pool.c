@@ -1,10 +1,13 @@
-/* The worker pool (pool.h) with dummy jobs and no network: batches from
+/* The worker pool (pool.h) with dummy jobs and no network: groups from
  * several threads, failing worker_init, shutdown with jobs queued, submit
- * after shutdown, and the interrupt hook. */
+ * after shutdown, the interrupt hook, two shutdowns racing, small jobs run
+ * together (run_many), and the signals a worker leaves unblocked. */
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "pool.h"
 #include "test.h"
@@ -140,11 +143,11 @@ static void *submit_loop(void *argp) {
       job_init(&jobs[i], run_count, NULL);
       ptrs[i] = &jobs[i].base;
     }
-    lmr_batch batch;
-    lmr_batch_init(&batch);
-    lmr_pool_submit(s->pool, &batch, ptrs, n);
-    lmr_batch_wait(&batch);
-    lmr_batch_destroy(&batch);
+    lmr_group batch;
+    lmr_group_init(&batch, 0, NULL);
+    lmr_pool_run_group(s->pool, &batch, ptrs, n);
+    lmr_group_wait(&batch);
+    lmr_group_destroy(&batch);
     for (int i = 0; i < n; i++)
       if (atomic_load(&jobs[i].runs) != 1 || jobs[i].base.status != LMR_OK ||
           jobs[i].bad_state)
@@ -209,13 +212,13 @@ TEST(init_failure) {
 /* ---- shutdown ---- */
 
 typedef struct {
-  lmr_batch *batch;
+  lmr_group *batch;
   atomic_int woke;
 } waiter;
 
 static void *wait_batch(void *argp) {
   waiter *w = argp;
-  lmr_batch_wait(w->batch);
+  lmr_group_wait(w->batch);
   atomic_store(&w->woke, 1);
   return NULL;
 }
@@ -237,9 +240,9 @@ TEST(shutdown_with_queued_jobs) {
     job_init(&jobs[i], i == 0 ? run_block : run_count, &ctx);
     ptrs[i] = &jobs[i].base;
   }
-  lmr_batch batch;
-  lmr_batch_init(&batch);
-  lmr_pool_submit(p, &batch, ptrs, N);
+  lmr_group batch;
+  lmr_group_init(&batch, 0, NULL);
+  lmr_pool_run_group(p, &batch, ptrs, N);
 
   /* Wait until the worker is stuck in job 0, so jobs 1.. stay queued. */
   pthread_mutex_lock(&ctx.mu);
@@ -260,7 +263,7 @@ TEST(shutdown_with_queued_jobs) {
     ASSERT_EQ(jobs[i].base.err.code, LMR_ECLOSED);
   }
   ASSERT_EQ(atomic_load(&ctx.finis), 1);  /* shutdown joined the worker */
-  lmr_batch_destroy(&batch);
+  lmr_group_destroy(&batch);
 
   lmr_pool_shutdown(p);  /* idempotent; free shuts down once more */
   lmr_pool_free(p);
@@ -270,16 +273,16 @@ TEST(shutdown_with_queued_jobs) {
   return 0;
 }
 
-/* A batch whose on_done hook counts its calls instead of waking a waiter. */
+/* A group whose on_done hook counts its calls instead of waking a waiter. */
 typedef struct {
-  lmr_batch b;  /* first: the hook casts back */
+  lmr_group b;  /* first: the hook casts back */
   atomic_int done_calls;
 } counted_batch;
 
-static void count_done(lmr_batch *b) { atomic_fetch_add(&((counted_batch *)b)->done_calls, 1); }
+static void count_done(lmr_group *b) { atomic_fetch_add(&((counted_batch *)b)->done_calls, 1); }
 
 /* After shutdown, submitted jobs complete at once with ECLOSED, unrun, and
- * the batch's on_done hook fires once. */
+ * the group's on_done hook fires once. */
 TEST(submit_after_shutdown) {
   enum { N = 5 };
   ctx_t ctx;
@@ -295,24 +298,23 @@ TEST(submit_after_shutdown) {
     job_init(&jobs[i], run_count, &ctx);
     ptrs[i] = &jobs[i].base;
   }
-  lmr_batch batch;
-  lmr_batch_init(&batch);
-  lmr_pool_submit(p, &batch, ptrs, N);
-  lmr_batch_wait(&batch);  /* returns: everything completed in submit */
-  lmr_batch_destroy(&batch);
+  lmr_group batch;
+  lmr_group_init(&batch, 0, NULL);
+  lmr_pool_run_group(p, &batch, ptrs, N);
+  lmr_group_wait(&batch);  /* returns: everything completed in submit */
+  lmr_group_destroy(&batch);
   for (int i = 0; i < N; i++) {
     ASSERT_EQ(atomic_load(&jobs[i].runs), 0);
     ASSERT_EQ(jobs[i].base.status, LMR_ECLOSED);
   }
 
   counted_batch cb;
-  lmr_batch_init(&cb.b);
-  cb.b.on_done = count_done;
+  lmr_group_init(&cb.b, 0, count_done);
   atomic_init(&cb.done_calls, 0);
   for (int i = 0; i < N; i++) job_init(&jobs[i], run_count, &ctx);
-  lmr_pool_submit(p, &cb.b, ptrs, N);
+  lmr_pool_run_group(p, &cb.b, ptrs, N);
   ASSERT_EQ(atomic_load(&cb.done_calls), 1);
-  lmr_batch_destroy(&cb.b);
+  lmr_group_destroy(&cb.b);
 
   lmr_pool_free(p);
   ctx_destroy(&ctx);
@@ -335,14 +337,13 @@ TEST(on_done_once) {
       ptrs[i] = &jobs[i].base;
     }
     counted_batch cb;
-    lmr_batch_init(&cb.b);
-    cb.b.on_done = count_done;
+    lmr_group_init(&cb.b, 0, count_done);
     atomic_init(&cb.done_calls, 0);
-    lmr_pool_submit(p, &cb.b, ptrs, N);
+    lmr_pool_run_group(p, &cb.b, ptrs, N);
     while (atomic_load(&cb.done_calls) == 0) sched_yield();
     for (int i = 0; i < N; i++) ASSERT_EQ(atomic_load(&jobs[i].runs), 1);
     ASSERT_EQ(atomic_load(&cb.done_calls), 1);
-    lmr_batch_destroy(&cb.b);
+    lmr_group_destroy(&cb.b);
   }
   lmr_pool_free(p);
   ctx_destroy(&ctx);
@@ -364,6 +365,148 @@ TEST(interrupt_each_worker) {
   return 0;
 }
 
+/* ---- two shutdowns racing ---- */
+
+/* Runs 300 ms whatever happens (a job that does not notice an interrupt). */
+static void run_slow(lmr_job *job, void *state) {
+  (void)state;
+  test_job *t = (test_job *)job;
+  atomic_fetch_add(&t->runs, 1);
+  usleep(300 * 1000);
+  job->status = LMR_OK;
+}
+
+typedef struct {
+  lmr_pool *pool;
+  ctx_t *ctx;
+  int finis_seen;  /* workers finished when this shutdown returned */
+} closer;
+
+static void *shut(void *arg) {
+  closer *c = arg;
+  lmr_pool_shutdown(c->pool);
+  c->finis_seen = atomic_load(&c->ctx->finis);
+  return NULL;
+}
+
+/* A second shutdown while the first still joins returns only once the
+ * workers are gone (it used to return at once: a close() racing another
+ * close() could free what workers still used). */
+TEST(second_shutdown_waits_for_the_first) {
+  ctx_t ctx;
+  ctx_init(&ctx, 0);
+  lmr_pool *p;
+  lmr_error err;
+  ASSERT_EQ(make_pool(&p, &ctx, 1, &err), LMR_OK);
+  test_job job;
+  job_init(&job, run_slow, &ctx);
+  lmr_job *ptr = &job.base;
+  lmr_group g;
+  lmr_group_init(&g, 0, NULL);
+  lmr_pool_run_group(p, &g, &ptr, 1);
+  while (atomic_load(&job.runs) == 0) usleep(1000);
+  closer a = {p, &ctx, -1}, b = {p, &ctx, -1};
+  pthread_t ta, tb;
+  ASSERT_EQ(pthread_create(&ta, NULL, shut, &a), 0);
+  usleep(50 * 1000);  /* a is joining the slow worker */
+  ASSERT_EQ(pthread_create(&tb, NULL, shut, &b), 0);
+  pthread_join(tb, NULL);
+  pthread_join(ta, NULL);
+  ASSERT_EQ(b.finis_seen, 1);
+  ASSERT_EQ(a.finis_seen, 1);
+  lmr_group_wait(&g);
+  lmr_group_destroy(&g);
+  lmr_pool_free(p);
+  ctx_destroy(&ctx);
+  return 0;
+}
+
+/* ---- signals ---- */
+
+static atomic_int segv_blocked, int_blocked;
+
+static void run_sigmask(lmr_job *job, void *state) {
+  (void)state;
+  sigset_t set;
+  pthread_sigmask(SIG_BLOCK, NULL, &set);
+  atomic_store(&segv_blocked, sigismember(&set, SIGSEGV) + sigismember(&set, SIGBUS) +
+                                  sigismember(&set, SIGFPE));
+  atomic_store(&int_blocked, sigismember(&set, SIGINT));
+  job->status = LMR_OK;
+}
+
+/* Workers block Ctrl-C and the like, never faults: a SIGSEGV on a worker
+ * must reach the process's handler (Python's faulthandler), not kill it
+ * silently. */
+TEST(workers_leave_faults_unblocked) {
+  ctx_t ctx;
+  ctx_init(&ctx, 0);
+  lmr_pool *p;
+  lmr_error err;
+  ASSERT_EQ(make_pool(&p, &ctx, 1, &err), LMR_OK);
+  atomic_store(&segv_blocked, -1);
+  test_job job;
+  job_init(&job, run_sigmask, &ctx);
+  lmr_job *ptr = &job.base;
+  lmr_group g;
+  lmr_group_init(&g, 0, NULL);
+  lmr_pool_run_group(p, &g, &ptr, 1);
+  lmr_group_wait(&g);
+  lmr_group_destroy(&g);
+  ASSERT_EQ(atomic_load(&segv_blocked), 0);
+  ASSERT_EQ(atomic_load(&int_blocked), 1);
+  lmr_pool_free(p);
+  ctx_destroy(&ctx);
+  return 0;
+}
+
+/* ---- run_many ---- */
+
+static atomic_int most_together;
+
+static void run_many_count(lmr_job **jobs, int n, void *state) {
+  int seen = atomic_load(&most_together);
+  while (n > seen && !atomic_compare_exchange_weak(&most_together, &seen, n)) {
+  }
+  for (int i = 0; i < n; i++) run_count(jobs[i], state);
+}
+
+/* Small jobs queued together are handed to a worker together, at most its
+ * share of the queue; each still runs exactly once. */
+TEST(small_jobs_run_together) {
+  enum { N = 40 };
+  ctx_t ctx;
+  ctx_init(&ctx, 0);
+  lmr_pool *p;
+  lmr_error err;
+  ASSERT_EQ(make_pool(&p, &ctx, 2, &err), LMR_OK);
+  static test_job jobs[N];
+  lmr_job *ptrs[N];
+  for (int i = 0; i < N; i++) {
+    job_init(&jobs[i], run_count, &ctx);
+    jobs[i].base.run_many = run_many_count;
+    ptrs[i] = &jobs[i].base;
+  }
+  atomic_store(&most_together, 0);
+  lmr_group g;
+  lmr_group_init(&g, 0, NULL);
+  lmr_pool_run_group(p, &g, ptrs, N);
+  lmr_group_wait(&g);
+  lmr_group_destroy(&g);
+  for (int i = 0; i < N; i++) {
+    ASSERT_EQ(atomic_load(&jobs[i].runs), 1);
+    ASSERT_EQ(jobs[i].base.status, LMR_OK);
+    ASSERT_EQ(jobs[i].bad_state, 0);
+  }
+  ASSERT(atomic_load(&most_together) > 1);
+  ASSERT(atomic_load(&most_together) <= N / 2);  /* the other worker's share is left */
+  lmr_pool_free(p);
+  ctx_destroy(&ctx);
+  return 0;
+}
+
 TEST_MAIN(TEST_ENTRY(many_batches), TEST_ENTRY(init_failure),
           TEST_ENTRY(shutdown_with_queued_jobs), TEST_ENTRY(submit_after_shutdown),
-          TEST_ENTRY(on_done_once), TEST_ENTRY(interrupt_each_worker))
+          TEST_ENTRY(on_done_once), TEST_ENTRY(interrupt_each_worker),
+          TEST_ENTRY(second_shutdown_waits_for_the_first),
+          TEST_ENTRY(workers_leave_faults_unblocked), TEST_ENTRY(small_jobs_run_together))

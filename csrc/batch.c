@@ -1,0 +1,500 @@
+/* Batches (lmcache_redis.h): many keys of one operation. Each key runs its
+ * plan (plan.h) round by round on the pool, every key's rounds in flight
+ * together, so a batch costs as many round trips as its deepest plan, not
+ * one per key; its first rounds are queued together, so that small jobs are
+ * pipelined (pool.h). One completion per batch: to the thread that waits
+ * for it (lmr_batch_run, and the single-key calls, each a batch of one) or
+ * to the client's completion queue, whose event fd wakes a poller
+ * (lmr_batch_submit, lmr_drain).
+ *
+ * Ownership: a batch (lmr__sub) and its per-key state are allocated at
+ * submission. A key's next round is queued by the thread that finished its
+ * last job (a worker), or its verdict recorded; the last key to finish
+ * completes the batch, and from then on it belongs to whoever takes the
+ * completion (the waiting thread, or lmr_drain), which frees it. `left`
+ * counts the keys still running plus one that the submitting thread holds
+ * while it queues the first rounds, so that the batch cannot complete (and
+ * be freed) under it.
+ *
+ * Cancellation: `cancelled` and the queuing of a round are serialised by
+ * the batch's `mu`, so a round is either queued before the cancel (and then
+ * lmr_pool_cancel, by the batch's id as tag, finds its jobs) or not at all.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+#include "plan.h"
+
+/* First rounds queued per lmr_pool_submit call. */
+#define QUEUE_CHUNK 256
+
+typedef struct {
+  lmr__sub *sub;
+  lmr_item *item;
+  lmr_op op;
+  lmr_plan plan;
+  lmr_group group;  /* the current round's jobs */
+} key_run;
+
+struct lmr__sub {
+  lmr_client *c;
+  uint64_t id;
+  lmr_plan_kind kind;
+  lmr_item *items;
+  size_t n;
+  key_run *keys;
+  atomic_size_t left;
+  int status;            /* on completion: the first failed item's code */
+  pthread_mutex_t mu;
+  int cancelled;
+  int waited;            /* a thread waits on cv for `done` (else: the queue) */
+  pthread_cond_t cv;
+  int done;
+  lmr__sub *prev, *next; /* in c->running, then c->done_head's list */
+};
+
+/* ---- completion ---- */
+
+static void wake(int fd) {
+  uint64_t one = 1;
+  /* Fails only if the counter would overflow: it is readable anyway. */
+  ssize_t k = write(fd, &one, sizeof one);
+  (void)k;
+}
+
+static void sub_free(lmr__sub *s) {
+  free(s->keys);
+  pthread_mutex_destroy(&s->mu);
+  if (s->waited) pthread_cond_destroy(&s->cv);
+  free(s);
+}
+
+static void sub_complete(lmr__sub *s) {
+  s->status = LMR_OK;
+  for (size_t i = 0; i < s->n && s->status == LMR_OK; i++) s->status = s->items[i].status;
+  free(s->keys);  /* no job of the batch is left anywhere */
+  s->keys = NULL;
+  if (s->waited) {
+    pthread_mutex_lock(&s->mu);
+    s->done = 1;
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);  /* the waiter frees s once this returns */
+    return;
+  }
+  lmr_client *c = s->c;
+  pthread_mutex_lock(&c->cq_mu);
+  if (s->prev != NULL) s->prev->next = s->next; else c->running = s->next;
+  if (s->next != NULL) s->next->prev = s->prev;
+  s->prev = s->next = NULL;
+  if (c->done_tail != NULL) c->done_tail->next = s; else c->done_head = s;
+  c->done_tail = s;
+  pthread_cond_broadcast(&c->cq_cv);
+  pthread_mutex_unlock(&c->cq_mu);  /* a drainer may free s from here on */
+  wake(c->event_fd);
+}
+
+static void release(lmr__sub *s) {
+  if (atomic_fetch_sub_explicit(&s->left, 1, memory_order_acq_rel) == 1) sub_complete(s);
+}
+
+/* Records the key's verdict (rc, and on success the plan's) in its item. */
+static void key_finished(key_run *k, int rc) {
+  lmr_item *it = k->item;
+  it->status = rc;
+  if (rc == LMR_OK) {
+    it->found = k->sub->kind == LMR_PLAN_SET ? 1 : k->plan.found;
+    it->value_len = k->sub->kind == LMR_PLAN_GET && k->plan.found ? k->plan.len : 0;
+  } else if (rc == LMR_ETOOBIG) {
+    it->value_len = it->err.needed;
+  }
+  lmr__plan_destroy(&k->plan);
+  release(k->sub);
+}
+
+/* ---- rounds ---- */
+
+static void round_done(lmr_group *g);
+
+/* Adds the key's current round to its group and to ptrs; returns how many. */
+static int prepare_round(key_run *k, lmr_job **ptrs) {
+  lmr_group_init(&k->group, k->sub->id, round_done);
+  for (int i = 0; i < k->plan.njobs; i++) {
+    lmr_group_add(&k->group, &k->plan.jobs[i].base);
+    ptrs[i] = &k->plan.jobs[i].base;
+  }
+  return k->plan.njobs;
+}
+
+/* Queues ptrs[0..n) unless the batch was cancelled or the pool is closing. */
+static int queue_jobs(lmr__sub *s, lmr_job **ptrs, int n) {
+  pthread_mutex_lock(&s->mu);
+  int rc = s->cancelled ? LMR_ECANCELED : lmr_pool_submit(s->c->pool, ptrs, n);
+  pthread_mutex_unlock(&s->mu);
+  return rc;
+}
+
+static int not_queued(key_run *k, int rc) {
+  return rc == LMR_ECANCELED ? lmr__err(&k->item->err, rc, "call was cancelled")
+                             : lmr__err(&k->item->err, rc, "client is closed");
+}
+
+static void queue_round(key_run *k) {
+  lmr_job *ptrs[LMR_MAX_STRIPES];
+  int n = prepare_round(k, ptrs);
+  int rc = queue_jobs(k->sub, ptrs, n);
+  if (rc != LMR_OK) key_finished(k, not_queued(k, rc));
+}
+
+/* A round's last job finished: the plan decides what comes next. */
+static void round_done(lmr_group *g) {
+  key_run *k = (key_run *)((char *)g - offsetof(key_run, group));
+  int rc = lmr__plan_next(&k->plan, &k->item->err);
+  if (rc == LMR_OK && k->plan.njobs > 0) queue_round(k);
+  else key_finished(k, rc);
+}
+
+/* ---- starting a batch ---- */
+
+static int check_item(lmr_plan_kind kind, const lmr_item *it, lmr_error *err) {
+  if (kind == LMR_PLAN_PING) return LMR_OK;
+  if (it->key == NULL || it->key_len == 0)
+    return lmr__err(err, LMR_EINVAL, "key must not be empty");
+  if (it->key_len > LMR_MAX_KEY_LEN)
+    return lmr__err(err, LMR_EINVAL, "key is %zu bytes; the limit is %u", it->key_len,
+                    LMR_MAX_KEY_LEN);
+  if ((kind == LMR_PLAN_GET || kind == LMR_PLAN_SET) && it->buf == NULL && it->len > 0)
+    return lmr__err(err, LMR_EINVAL, "buffer is NULL");
+  return LMR_OK;
+}
+
+/* Starts key k's plan: LMR_OK with its first round to queue, or its error. */
+static int start_key(lmr__sub *s, key_run *k, int64_t ttl_ms) {
+  lmr_client *c = s->c;
+  lmr_item *it = k->item;
+  lmr__err_clear(&it->err);
+  it->status = LMR_OK;
+  it->found = 0;
+  it->value_len = 0;
+  int rc = check_item(s->kind, it, &it->err);
+  if (rc != LMR_OK) return rc;
+  lmr__op_init(&k->op, it->key, it->key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
+  uint32_t count = 0;
+  uint64_t set_id = 0;
+  if (s->kind == LMR_PLAN_SET) {
+    k->op.src = it->buf;
+    k->op.len = it->len;
+    k->op.ttl_ms = ttl_ms;
+    count = lmr__client_stripes_for(c, it->len);
+    set_id = lmr__client_set_id(c);
+  } else if (s->kind == LMR_PLAN_GET) {
+    k->op.dst = it->buf;
+    k->op.cap = it->len;
+  }
+  return lmr__plan_start(&k->plan, s->kind, &k->op, count, set_id, &it->err);
+}
+
+/* Queues every key's first round, QUEUE_CHUNK keys per submission; keys
+ * that cannot start, or whose round cannot be queued, finish at once. */
+static void start_keys(lmr__sub *s, int64_t ttl_ms) {
+  lmr_job *ptrs[QUEUE_CHUNK];
+  key_run *chunk[QUEUE_CHUNK];
+  int nptrs = 0, nkeys = 0;
+  for (size_t i = 0; i <= s->n; i++) {
+    if (i < s->n) {
+      key_run *k = &s->keys[i];
+      k->sub = s;
+      k->item = &s->items[i];
+      int rc = start_key(s, k, ttl_ms);
+      if (rc != LMR_OK) {
+        key_finished(k, rc);
+        continue;
+      }
+      /* A first round is one job (HEAD, SET, DEL, PING). */
+      nptrs += prepare_round(k, ptrs + nptrs);
+      chunk[nkeys++] = k;
+      if (nkeys < QUEUE_CHUNK && i + 1 < s->n) continue;
+    }
+    if (nkeys == 0) continue;
+    int rc = queue_jobs(s, ptrs, nptrs);
+    for (int j = 0; rc != LMR_OK && j < nkeys; j++) key_finished(chunk[j], not_queued(chunk[j], rc));
+    nptrs = nkeys = 0;
+  }
+}
+
+static lmr_plan_kind plan_kind(lmr_batch_op op) {
+  switch (op) {
+    case LMR_BATCH_GET: return LMR_PLAN_GET;
+    case LMR_BATCH_SET: return LMR_PLAN_SET;
+    case LMR_BATCH_EXISTS: return LMR_PLAN_EXISTS;
+    case LMR_BATCH_DELETE: return LMR_PLAN_DELETE;
+  }
+  return LMR_PLAN_PING;
+}
+
+static int check_batch(lmr_client *c, int op, lmr_item *items, size_t n, int64_t ttl_ms,
+                       lmr_error *err) {
+  int rc = lmr__client_check_open(c, err);
+  if (rc != LMR_OK) return rc;
+  if (op < LMR_BATCH_GET || op > LMR_BATCH_DELETE)
+    return lmr__err(err, LMR_EINVAL, "unknown batch operation %d", op);
+  if (items == NULL && n > 0) return lmr__err(err, LMR_EINVAL, "items is NULL");
+  if (n > LMR_MAX_BATCH)
+    return lmr__err(err, LMR_EINVAL, "a batch holds at most %u keys, got %zu: split it",
+                    LMR_MAX_BATCH, n);
+  if (ttl_ms < 0) return lmr__err(err, LMR_EINVAL, "ttl must be positive");
+  return LMR_OK;
+}
+
+static lmr__sub *sub_new(lmr_client *c, lmr_plan_kind kind, lmr_item *items, size_t n,
+                         int waited, lmr_error *err) {
+  lmr__sub *s = calloc(1, sizeof *s);
+  key_run *keys = n > 0 ? calloc(n, sizeof *keys) : NULL;
+  if (s == NULL || (n > 0 && keys == NULL)) {
+    free(s);
+    free(keys);
+    lmr__err(err, LMR_ENOMEM, "out of memory for a batch of %zu keys", n);
+    return NULL;
+  }
+  s->c = c;
+  s->id = atomic_fetch_add_explicit(&c->batch_next, 1, memory_order_relaxed) + 1;
+  s->kind = kind;
+  s->items = items;
+  s->n = n;
+  s->keys = keys;
+  atomic_init(&s->left, n + 1);  /* + the submitter's hold */
+  pthread_mutex_init(&s->mu, NULL);
+  s->waited = waited;
+  if (waited) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cv, &attr);
+    pthread_condattr_destroy(&attr);
+  }
+  return s;
+}
+
+static void fail_items(lmr_item *items, size_t n, const lmr_error *err) {
+  for (size_t i = 0; i < n; i++) {
+    items[i].status = lmr__err_copy(&items[i].err, err);
+    items[i].found = 0;
+    items[i].value_len = 0;
+  }
+}
+
+static void cancel_sub(lmr__sub *s) {
+  pthread_mutex_lock(&s->mu);
+  s->cancelled = 1;
+  pthread_mutex_unlock(&s->mu);
+  lmr_pool_cancel(s->c->pool, s->id);
+}
+
+/* ---- waiting: the synchronous API ---- */
+
+/* This thread's cancel check (lmr_thread_set_cancel_check). */
+static _Thread_local lmr_cancel_check cancel_check;
+static _Thread_local void *cancel_ctx;
+
+void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx) {
+  cancel_check = check;
+  cancel_ctx = ctx;
+}
+
+/* Waits for s; with a cancel check on this thread, in slices with the
+ * check between them. Returns 1 if the check cancelled the batch. */
+static int wait_done(lmr__sub *s) {
+  lmr_cancel_check check = cancel_check;
+  void *ctx = cancel_ctx;
+  int cancelled = 0;
+  pthread_mutex_lock(&s->mu);
+  while (!s->done) {
+    if (check == NULL || cancelled) {
+      pthread_cond_wait(&s->cv, &s->mu);
+      continue;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_nsec += LMR_CANCEL_POLL_MS * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000L;
+    }
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &until) != ETIMEDOUT || s->done) continue;
+    pthread_mutex_unlock(&s->mu);
+    if (check(ctx)) {
+      cancel_sub(s);
+      cancelled = 1;
+    }
+    pthread_mutex_lock(&s->mu);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return cancelled;
+}
+
+/* Runs a batch of `kind` and waits for it (the synchronous calls). */
+static int run_batch(lmr_client *c, lmr_plan_kind kind, lmr_item *items, size_t n,
+                     int64_t ttl_ms, lmr_error *err) {
+  lmr__sub *s = sub_new(c, kind, items, n, 1, err);
+  if (s == NULL) {
+    fail_items(items, n, err);
+    return err->code;
+  }
+  start_keys(s, ttl_ms);
+  release(s);
+  int cancelled = wait_done(s);
+  int rc = cancelled ? LMR_ECANCELED : s->status;
+  if (cancelled) lmr__err(err, LMR_ECANCELED, "call was cancelled");
+  for (size_t i = 0; !cancelled && rc != LMR_OK && i < n; i++)
+    if (items[i].status == rc) {
+      lmr__err_copy(err, &items[i].err);
+      break;
+    }
+  sub_free(s);
+  return rc;
+}
+
+int lmr_batch_run(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n, int64_t ttl_ms,
+                  lmr_error *err) {
+  lmr__err_clear(err);
+  int rc = check_batch(c, (int)op, items, n, ttl_ms, err);
+  if (rc != LMR_OK) {
+    if (items != NULL && n <= LMR_MAX_BATCH) fail_items(items, n, err);
+    return rc;
+  }
+  return run_batch(c, plan_kind(op), items, n, ttl_ms, err);
+}
+
+/* ---- the completion queue ---- */
+
+int lmr_event_fd(lmr_client *c) { return c->event_fd; }
+
+int lmr_batch_submit(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n, int64_t ttl_ms,
+                     uint64_t *id, lmr_error *err) {
+  lmr__err_clear(err);
+  *id = 0;
+  int rc = check_batch(c, (int)op, items, n, ttl_ms, err);
+  if (rc != LMR_OK) return rc;
+  lmr__sub *s = sub_new(c, plan_kind(op), items, n, 0, err);
+  if (s == NULL) return err->code;
+  *id = s->id;
+  /* Listed before anything is queued: lmr_batch_cancel may look for it. */
+  pthread_mutex_lock(&c->cq_mu);
+  s->next = c->running;
+  if (c->running != NULL) c->running->prev = s;
+  c->running = s;
+  pthread_mutex_unlock(&c->cq_mu);
+  start_keys(s, ttl_ms);
+  release(s);  /* s may be complete, even drained and freed, from here on */
+  return LMR_OK;
+}
+
+size_t lmr_drain(lmr_client *c, lmr_completion *out, size_t max) {
+  /* Clear the fd first: a completion queued after this read writes it
+   * again, so none is left waiting with the fd quiet. */
+  uint64_t count;
+  ssize_t k = read(c->event_fd, &count, sizeof count);
+  (void)k;
+  pthread_mutex_lock(&c->cq_mu);
+  size_t taken = 0;
+  lmr__sub *list = c->done_head, *last = NULL;
+  while (taken < max && c->done_head != NULL) {
+    last = c->done_head;
+    c->done_head = last->next;
+    taken++;
+  }
+  if (c->done_head == NULL) c->done_tail = NULL;
+  int more = c->done_head != NULL;
+  pthread_mutex_unlock(&c->cq_mu);
+  if (more) wake(c->event_fd);
+  if (last != NULL) last->next = NULL;
+  for (size_t i = 0; i < taken; i++) {
+    lmr__sub *s = list;
+    list = s->next;
+    out[i] = (lmr_completion){.id = s->id, .status = s->status, .items = s->items, .n = s->n};
+    sub_free(s);
+  }
+  return taken;
+}
+
+static int is_running(lmr_client *c, uint64_t id, lmr__sub **found) {
+  for (lmr__sub *s = c->running; s != NULL; s = s->next)
+    if (s->id == id) {
+      if (found != NULL) *found = s;
+      return 1;
+    }
+  return 0;
+}
+
+int lmr_batch_cancel(lmr_client *c, uint64_t id) {
+  lmr__sub *s = NULL;
+  pthread_mutex_lock(&c->cq_mu);
+  if (!is_running(c, id, &s)) {
+    pthread_mutex_unlock(&c->cq_mu);
+    return 0;
+  }
+  /* s cannot complete while cq_mu is held: set the flag under it. */
+  pthread_mutex_lock(&s->mu);
+  s->cancelled = 1;
+  pthread_mutex_unlock(&s->mu);
+  pthread_mutex_unlock(&c->cq_mu);
+  lmr_pool_cancel(c->pool, id);  /* by tag: s itself may be gone already */
+  pthread_mutex_lock(&c->cq_mu);
+  while (is_running(c, id, NULL)) pthread_cond_wait(&c->cq_cv, &c->cq_mu);
+  pthread_mutex_unlock(&c->cq_mu);
+  return 1;
+}
+
+void lmr__batch_free_done(lmr_client *c) {
+  while (c->done_head != NULL) {
+    lmr__sub *s = c->done_head;
+    c->done_head = s->next;
+    sub_free(s);
+  }
+  c->done_tail = NULL;
+}
+
+/* ---- the single-key calls: batches of one ---- */
+
+int lmr_set(lmr_client *c, const void *key, size_t key_len, const void *buf, size_t len,
+            int64_t ttl_ms, lmr_error *err) {
+  lmr_item it = {.key = key, .key_len = key_len, .buf = (void *)buf, .len = len};
+  return lmr_batch_run(c, LMR_BATCH_SET, &it, 1, ttl_ms, err);
+}
+
+int lmr_get(lmr_client *c, const void *key, size_t key_len, void *buf, size_t cap,
+            int *found, size_t *len, lmr_error *err) {
+  lmr_item it = {.key = key, .key_len = key_len, .buf = buf, .len = cap};
+  int rc = lmr_batch_run(c, LMR_BATCH_GET, &it, 1, 0, err);
+  *found = rc == LMR_OK && it.found;
+  *len = *found ? (size_t)it.value_len : 0;
+  return rc;
+}
+
+static int run_flag(lmr_client *c, lmr_batch_op op, const void *key, size_t key_len,
+                    int *found, lmr_error *err) {
+  lmr_item it = {.key = key, .key_len = key_len};
+  int rc = lmr_batch_run(c, op, &it, 1, 0, err);
+  *found = rc == LMR_OK && it.found;
+  return rc;
+}
+
+int lmr_exists(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
+  return run_flag(c, LMR_BATCH_EXISTS, key, key_len, found, err);
+}
+
+int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found, lmr_error *err) {
+  return run_flag(c, LMR_BATCH_DELETE, key, key_len, found, err);
+}
+
+int lmr_ping(lmr_client *c, lmr_error *err) {
+  lmr__err_clear(err);
+  int rc = lmr__client_check_open(c, err);
+  if (rc != LMR_OK) return rc;
+  lmr_item it = {0};
+  return run_batch(c, LMR_PLAN_PING, &it, 1, 0, err);
+}

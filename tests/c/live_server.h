@@ -1,0 +1,65 @@
+/* For the C tests that talk to a real redis-server: a free port, a server
+ * started there (Debian's redis-server, on PATH), and a client opened once
+ * it listens. Header-only: each test is one executable. */
+#ifndef LMR_LIVE_SERVER_H
+#define LMR_LIVE_SERVER_H
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lmcache_redis.h"
+
+static int live_free_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t n = sizeof a;
+  if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &n) != 0)
+    return -1;
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+static pid_t live_start_redis(int port) {
+  char p[16];
+  snprintf(p, sizeof p, "%d", port);
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null = open("/dev/null", O_WRONLY);  /* its start-up banner is noise here */
+    if (null >= 0) {
+      dup2(null, STDOUT_FILENO);
+      dup2(null, STDERR_FILENO);
+    }
+    execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+           "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
+    _exit(127);
+  }
+  return pid;
+}
+
+static void live_stop_redis(pid_t pid, int sig) {
+  kill(pid, sig);
+  waitpid(pid, NULL, 0);
+}
+
+/* Opens a client of cfg (host and port set here), retrying for up to 5 s
+ * while the server starts. */
+static int live_open(lmr_client **c, lmr_config *cfg, int port) {
+  cfg->host = "127.0.0.1";
+  cfg->port = port;
+  lmr_error err;
+  int rc = LMR_ECONN;
+  for (int tries = 0; tries < 100 && rc != LMR_OK; tries++) {
+    rc = lmr_client_open(c, cfg, &err);
+    if (rc != LMR_OK) usleep(50 * 1000);
+  }
+  return rc;
+}
+
+#endif
