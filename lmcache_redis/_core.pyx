@@ -445,6 +445,14 @@ cdef class RedisClient:
     within about 50 ms (KeyboardInterrupt); the connections it was using
     are dropped and re-made on their next use.
 
+    Many keys go as one batch: ``get_many``, ``set_many``, ``exists_many``,
+    ``delete_many`` (and ``get_many_ptr``, ``set_many_ptr``) spread the
+    keys over every connection and give each key its own result
+    (BatchError when some failed). Or submit a batch without waiting
+    (``submit_batch_get`` ... returns an id) and collect it later with
+    ``drain_completions()`` when ``event_fd()`` is readable;
+    ``lmcache_redis.asyncio.RedisClient`` does so for an event loop.
+
     All connections are made (and authenticated) here: a wrong address or
     password raises at once. A connection that breaks later is re-made on
     the next call.
