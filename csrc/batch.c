@@ -360,6 +360,8 @@ static int run_batch(lmr_client *c, lmr_plan_kind kind, lmr_item *items, size_t 
 
 int lmr_batch_run(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n, int64_t ttl_ms,
                   lmr_error *err) {
+  lmr_error mine;
+  if (err == NULL) err = &mine;  /* the caller may not want the message */
   lmr__err_clear(err);
   int rc = check_batch(c, (int)op, items, n, ttl_ms, err);
   if (rc != LMR_OK) {
@@ -375,6 +377,8 @@ int lmr_event_fd(lmr_client *c) { return c->event_fd; }
 
 int lmr_batch_submit(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n, int64_t ttl_ms,
                      uint64_t *id, lmr_error *err) {
+  lmr_error mine;
+  if (err == NULL) err = &mine;
   lmr__err_clear(err);
   *id = 0;
   int rc = check_batch(c, (int)op, items, n, ttl_ms, err);
@@ -492,6 +496,8 @@ int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found, lmr_e
 }
 
 int lmr_ping(lmr_client *c, lmr_error *err) {
+  lmr_error mine;
+  if (err == NULL) err = &mine;
   lmr__err_clear(err);
   int rc = lmr__client_check_open(c, err);
   if (rc != LMR_OK) return rc;
