@@ -130,11 +130,15 @@ static int prepare_round(key_run *k, lmr_job **ptrs) {
   return k->plan.njobs;
 }
 
-/* Queues ptrs[0..n) unless the batch was cancelled or the pool is closing. */
+/* Queues ptrs[0..n) unless the batch was cancelled or the pool is closing.
+ * It holds the batch meanwhile: once queued, the jobs may run and finish
+ * the whole batch (and a drainer free it) before the unlock below. */
 static int queue_jobs(lmr__sub *s, lmr_job **ptrs, int n) {
+  atomic_fetch_add_explicit(&s->left, 1, memory_order_relaxed);
   pthread_mutex_lock(&s->mu);
   int rc = s->cancelled ? LMR_ECANCELED : lmr_pool_submit(s->c->pool, ptrs, n);
   pthread_mutex_unlock(&s->mu);
+  release(s);
   return rc;
 }
 
@@ -246,7 +250,7 @@ static int check_batch(lmr_client *c, int op, lmr_item *items, size_t n, int64_t
   if (n > LMR_MAX_BATCH)
     return lmr__err(err, LMR_EINVAL, "a batch holds at most %u keys, got %zu: split it",
                     LMR_MAX_BATCH, n);
-  if (ttl_ms < 0) return lmr__err(err, LMR_EINVAL, "ttl must be positive");
+  if (ttl_ms < 0) return lmr__err(err, LMR_EINVAL, "ttl must be >= 0 ms (0: no expiry)");
   return LMR_OK;
 }
 
@@ -380,6 +384,7 @@ int lmr_batch_submit(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n, 
   lmr_error mine;
   if (err == NULL) err = &mine;
   lmr__err_clear(err);
+  if (id == NULL) return lmr__err(err, LMR_EINVAL, "id is NULL: the batch's id goes there");
   *id = 0;
   int rc = check_batch(c, (int)op, items, n, ttl_ms, err);
   if (rc != LMR_OK) return rc;

@@ -48,7 +48,9 @@ void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
   job->kind = kind;
   job->integer = -1;
   job->stored_len = -1;
-  if (is_small(job)) job->base.run_many = lmr__key_jobs_run_many;
+  if (is_small(job))
+    job->base.run_many = kind == LMR_JOB_SET || kind == LMR_JOB_DEL ? lmr__key_writes_run_many
+                                                                   : lmr__key_reads_run_many;
 }
 
 static const char *kind_name(lmr_job_kind kind) {
@@ -412,18 +414,41 @@ static int send_all(lmr_key_job **jobs, int n, lmr_conn *conn, lmr_error *err) {
   return held ? lmr__conn_send(conn, &cmd, err) : LMR_OK;
 }
 
+/* Most times a run is sent again after its connection broke. */
+#define RESENDS 2
+
+/* Ends job k of a run whose connection broke at another job (err): a
+ * cancelled job as cancelled, a closed client as closed, anything else as
+ * a lost connection, since the command may or may not have run. */
+static void lost_with_run(lmr_key_job *job, const lmr_error *err) {
+  lmr_job *base = &job->base;
+  if (atomic_load(&base->cancelled))
+    base->status = lmr__err(&base->err, LMR_ECANCELED, "call was cancelled");
+  else if (err->code == LMR_ECLOSED)
+    base->status = lmr__err_copy(&base->err, err);
+  else
+    base->status = lmr__err(&base->err, LMR_ECONN,
+                            "connection lost before the reply to %s (%s)", kind_name(job->kind),
+                            err->msg);
+}
+
 /* A run of small jobs on one connection: every command sent, then every
- * reply read in order, so the run costs about one round trip. A stream
- * failure fails the jobs whose replies were lost with it; a connection the
- * reply handling closed on purpose (a HEAD whose two replies disagree) is
- * re-made and the jobs after it are sent again. A running run
- * is not cancelled mid-way (its jobs end soon by themselves); jobs
- * cancelled before it started are not sent. */
-void lmr__key_jobs_run_many(lmr_job **base, int n, void *worker_state) {
-  lmr_conn *conn = worker_state;
+ * reply read in order, so the run costs about one round trip.
+ *
+ * Reads (HEAD, PING, CONFIG) and writes (SET, DEL) never share a run (two
+ * run_many functions), because a run may be sent again: a HEAD whose two
+ * replies disagree closes the connection on purpose (a stray reply may be
+ * coming), and the jobs after it go again on a fresh one; and when the
+ * connection breaks (a cancel cut it, the server went, a reply timed out),
+ * the reads not yet answered go again, at most RESENDS times. Writes are
+ * not repeated: after a break, those not answered fail (they may or may
+ * not have run). A cancel (lmr_pool_cancel) cuts the connection of a run
+ * holding any of the cancelled jobs. */
+static void run_many(lmr_job **base, int n, lmr_conn *conn, int may_resend) {
   lmr_key_job *todo[LMR_POOL_RUN_MAX];
-  int left = 0;
+  int left = 0, breaks = 0;
   for (int i = 0; i < n; i++) todo[left++] = (lmr_key_job *)base[i];
+  conn->cancel = NULL;  /* errors stay as they were: sorted out below */
   while (left > 0) {
     int m = 0;
     int64_t deadline = INT64_MAX, limit = 0;
@@ -442,7 +467,7 @@ void lmr__key_jobs_run_many(lmr_job **base, int n, void *worker_state) {
       rc = send_all(todo, m, conn, &err);
     }
     if (rc != LMR_OK) {
-      for (int i = 0; i < m; i++) todo[i]->base.status = lmr__err_copy(&todo[i]->base.err, &err);
+      for (int i = 0; i < m; i++) lost_with_run(todo[i], &err);
       return;
     }
     left = 0;
@@ -452,13 +477,29 @@ void lmr__key_jobs_run_many(lmr_job **base, int n, void *worker_state) {
       conn->deadline = job->op->deadline;
       job->base.status = handle_reply(job, conn);
       if (conn->fd >= 0) continue;
-      if (job->base.status != LMR_OK) {  /* the stream broke: the rest's replies are lost */
-        for (int k = i + 1; k < m; k++)
-          todo[k]->base.status = lmr__err_copy(&todo[k]->base.err, &job->base.err);
-        return;
+      if (job->base.status == LMR_OK) {  /* closed on purpose: the rest go again */
+        for (int k = i + 1; k < m; k++) todo[left++] = todo[k];
+        break;
       }
-      for (int k = i + 1; k < m; k++) todo[left++] = todo[k];  /* sent again, fresh */
+      /* The stream broke at job i: its error is its own unless a cancel
+       * cut the connection; the replies after it are lost. */
+      err = job->base.err;
+      int cut = 0;
+      for (int k = i; k < m; k++) cut |= atomic_load(&todo[k]->base.cancelled);
+      int again = may_resend && breaks++ < RESENDS;
+      for (int k = cut ? i : i + 1; k < m; k++) {
+        if (again && !atomic_load(&todo[k]->base.cancelled)) todo[left++] = todo[k];
+        else lost_with_run(todo[k], &err);
+      }
       break;
     }
   }
+}
+
+void lmr__key_reads_run_many(lmr_job **jobs, int n, void *worker_state) {
+  run_many(jobs, n, worker_state, 1);
+}
+
+void lmr__key_writes_run_many(lmr_job **jobs, int n, void *worker_state) {
+  run_many(jobs, n, worker_state, 0);
 }

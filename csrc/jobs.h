@@ -76,7 +76,10 @@ void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind);
 /* The pool's run() for key jobs; worker_state is the worker's lmr_conn. */
 void lmr__key_job_run(lmr_job *job, void *worker_state);
-/* The pool's run_many() for small key jobs: pipelined on one connection. */
-void lmr__key_jobs_run_many(lmr_job **jobs, int n, void *worker_state);
+/* The pool's run_many() for small key jobs, pipelined on one connection:
+ * reads (HEAD, PING, CONFIG) and writes (SET, DEL) apart, since a run of
+ * reads may be sent again. */
+void lmr__key_reads_run_many(lmr_job **jobs, int n, void *worker_state);
+void lmr__key_writes_run_many(lmr_job **jobs, int n, void *worker_state);
 
 #endif

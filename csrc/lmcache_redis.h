@@ -188,7 +188,8 @@ typedef struct {
  * single-key calls: lmr_thread_set_cancel_check). ttl_ms: set's expiry (0:
  * none). Returns LMR_OK when every item succeeded (a miss is a success),
  * else the first failed item's code, its message in err; a problem with
- * the batch itself (closed client, n too large) fails every item. */
+ * the batch itself (a closed client, a bad argument) fails every item,
+ * except n > LMR_MAX_BATCH, which touches none. */
 int lmr_batch_run(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n,
                   int64_t ttl_ms, lmr_error *err);
 
@@ -202,7 +203,8 @@ int lmr_event_fd(lmr_client *c);
  * been drained. Exactly one completion per id follows, whatever happens
  * (a connection lost, the server gone, the timeout passed, the client
  * closed: those items fail). Fails without an id, and no completion, only
- * when the client is already closed or the arguments are invalid. */
+ * when the client is already closed, an argument is invalid, or memory for
+ * the batch's bookkeeping runs out. */
 int lmr_batch_submit(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n,
                      int64_t ttl_ms, uint64_t *id, lmr_error *err);
 
@@ -218,7 +220,9 @@ typedef struct {
 size_t lmr_drain(lmr_client *c, lmr_completion *out, size_t max);
 
 /* Cancels the submitted batch `id`: its queued commands never run, its
- * running ones are cut short (their connections re-made), and once no
+ * running ones are cut short (their connections re-made; small reads of
+ * other batches pipelined with them are sent again, small writes fail
+ * with LMR_ECONN), and once no
  * worker touches its items or buffers any more it returns 1. Its
  * completion is still delivered (items cut short: LMR_ECANCELED; a set
  * may or may not have stored, whole). 0 when `id` has already completed

@@ -317,13 +317,15 @@ void lmr_pool_cancel(lmr_pool *p, uint64_t tag) {
     }
   }
   for (int i = 0; i < p->nthreads; i++) {
+    int hit = 0;
     for (int k = 0; k < p->nrunning[i]; k++) {
       lmr_job *job = p->running[i][k];
       if (job->group->tag != tag) continue;
       atomic_store(&job->cancelled, 1);
-      if (p->nrunning[i] == 1 && p->cfg.worker_cancel != NULL && p->states[i] != NULL)
-        p->cfg.worker_cancel(p->cfg.ctx, p->states[i]);
+      hit = 1;
     }
+    if (hit && p->cfg.worker_cancel != NULL && p->states[i] != NULL)
+      p->cfg.worker_cancel(p->cfg.ctx, p->states[i]);
   }
   pthread_mutex_unlock(&p->mu);
   while (unrun != NULL) {

@@ -88,10 +88,10 @@ void lmr_group_wait(lmr_group *g);
 /* Waits at most timeout_ns for g; 1 when every job has finished, else 0. */
 int lmr_group_wait_for(lmr_group *g, int64_t timeout_ns);
 /* Gives up on every group tagged `tag`: their queued jobs complete at once
- * with LMR_ECANCELED, unrun; their running ones get `cancelled` set and,
- * when they run alone (not in a run_many, whose small jobs end soon by
- * themselves), their workers worker_cancel. The caller still waits for its
- * groups, which then end soon; only then are the jobs the caller's again. */
+ * with LMR_ECANCELED, unrun; their running ones get `cancelled` set and
+ * their workers worker_cancel (a run_many sorts out its other jobs). The
+ * caller still waits for its groups, which then end soon; only then are
+ * the jobs the caller's again. */
 void lmr_pool_cancel(lmr_pool *p, uint64_t tag);
 
 /* Fails queued jobs with LMR_ECLOSED, interrupts running ones, joins all

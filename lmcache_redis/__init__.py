@@ -37,9 +37,11 @@ except ModuleNotFoundError as _exc:  # a source tree without the built extension
         name="lmcache_redis._core") from _exc
 from lmcache_redis.exceptions import (
     AuthenticationError,
+    BatchError,
     BufferTooSmallError,
     ClientClosedError,
     ConnectionError,
+    OperationCancelledError,
     ProtocolError,
     RedisError,
     ResponseError,
@@ -58,6 +60,8 @@ __all__ = [
     "ProtocolError",
     "BufferTooSmallError",
     "ClientClosedError",
+    "OperationCancelledError",
+    "BatchError",
     "MAX_STRIPES",
     "MAX_CONNECTIONS",
     "MAX_KEY_LEN",

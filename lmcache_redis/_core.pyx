@@ -4,7 +4,10 @@
 from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_CheckBuffer, PyObject_GetBuffer)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from libc.stdint cimport int64_t, uintptr_t
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
+from libc.string cimport memset
 
 from lmcache_redis._lmr cimport *
 
@@ -14,7 +17,8 @@ import os
 import threading
 import time
 
-from lmcache_redis.exceptions import TimeoutError, error_from_code
+from lmcache_redis.exceptions import (ClientClosedError, TimeoutError, batch_error,
+                                      error_from_code)
 from lmcache_redis._url import parse_url
 
 MAX_STRIPES = LMR_MAX_STRIPES
@@ -112,49 +116,56 @@ cdef int64_t ttl_ms(object ttl) except -2:
     return max(1, <int64_t>math.ceil(ttl * 1000))
 
 
-cdef get_view(object buffer, Py_buffer *view, bint writable, str call):
+cdef get_view(object buffer, Py_buffer *view, bint writable, str call,
+              str sig="key, buffer", str name="buffer"):
+    """Takes a C-contiguous view of buffer (writable for reads); the errors
+    name the call, its arguments (sig) and the argument (name: "buffer",
+    "buffers[3]")."""
     if not PyObject_CheckBuffer(buffer):
         hint = ""
         if call == "get" and buffer is None:
             hint = f"; or call get(key) alone for a new bytes object"
-        raise TypeError(f"{call}(key, buffer): buffer must support the buffer protocol "
+        raise TypeError(f"{call}({sig}): {name} must support the buffer protocol "
                         f"(bytes, bytearray, memoryview, numpy array, ...), not "
                         f"{type(buffer).__name__}{hint}")
     try:
         PyObject_GetBuffer(buffer, view,
                            PyBUF_C_CONTIGUOUS | (PyBUF_WRITABLE if writable else 0))
     except (BufferError, ValueError) as e:  # numpy raises ValueError
-        raise ValueError(buffer_problem(buffer, writable, call, e)) from None
+        raise ValueError(buffer_problem(buffer, writable, call, e, sig, name)) from None
 
 
-cdef str buffer_problem(object buffer, bint writable, str call, object e):
+cdef str buffer_problem(object buffer, bint writable, str call, object e,
+                        str sig, str name):
     """Says what is wrong with a buffer that PyObject_GetBuffer refused, and
     the fix."""
-    name = type(buffer).__name__
+    where = f"{call}({sig}): {name} ({type(buffer).__name__})"
     try:
         m = memoryview(buffer)
         readonly, contiguous = m.readonly, m.c_contiguous
         m.release()
     except Exception:
-        return f"{call}(key, buffer): buffer ({name}) was refused: {e}"
+        return f"{where} was refused: {e}"
     if writable and readonly:
-        return (f"{call}(key, buffer): buffer ({name}) is read-only; pass a writable one "
-                f"(bytearray, numpy array), or call get(key) alone for a new bytes object")
+        return (f"{where} is read-only; pass a writable one (bytearray, numpy array)"
+                + (", or call get(key) alone for a new bytes object" if call == "get"
+                   else ""))
     if not contiguous:
-        return (f"{call}(key, buffer): buffer ({name}) is not C-contiguous (a slice with "
+        return (f"{where} is not C-contiguous (a slice with "
                 f"a step, a transposed array); pass a contiguous one, e.g. "
-                f"np.ascontiguousarray(buffer)" + (" and copy the result back" if writable
-                                                    else ""))
-    return f"{call}(key, buffer): buffer ({name}) was refused: {e}"
+                f"np.ascontiguousarray({name})" + (" and copy the result back" if writable
+                                                   else ""))
+    return f"{where} was refused: {e}"
 
 
-cdef check_range(object address, object nbytes):
+cdef check_range(object address, object nbytes, str where="", str aname="address",
+                 str nname="nbytes"):
     if nbytes < 0:
-        raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        raise ValueError(f"{where}{nname} must be >= 0, got {nbytes}")
     if address < 0 or address > <uintptr_t>-1:
-        raise ValueError(f"address {address:#x} is not a valid pointer")
+        raise ValueError(f"{where}{aname} {address:#x} is not a valid pointer")
     if address == 0 and nbytes > 0:
-        raise ValueError("address is NULL")
+        raise ValueError(f"{where}{aname} is NULL")
 
 
 # ---- converting the constructor's arguments to the C configuration ----------
@@ -207,7 +218,6 @@ cdef object path_or_none(object value, str name):
 
 cdef lmr_client *open_client(lmr_client *c) except NULL:
     if c == NULL:
-        from lmcache_redis.exceptions import ClientClosedError
         raise ClientClosedError("client is not open (RedisClient.__init__ did not run or failed)")
     return c
 
@@ -216,6 +226,208 @@ _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 # How many times get(key) without a buffer reads again when the value's
 # length changed between learning it and reading it.
 _GET_ATTEMPTS = 4
+
+
+# ---- batches: the C items, and the Python objects they point into ------------
+#
+# A batch's items live in C memory (one PyMem_Malloc block: a batch_rec header,
+# then the n items, then for buffer forms the n Py_buffer views), and point
+# into the keys' bytes objects (held by one list, rec.keys) and the views.
+# A synchronous batch frees its block when lmr_batch_run returns. A submitted
+# one is linked into its client's list of outstanding batches (rec.prev/next)
+# until its completion is drained, which finds the block again from the
+# completion's items pointer; the client's __dealloc__ frees the blocks of
+# completions never drained, after lmr_client_free has joined the workers.
+# The views and key objects are held through C references only, so no
+# garbage collection (of a cycle holding the client) can release a view while
+# a worker may still write into it.
+
+cdef struct batch_rec:
+    uint64_t magic       # BATCH_MAGIC while the block is allocated
+    batch_rec *prev      # the client's outstanding batches (submitted ones)
+    batch_rec *next
+    lmr_item *items      # the n items, just after this header
+    Py_buffer *views     # buffer forms: n views after the items; else NULL
+    size_t nviews        # views held: views[0..nviews)
+    size_t n
+    PyObject *keys       # a list of the keys' bytes (a reference), or NULL
+    int op               # lmr_batch_op
+
+cdef enum:
+    BATCH_MAGIC = 0x6c6d7262  # "lmrb"
+    DRAIN_CHUNK = 64          # completions taken from the C queue per lmr_drain
+
+
+cdef batch_rec *rec_alloc(int op, size_t n, bint with_views) except NULL:
+    cdef size_t size = sizeof(batch_rec) + n * sizeof(lmr_item)
+    if with_views:
+        size += n * sizeof(Py_buffer)
+    cdef batch_rec *rec = <batch_rec *>PyMem_Malloc(size)
+    if rec == NULL:
+        raise MemoryError(f"no memory for a batch of {n} keys")
+    memset(rec, 0, sizeof(batch_rec) + n * sizeof(lmr_item))
+    rec.magic = BATCH_MAGIC
+    rec.items = <lmr_item *>(rec + 1)
+    rec.views = <Py_buffer *>(rec.items + n) if with_views else NULL
+    rec.n = n
+    rec.op = op
+    return rec
+
+
+cdef void rec_free(batch_rec *rec) noexcept:
+    """Releases the views, drops the keys and frees the block. The GIL is
+    held; no worker may touch the batch any more."""
+    cdef size_t i
+    for i in range(rec.nviews):
+        PyBuffer_Release(&rec.views[i])
+    cdef PyObject *keys = rec.keys
+    rec.magic = 0
+    PyMem_Free(rec)
+    Py_XDECREF(keys)
+
+
+cdef batch_rec *rec_of(lmr_item *items) noexcept:
+    """The block whose items these are (a completion's), or NULL when they
+    are not one of ours."""
+    if items == NULL:
+        return NULL
+    cdef batch_rec *rec = (<batch_rec *>items) - 1
+    if rec.magic != BATCH_MAGIC or rec.items != items:
+        return NULL
+    return rec
+
+
+cdef list as_list(object seq, str name, str call, str sig):
+    """The sequence argument `name` as a list; one key or one buffer given
+    where a sequence of them belongs is refused."""
+    if name == "keys" and isinstance(seq, (str, bytes)):
+        raise TypeError(f"{call}({sig}): keys must be a sequence of keys (list, tuple), "
+                        f"not one {type(seq).__name__}")
+    if name == "buffers" and PyObject_CheckBuffer(seq):
+        m = memoryview(seq)
+        ndim = m.ndim
+        m.release()
+        if ndim <= 1:
+            raise TypeError(f"{call}({sig}): buffers must be a sequence of buffers, one per "
+                            f"key, not one {type(seq).__name__}")
+    if isinstance(seq, list):
+        return <list>seq
+    try:
+        return list(seq)
+    except TypeError:
+        raise TypeError(f"{call}({sig}): {name} must be a sequence, not "
+                        f"{type(seq).__name__}") from None
+
+
+cdef batch_rec *new_batch(int op, object keys, object buffers, object addresses, object sizes,
+                          str call, str sig) except NULL:
+    """Checks a batch's arguments and builds its block: keys only (buffers
+    and addresses None), buffers (a view of each, writable for get), or
+    raw memory (addresses and sizes). Raises for the first bad argument,
+    naming it."""
+    cdef list k = as_list(keys, "keys", call, sig)
+    cdef list b = None, a = None, z = None
+    cdef size_t n = len(k)
+    if buffers is not None:
+        b = as_list(buffers, "buffers", call, sig)
+        if len(b) != n:
+            raise ValueError(f"{call}({sig}): keys and buffers differ in length: "
+                             f"{n} keys, {len(b)} buffers")
+    elif addresses is not None:
+        a = as_list(addresses, "addresses", call, sig)
+        z = as_list(sizes, "sizes", call, sig)
+        if len(a) != n or len(z) != n:
+            raise ValueError(f"{call}({sig}): keys, addresses and sizes differ in length: "
+                             f"{n} keys, {len(a)} addresses, {len(z)} sizes")
+    if n > LMR_MAX_BATCH:
+        raise ValueError(f"{call}({sig}): at most {LMR_MAX_BATCH} keys per batch, got {n}")
+    cdef batch_rec *rec = rec_alloc(op, n, b is not None)
+    cdef list kept = []
+    cdef bytes kb
+    cdef size_t i
+    cdef str where = f"{call}({sig}): "
+    try:
+        rec.keys = <PyObject *>kept
+        Py_INCREF(kept)
+        for i in range(n):
+            key = k[i]
+            if isinstance(key, str):
+                kb = (<str>key).encode("utf-8")
+            elif isinstance(key, bytes):
+                kb = <bytes>key
+            else:
+                raise TypeError(f"{where}keys[{i}] must be str or bytes, not "
+                                f"{type(key).__name__}")
+            kept.append(kb)
+            rec.items[i].key = PyBytes_AS_STRING(kb)
+            rec.items[i].key_len = len(kb)
+        if b is not None:
+            for i in range(n):
+                get_view(b[i], &rec.views[i], op == LMR_BATCH_GET, call, sig, f"buffers[{i}]")
+                rec.nviews = i + 1
+                rec.items[i].buf = rec.views[i].buf
+                rec.items[i].len = rec.views[i].len
+        elif a is not None:
+            for i in range(n):
+                try:
+                    address = operator.index(a[i])
+                except TypeError:
+                    raise TypeError(f"{where}addresses[{i}] must be an int, not "
+                                    f"{type(a[i]).__name__}") from None
+                try:
+                    nbytes = operator.index(z[i])
+                except TypeError:
+                    raise TypeError(f"{where}sizes[{i}] must be an int, not "
+                                    f"{type(z[i]).__name__}") from None
+                check_range(address, nbytes, where, f"addresses[{i}]", f"sizes[{i}]")
+                if nbytes > <size_t>-1:
+                    raise ValueError(f"{where}sizes[{i}] = {nbytes} is out of range")
+                rec.items[i].buf = <void *><uintptr_t>address
+                rec.items[i].len = <size_t>nbytes
+    except BaseException:
+        rec_free(rec)
+        raise
+    return rec
+
+
+cdef object item_result(int op, lmr_item *it):
+    """One key's result: what the single-key call returns, or the exception
+    it would raise."""
+    if it.status == LMR_OK:
+        if op == LMR_BATCH_GET:
+            return it.value_len if it.found else None
+        if op == LMR_BATCH_SET:
+            return True
+        return it.found != 0
+    message = (it.err.msg.decode("utf-8", "replace") if it.err.msg[0] != 0
+               else lmr_strerror(it.status).decode("ascii"))
+    needed = 0
+    if it.status == LMR_ETOOBIG:
+        needed = it.value_len if it.value_len != 0 else it.err.needed
+    return error_from_code(lmr_code_name(it.status).decode("ascii"), message, needed)
+
+
+cdef list rec_results(batch_rec *rec):
+    cdef size_t i
+    return [item_result(rec.op, &rec.items[i]) for i in range(rec.n)]
+
+
+cdef int pending_error() except -1:
+    """Raises the exception already set (KeyboardInterrupt from the cancel
+    check), if any."""
+    if PyErr_Occurred_ptr() != NULL:
+        return -1
+    return 0
+
+
+def _uninitialized_bytes(Py_ssize_t n):
+    """Private, for lmcache_redis.asyncio's get(key): a new bytes object of
+    n bytes, not yet filled, and its address. The caller fills it (a get
+    into that address) before sharing it, as bytes objects are built."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n)
+    return out, <uintptr_t>PyBytes_AS_STRING(out)
 
 
 cdef class RedisClient:
@@ -232,6 +444,14 @@ cdef class RedisClient:
     one client may be shared by many threads. Ctrl-C interrupts a call
     within about 50 ms (KeyboardInterrupt); the connections it was using
     are dropped and re-made on their next use.
+
+    Many keys go as one batch: ``get_many``, ``set_many``, ``exists_many``,
+    ``delete_many`` (and ``get_many_ptr``, ``set_many_ptr``) spread the
+    keys over every connection and give each key its own result
+    (BatchError when some failed). Or submit a batch without waiting
+    (``submit_batch_get`` ... returns an id) and collect it later with
+    ``drain_completions()`` when ``event_fd()`` is readable;
+    ``lmcache_redis.asyncio.RedisClient`` does so for an event loop.
 
     All connections are made (and authenticated) here: a wrong address or
     password raises at once. A connection that breaks later is re-made on
@@ -281,6 +501,7 @@ cdef class RedisClient:
     """
 
     cdef lmr_client *_c
+    cdef batch_rec *_batches  # submitted, not yet drained (see batch_rec)
     cdef str _host
     cdef int _port
     cdef object _unix_socket_path
@@ -300,6 +521,7 @@ cdef class RedisClient:
 
     def __cinit__(self, *args, **kwargs):
         self._c = NULL
+        self._batches = NULL
 
     def __init__(self, host="localhost", port=6379, *, stripes=None,
                  stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4, timeout=10.0,
@@ -491,13 +713,25 @@ cdef class RedisClient:
         return self._ssl_server_name
 
     def __dealloc__(self):
+        # lmr_client_free joins the workers first: only then are the views
+        # of batches whose completions were never drained released.
         if self._c != NULL:
             lmr_client_free(self._c)
             self._c = NULL
+        cdef batch_rec *rec = self._batches
+        cdef batch_rec *next_rec
+        self._batches = NULL
+        while rec != NULL:
+            next_rec = rec.next
+            rec_free(rec)
+            rec = next_rec
 
     def close(self):
         """Stops the workers and closes every connection. Calls in flight on
         other threads fail with ClientClosedError; later calls too.
+        Submitted batches still in flight complete (their cut-short keys with
+        ClientClosedError): once close() returns no worker touches any
+        caller's buffer, and drain_completions() still collects them.
         Idempotent."""
         if self._c != NULL:
             with nogil:
@@ -725,3 +959,259 @@ cdef class RedisClient:
         return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "bytes_copied": s.bytes_copied, "commands": s.commands,
                 "reconnects": s.reconnects}
+
+    # ---- batches: many keys per call ------------------------------------------
+
+    cdef list _run(self, batch_rec *rec, int64_t ms, str call, object keys):
+        """Runs a batch and waits for it (GIL released, Ctrl-C cancels it on
+        the main thread); frees rec. Returns the per-key results, or raises
+        BatchError when a key failed."""
+        cdef lmr_client *c = self._c
+        cdef lmr_error err
+        cdef int rc = LMR_OK
+        cdef list results
+        cdef int op = rec.op
+        try:
+            if c == NULL or lmr_client_closed(c):
+                open_client(c)
+                raise ClientClosedError(f"{call}: the client is closed")
+            arm_cancel()
+            with nogil:
+                rc = lmr_batch_run(c, <lmr_batch_op>op, rec.items, rec.n, ms, &err)
+            if rc == LMR_ECANCELED:
+                pending_error()  # KeyboardInterrupt
+            results = rec_results(rec)
+        finally:
+            rec_free(rec)
+        if rc != LMR_OK:
+            error = batch_error(call, keys, results, op == LMR_BATCH_SET)
+            if error is None:  # the batch failed without a failed key
+                raise_error(&err)
+            raise error
+        return results
+
+    cdef uint64_t _submit(self, batch_rec *rec, int64_t ms) except 0:
+        """Submits a batch and returns its id; its block stays in the
+        outstanding list until drain_completions takes its completion, or
+        is freed here when the submission failed (no completion follows)."""
+        cdef lmr_client *c = self._c
+        cdef lmr_error err
+        cdef uint64_t batch_id = 0
+        cdef int rc
+        cdef int op = rec.op
+        if c == NULL:
+            rec_free(rec)
+            open_client(c)
+        # Linked before the submission: once submitted, another thread's
+        # drain may take (and free) it before lmr_batch_submit returns here,
+        # so it is not touched after.
+        rec.prev = NULL
+        rec.next = self._batches
+        if self._batches != NULL:
+            self._batches.prev = rec
+        self._batches = rec
+        with nogil:
+            rc = lmr_batch_submit(c, <lmr_batch_op>op, rec.items, rec.n, ms, &batch_id, &err)
+        if rc != LMR_OK:
+            self._unlink(rec)
+            rec_free(rec)
+            raise_error(&err)
+        return batch_id
+
+    cdef void _unlink(self, batch_rec *rec) noexcept:
+        if rec.prev != NULL:
+            rec.prev.next = rec.next
+        else:
+            self._batches = rec.next
+        if rec.next != NULL:
+            rec.next.prev = rec.prev
+        rec.prev = rec.next = NULL
+
+    def get_many(self, keys, buffers):
+        """Reads the values under ``keys`` (str or bytes each) into
+        ``buffers`` (one writable C-contiguous buffer per key, as for
+        get(key, buffer)), all in one batch: the keys' reads spread over
+        every connection and run together, the GIL released throughout.
+
+        Returns a list with one entry per key: the value's length in bytes,
+        or None on a miss (whose buffer's contents are unspecified).
+        Raises BatchError when any key failed (e.g. a value longer than its
+        buffer: BufferTooSmallError with ``needed`` in ``results`` at its
+        index); the other keys were read, and their results are in its
+        ``results``. Ctrl-C cancels the whole batch (KeyboardInterrupt)."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, buffers, None, None,
+                                        "get_many", "keys, buffers")
+        return self._run(rec, 0, "get_many", keys)
+
+    def set_many(self, keys, buffers, *, ttl=None):
+        """Stores each of ``buffers`` (any C-contiguous buffer) under its key
+        of ``keys``, all in one batch, sent straight from the buffers (don't
+        modify them while set_many runs). ``ttl``: seconds until every value
+        expires (None: never). Returns None.
+
+        Raises BatchError when any key failed: its ``stored`` lists the keys
+        that were stored, ``errors`` the others (not stored, or possibly
+        stored: a cut-short set stores the old value or the new one,
+        whole)."""
+        cdef int64_t ms = ttl_ms(ttl)
+        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, buffers, None, None,
+                                        "set_many", "keys, buffers")
+        self._run(rec, ms, "set_many", keys)
+
+    def exists_many(self, keys):
+        """exists() for each of ``keys`` in one batch (pipelined: a round
+        trip carries many keys). Returns a list of bools; raises BatchError
+        when any key failed."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_EXISTS, keys, None, None, None,
+                                        "exists_many", "keys")
+        return self._run(rec, 0, "exists_many", keys)
+
+    def delete_many(self, keys):
+        """delete() for each of ``keys`` in one batch. Returns a list of
+        bools (True: the key existed); raises BatchError when any key
+        failed."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_DELETE, keys, None, None, None,
+                                        "delete_many", "keys")
+        return self._run(rec, 0, "delete_many", keys)
+
+    def get_many_ptr(self, keys, addresses, sizes):
+        """get_many into raw memory: key i's value goes to ``sizes[i]``
+        bytes at integer ``addresses[i]`` (e.g. ``tensor.data_ptr()``),
+        which must stay valid and writable until get_many_ptr returns.
+        Returns and raises as get_many."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, None, addresses, sizes,
+                                        "get_many_ptr", "keys, addresses, sizes")
+        return self._run(rec, 0, "get_many_ptr", keys)
+
+    def set_many_ptr(self, keys, addresses, sizes, *, ttl=None):
+        """set_many from raw memory: key i's value is the ``sizes[i]`` bytes
+        at integer ``addresses[i]``, which must stay valid and unchanged
+        until set_many_ptr returns. Returns and raises as set_many."""
+        cdef int64_t ms = ttl_ms(ttl)
+        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, None, addresses, sizes,
+                                        "set_many_ptr", "keys, addresses, sizes")
+        self._run(rec, ms, "set_many_ptr", keys)
+
+    # ---- submit / drain: batches nobody waits for -----------------------------
+
+    def event_fd(self):
+        """The file descriptor (an eventfd, owned by the client) that is
+        readable while completed batches wait for drain_completions(): poll
+        it (select, epoll, ``loop.add_reader``), never read or close it. It
+        stays readable until every waiting completion was drained, so no
+        wake-up is lost."""
+        cdef int fd = lmr_event_fd(open_client(self._c))
+        if fd < 0:
+            raise OSError(f"the client has no event fd ({fd})")
+        return fd
+
+    def submit_batch_get(self, keys, buffers):
+        """Starts get_many(keys, buffers) and returns its id (an int > 0) at
+        once: submitting never waits for the network, and raises only for
+        its own arguments or a closed client. The client keeps the buffers
+        (their views) until the batch's completion is drained; don't touch
+        them before. Exactly one completion per id follows, whatever
+        happens; drain_completions() returns it, with per key the length
+        read, None (a miss) or the exception."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, buffers, None, None,
+                                        "submit_batch_get", "keys, buffers")
+        return self._submit(rec, 0)
+
+    def submit_batch_set(self, keys, buffers, *, ttl=None):
+        """Starts set_many(keys, buffers, ttl=ttl) and returns its id (see
+        submit_batch_get). Keep the buffers unchanged until it is drained;
+        its results: True (stored) or the exception, per key."""
+        cdef int64_t ms = ttl_ms(ttl)
+        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, buffers, None, None,
+                                        "submit_batch_set", "keys, buffers")
+        return self._submit(rec, ms)
+
+    def submit_batch_exists(self, keys):
+        """Starts exists_many(keys) and returns its id (see
+        submit_batch_get); its results: a bool or the exception, per key."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_EXISTS, keys, None, None, None,
+                                        "submit_batch_exists", "keys")
+        return self._submit(rec, 0)
+
+    def submit_batch_delete(self, keys):
+        """Starts delete_many(keys) and returns its id (see
+        submit_batch_get); its results: a bool (the key existed) or the
+        exception, per key."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_DELETE, keys, None, None, None,
+                                        "submit_batch_delete", "keys")
+        return self._submit(rec, 0)
+
+    def submit_batch_get_ptr(self, keys, addresses, sizes):
+        """Starts get_many_ptr(keys, addresses, sizes) and returns its id
+        (see submit_batch_get). The memory must stay valid and writable
+        until the completion is drained (or cancel_batch returned)."""
+        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, None, addresses, sizes,
+                                        "submit_batch_get_ptr", "keys, addresses, sizes")
+        return self._submit(rec, 0)
+
+    def submit_batch_set_ptr(self, keys, addresses, sizes, *, ttl=None):
+        """Starts set_many_ptr(keys, addresses, sizes, ttl=ttl) and returns
+        its id (see submit_batch_get). The memory must stay valid and
+        unchanged until the completion is drained."""
+        cdef int64_t ms = ttl_ms(ttl)
+        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, None, addresses, sizes,
+                                        "submit_batch_set_ptr", "keys, addresses, sizes")
+        return self._submit(rec, ms)
+
+    def drain_completions(self):
+        """Takes every completed batch waiting (never blocks) and returns a
+        list of ``(id, results)``, oldest first, with one result per key:
+        get: the length read, None (a miss) or an exception; set: True or
+        an exception; exists and delete: a bool or an exception
+        (BufferTooSmallError with ``needed``, ConnectionError,
+        TimeoutError, ClientClosedError, OperationCancelledError, ...).
+        The batches' buffers are released here. Works after close() too,
+        for the completions close() left."""
+        cdef lmr_client *c = open_client(self._c)
+        cdef lmr_completion out[DRAIN_CHUNK]
+        cdef size_t got, i
+        cdef batch_rec *rec
+        cdef list done = []
+        first_error = None
+        while True:
+            got = lmr_drain(c, out, DRAIN_CHUNK)
+            for i in range(got):
+                rec = rec_of(out[i].items)
+                if rec == NULL:
+                    if first_error is None:
+                        first_error = SystemError(
+                            f"drain_completions: completion {out[i].id} carries items that "
+                            f"no submitted batch of this client owns")
+                    continue
+                self._unlink(rec)
+                try:
+                    done.append((out[i].id, rec_results(rec)))
+                except BaseException as e:  # MemoryError: free the rest, then raise
+                    if first_error is None:
+                        first_error = e
+                finally:
+                    rec_free(rec)
+            if got < DRAIN_CHUNK:
+                break
+        if first_error is not None:
+            raise first_error
+        return done
+
+    def cancel_batch(self, batch_id):
+        """Cancels the submitted batch ``batch_id``: its keys not yet sent
+        never are, those in flight are cut short (their connections
+        re-made). Returns True once no worker touches the batch's buffers
+        any more (within milliseconds), False when it had already completed
+        (or never existed). Its completion is still drained later, its
+        cut-short keys failed with OperationCancelledError: a cancelled get
+        left its buffer's contents unspecified, a cancelled set stored the
+        old value or the new one, whole."""
+        cdef lmr_client *c = open_client(self._c)
+        batch_id = operator.index(batch_id)
+        if not 0 < batch_id < 2**64:
+            return False
+        cdef uint64_t b = batch_id
+        cdef int r
+        with nogil:
+            r = lmr_batch_cancel(c, b)
+        return r == 1

@@ -75,12 +75,48 @@ cdef extern from "lmcache_redis.h" nogil:
     int lmr_delete(lmr_client *c, const void *key, size_t key_len, int *found,
                    lmr_error *err)
     int lmr_ping(lmr_client *c, lmr_error *err)
-    void lmr_client_stats(const lmr_client *c, lmr_stats *out)
+
+    # ---- batches: many keys per call ----
+    ctypedef enum lmr_batch_op:
+        LMR_BATCH_GET
+        LMR_BATCH_SET
+        LMR_BATCH_EXISTS
+        LMR_BATCH_DELETE
+
+    ctypedef struct lmr_item:
+        const void *key
+        size_t key_len
+        void *buf
+        size_t len
+        int status
+        int found
+        uint64_t value_len
+        lmr_error err
+
+    enum:
+        LMR_MAX_BATCH
+
+    int lmr_batch_run(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n,
+                      int64_t ttl_ms, lmr_error *err)
+    int lmr_event_fd(lmr_client *c)
+    int lmr_batch_submit(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n,
+                         int64_t ttl_ms, uint64_t *id, lmr_error *err)
+
+    ctypedef struct lmr_completion:
+        uint64_t id
+        int status
+        lmr_item *items
+        size_t n
+
+    size_t lmr_drain(lmr_client *c, lmr_completion *out, size_t max)
+    int lmr_batch_cancel(lmr_client *c, uint64_t id)
 
     ctypedef int (*lmr_cancel_check)(void *ctx) noexcept
     enum:
         LMR_CANCEL_POLL_MS
     void lmr_thread_set_cancel_check(lmr_cancel_check check, void *ctx)
+
+    void lmr_client_stats(const lmr_client *c, lmr_stats *out)
 
 
 cdef extern from "stripe.h" nogil:

@@ -16,6 +16,8 @@ __all__ = [
     "ProtocolError",
     "BufferTooSmallError",
     "ClientClosedError",
+    "OperationCancelledError",
+    "BatchError",
 ]
 
 
@@ -64,6 +66,62 @@ class ClientClosedError(RedisError):
     """The client was closed before or during the operation."""
 
 
+class OperationCancelledError(RedisError):
+    """The operation was cancelled before it finished: a submitted batch's
+    key cut short by ``cancel_batch`` (or by a cancelled asyncio await).
+    A cancelled get left its buffer's contents unspecified; a cancelled set
+    stored the old value or the new one, whole."""
+
+
+class BatchError(RedisError):
+    """Some keys of a batch (``get_many``, ``set_many``, ...) failed; the
+    others succeeded.
+
+    ``results``: one entry per key, in order: what that key would have
+    returned (the length read or None for get_many, True for set_many, a
+    bool for exists_many and delete_many), or the exception for that key
+    (BufferTooSmallError with ``needed`` for a value longer than its
+    buffer, ConnectionError, TimeoutError, ClientClosedError, ...).
+    ``errors``: the failed keys (as given) -> their exception.
+    ``stored``: for set_many, the keys that were stored (the others were
+    not, or may have been: they are in ``errors``); None for the others.
+    """
+
+    def __init__(self, message: str, results: list, errors: dict,
+                 stored: "list | None" = None):
+        super().__init__(message)
+        self.results = results
+        self.errors = errors
+        self.stored = stored
+
+    def __reduce__(self):
+        return (type(self), (str(self), self.results, self.errors, self.stored))
+
+
+# How many failed keys a BatchError's message names.
+_NAMED_KEYS = 3
+
+
+def batch_error(call: str, keys, results: list, is_set: bool = False) -> "BatchError | None":
+    """The BatchError for a finished batch whose per-key ``results`` hold an
+    exception for each failed key, or None when none failed. ``call`` names
+    the call ("get_many") in the message; ``keys`` are the keys as given."""
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    if not failed:
+        return None
+    keys = list(keys)
+    errors = {keys[i]: results[i] for i in failed}
+    stored = [k for k, r in zip(keys, results) if r is True] if is_set else None
+    named = ", ".join(repr(keys[i]) for i in failed[:_NAMED_KEYS])
+    more = f" and {len(failed) - _NAMED_KEYS} more" if len(failed) > _NAMED_KEYS else ""
+    first = results[failed[0]]
+    message = (f"{call}: {len(failed)} of {len(results)} keys failed ({named}{more}); "
+               f"first error: {type(first).__name__}: {first}")
+    if is_set:
+        message += f"; {len(stored)} stored (see .stored)"
+    return BatchError(message, results, errors, stored)
+
+
 # C error code name -> exception class; EINVAL and ENOMEM map to builtins.
 _BY_CODE = {
     "EINVAL": ValueError,
@@ -74,6 +132,7 @@ _BY_CODE = {
     "ERESPONSE": ResponseError,
     "EAUTH": AuthenticationError,
     "ECLOSED": ClientClosedError,
+    "ECANCELED": OperationCancelledError,
 }
 
 

@@ -1,0 +1,299 @@
+"""The asyncio face (issue #10): lmcache_redis.asyncio.RedisClient, built on
+the submit/drain surface and loop.add_reader. Many gets in flight at once,
+verified byte for byte; a cancelled await never lets the library write into
+its buffer afterwards; the loop keeps running while a gigabyte moves; the
+results and exceptions are the sync client's."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+import lmcache_redis
+from lmcache_redis import (BatchError, BufferTooSmallError, ClientClosedError,
+                           ConnectionError)
+from lmcache_redis.asyncio import RedisClient
+
+MiB = 1 << 20
+HANG = 60.0  # a guard against a hang, never a timing assertion
+
+
+def _shifted_values(count: int, size: int, seed: int):
+    """count distinct values of `size` bytes as overlapping views of one
+    array (value i starts 8 * i bytes in), so 64 x 32 MiB take 32 MiB."""
+    base = np.random.default_rng(seed).integers(0, 256, size + 8 * count, dtype=np.uint8)
+    return [base[8 * i:8 * i + size] for i in range(count)]
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, HANG))
+
+
+def test_gather_64_gets_of_32_mib(redis_server, key) -> None:
+    count, size = 64, 32 * MiB
+    keys = [f"{key}:{i}" for i in range(count)]
+    values = _shifted_values(count, size, 1)
+    out = np.zeros((count, size), dtype=np.uint8)  # 2 GiB
+
+    async def main():
+        async with RedisClient(redis_server.host, redis_server.port) as c:
+            await c.set_many(keys, values)
+            lengths = await asyncio.gather(*[c.get(k, out[i]) for i, k in enumerate(keys)])
+            assert lengths == [size] * count
+            assert await c.delete_many(keys) == [True] * count
+
+    run(main())
+    for i in range(count):
+        assert np.array_equal(out[i], values[i]), i
+
+
+def test_one_key_calls_and_their_errors(redis_server, key) -> None:
+    async def main():
+        async with RedisClient.from_url(redis_server.url, connections=2) as c:
+            assert c.client.connections == 2 and not c.closed
+            assert await c.set(key, b"hello", ttl=60) is None
+            assert await c.get(key) == b"hello"
+            buf = bytearray(10)
+            assert await c.get(key, buf) == 5 and buf[:5] == b"hello"
+            assert await c.exists(key) is True
+            with pytest.raises(BufferTooSmallError) as info:
+                await c.get(key, bytearray(2))
+            assert info.value.needed == 5
+            await c.set(key, b"")
+            assert await c.get(key) == b"" and await c.get(key, buf) == 0
+            assert await c.delete(key) is True and await c.delete(key) is False
+            assert await c.get(key) is None and await c.get(key, buf) is None
+            assert await c.exists(key) is False
+            big = os.urandom(5 * MiB)
+            await c.set(key, big)
+            assert await c.get(key) == big
+            with pytest.raises(TypeError, match="key"):
+                await c.get(3)
+            with pytest.raises(ValueError, match="read-only"):
+                await c.get(key, b"read-only")
+            await c.delete(key)
+        assert c.closed
+        with pytest.raises(ClientClosedError):
+            await c.get(key, buf)
+        await c.aclose()  # idempotent
+
+    run(main())
+
+
+def test_many_key_calls_and_their_errors(redis_server, key) -> None:
+    keys = [f"{key}:{i}" for i in range(5)]
+    values = [os.urandom(n) for n in (0, 10, 1000, MiB, 3 * MiB)]
+
+    async def main():
+        async with RedisClient(redis_server.host, redis_server.port) as c:
+            await c.set_many(keys, values, ttl=60)
+            outs = [bytearray(3 * MiB) for _ in keys]
+            assert await c.get_many(keys, outs) == [len(v) for v in values]
+            assert all(o[:len(v)] == v for o, v in zip(outs, values))
+            assert await c.exists_many(keys + ["nope"]) == [True] * 5 + [False]
+            small = [bytearray(100) for _ in keys]
+            with pytest.raises(BatchError) as info:
+                await c.get_many(iter(keys), small)  # any iterable of keys
+            e = info.value
+            assert e.results[:2] == [0, 10]
+            assert [k for k in e.errors] == keys[2:]
+            assert e.results[3].needed == MiB
+            block = np.zeros(4 * MiB, dtype=np.uint8)
+            sizes = [len(v) for v in values]
+            addresses = [block.ctypes.data + i * 800 * 1024 for i in range(5)]
+            src = np.frombuffer(values[3], dtype=np.uint8)
+            await c.set_many_ptr(keys[3:4], [src.ctypes.data], [MiB])
+            assert await c.get_many_ptr(keys[:3], addresses[:3], sizes[:3]) == sizes[:3]
+            assert block[800 * 1024:800 * 1024 + 10].tobytes() == values[1]
+            with pytest.raises(ValueError, match="differ in length"):
+                await c.get_many(keys, outs[:2])
+            assert await c.delete_many(keys) == [True] * 5
+
+    run(main())
+
+
+def test_cancelled_get_many_never_writes_afterwards(make_own_server) -> None:
+    server = make_own_server()
+    count, size = 8, 16 * MiB
+    keys = [f"c{i}" for i in range(count)]
+    values = _shifted_values(count, size, 2)
+    outs = np.zeros((count, size), dtype=np.uint8)
+
+    async def main(stall: bool):
+        # timeout=5: what a cancel on a stalled server costs while the C
+        # core waits for it (test_batch.py, test_cancel_cuts_short_...).
+        async with RedisClient(server.host, server.port, timeout=5) as c:
+            await c.set_many(keys, values)
+            if stall:
+                os.kill(server.pid, signal.SIGSTOP)
+            try:
+                task = asyncio.ensure_future(c.get_many(keys, outs))
+                await asyncio.sleep(0.1 if stall else 0.002)
+                task.cancel()
+                try:
+                    await task
+                    cancelled = False  # live: it may have finished first
+                except asyncio.CancelledError:
+                    cancelled = True
+                outs[:] = 0x77  # the caller owns its buffer again
+                assert cancelled or not stall
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            await asyncio.sleep(0.3)
+            assert (outs == 0x77).all(), "written after the cancelled await returned"
+            # The client works on; the cancelled batch's completion was
+            # drained and dropped.
+            assert await c.get_many(keys[:2], outs[:2]) == [size, size]
+            assert np.array_equal(outs[1], values[1])
+            assert c._pending == {}
+
+    run(main(stall=True))
+    run(main(stall=False))
+
+
+def test_cancelled_get_without_buffer(make_own_server) -> None:
+    server = make_own_server()
+
+    async def main():
+        async with RedisClient(server.host, server.port, timeout=20) as c:
+            await c.set("k", os.urandom(8 * MiB))
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(c.get("k"), 0.2)
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert len(await c.get("k")) == 8 * MiB
+
+    run(main())
+
+
+def test_loop_keeps_running_during_a_1_gb_batch(redis_server, key) -> None:
+    count, size = 32, 32 * MiB
+    keys = [f"{key}:{i}" for i in range(count)]
+    values = _shifted_values(count, size, 3)
+    outs = np.zeros((count, size), dtype=np.uint8)  # 1 GiB
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.001)
+            ticks += 1
+
+    async def main():
+        async with RedisClient(redis_server.host, redis_server.port) as c:
+            t = asyncio.ensure_future(ticker())
+            await asyncio.sleep(0.01)
+            before = ticks
+            await c.set_many(keys, values)
+            during_set = ticks - before
+            before = ticks
+            assert await c.get_many(keys, outs) == [size] * count
+            during_get = ticks - before
+            t.cancel()
+            await c.delete_many(keys)
+            return during_set, during_get
+
+    during_set, during_get = run(main())
+    # Behaviour, not timing: the loop ran many times while each batch moved.
+    assert during_set > 10 and during_get > 10, (during_set, during_get)
+    assert np.array_equal(outs[count - 1], values[count - 1])
+
+
+def test_aclose_completes_calls_in_flight(make_own_server) -> None:
+    server = make_own_server()
+
+    async def main():
+        c = RedisClient(server.host, server.port, timeout=20)
+        await c.set_many(["a", "b"], [b"1" * MiB, b"2" * MiB])
+        outs = [bytearray(MiB) for _ in range(4)]
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            tasks = [asyncio.ensure_future(c.get("a", outs[0])),
+                     asyncio.ensure_future(c.get_many(["a", "b"], outs[1:3])),
+                     asyncio.ensure_future(c.exists("b"))]
+            await asyncio.sleep(0.1)
+            await c.aclose()
+            for o in outs:
+                o[:] = b"\x11" * MiB
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(results[0], ClientClosedError)
+        assert isinstance(results[1], BatchError)
+        assert all(isinstance(e, ClientClosedError) for e in results[1].errors.values())
+        assert isinstance(results[2], ClientClosedError)
+        await asyncio.sleep(0.2)
+        assert all(o == b"\x11" * MiB for o in outs)
+        assert c.closed and c._pending == {}
+        with pytest.raises(ClientClosedError):
+            await c.exists("a")
+
+    run(main())
+
+
+def test_server_gone_raises_connection_error(own_server) -> None:
+    async def main():
+        async with RedisClient(own_server.host, own_server.port, timeout=5) as c:
+            await c.set("k", b"v")
+            own_server.kill()
+            with pytest.raises(ConnectionError):
+                await c.get("k")
+            with pytest.raises(BatchError) as info:
+                await c.exists_many(["k", "j"])
+            assert all(isinstance(e, ConnectionError) for e in info.value.errors.values())
+            own_server.restart()
+            assert await c.exists("k") is False
+
+    run(main())
+
+
+def test_one_client_many_loops_in_turn(redis_server, key) -> None:
+    c = RedisClient(redis_server.host, redis_server.port)
+
+    async def use(value: bytes):
+        await c.set(key, value)
+        return await c.get(key)
+
+    assert asyncio.run(use(b"one")) == b"one"
+    assert asyncio.run(use(b"two")) == b"two"  # a new loop after the first closed
+
+    async def finish():
+        await c.delete(key)
+        await c.aclose()
+
+    asyncio.run(finish())
+    assert "lmcache_redis.asyncio.RedisClient(" in repr(c)
+
+
+def test_the_module_is_documented() -> None:
+    import lmcache_redis.asyncio as aio
+
+    assert "cancel" in aio.__doc__ and "add_reader" in aio.__doc__
+    assert "unspecified" in RedisClient.__doc__
+    for name in ("get", "set", "exists", "delete", "get_many", "set_many", "exists_many",
+                 "delete_many", "get_many_ptr", "set_many_ptr", "aclose", "from_url"):
+        assert getattr(RedisClient, name).__doc__, name
+        if name not in ("aclose", "from_url"):
+            assert asyncio.iscoroutinefunction(getattr(RedisClient, name)), name
+    assert lmcache_redis.OperationCancelledError.__doc__
+
+
+def test_readme_asyncio_example_runs(redis_server, key) -> None:
+    import subprocess
+    import sys
+
+    from test_batch import readme_block
+
+    code = readme_block("asyncio", redis_server.host, redis_server.port, key)
+    out = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    with lmcache_redis.RedisClient(redis_server.host, redis_server.port) as c:
+        assert c.delete_many([f"{key}-{i}" for i in range(8)]) == [True] * 8
