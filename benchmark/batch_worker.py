@@ -104,7 +104,7 @@ class Batch:
 
 # --- the clients: set(keys, batch), get(keys, batch) -> per key its length
 # (or the bytes read), exists(keys) -> list of bools; each call is one whole
-# batch (an asyncio client's returns an awaitable, which run() awaits).
+# batch (an asyncio client's returns an awaitable: repeat() and once() await it).
 
 class Client:
     label = ""
@@ -124,11 +124,19 @@ class Client:
     def close(self) -> None:
         pass
 
-    def run(self, call: Callable[[], Any]) -> tuple[Any, Optional[float]]:
-        """``call()``'s result, and the loop's worst lag during it (None:
-        no loop). An asyncio client's methods return awaitables, which
-        ``run`` awaits on its loop."""
-        return call(), None
+    def repeat(self, count: int, call: Callable[[int], Any], tally: "Tally") -> None:
+        """``call(rep)`` for rep in range(count), each timed into ``tally``
+        (which also runs the untimed steps around each)."""
+        for rep in range(count):
+            tally.before(rep)
+            tally.start()
+            result = call(rep)
+            tally.stop(None)
+            tally.after(rep, result)
+
+    def once(self, call: Callable[[], Any]) -> Any:
+        """``call()`` untimed (an asyncio client's awaitable, awaited)."""
+        return call()
 
 
 class OursSync(Client):
@@ -175,34 +183,47 @@ class AsyncClient(Client):
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
 
-    def run(self, call):
-        async def timed():
-            worst = [0.0]
+    def repeat(self, count, call, tally):
+        """As Client.repeat, all in one run of the loop, with a ticker task
+        beside: while a call is awaited, the longest gap between the
+        ticker's wake-ups (less its 1 ms sleep) is the loop's worst lag
+        during that call. The untimed steps between calls (INFO, zeroing,
+        checking) block the loop and are not counted."""
+        state = dict(active=False, last=0.0, worst=0.0)
 
-            async def ticker():
-                last = time.perf_counter()
-                try:
-                    while True:
-                        await asyncio.sleep(TICK_S)
-                        now = time.perf_counter()
-                        worst[0] = max(worst[0], now - last - TICK_S)
-                        last = now
-                except asyncio.CancelledError:
-                    worst[0] = max(worst[0], time.perf_counter() - last - TICK_S)
-                    raise
+        async def ticker():
+            while True:
+                await asyncio.sleep(TICK_S)
+                now = time.perf_counter()
+                if state["active"]:
+                    state["worst"] = max(state["worst"], now - state["last"] - TICK_S)
+                state["last"] = now
 
+        async def all_reps():
             task = asyncio.ensure_future(ticker())
-            await asyncio.sleep(0)  # the ticker starts before the call does
+            await asyncio.sleep(0)  # the ticker is running before the first call
             try:
-                result = await call()
+                for rep in range(count):
+                    tally.before(rep)
+                    tally.start()
+                    state.update(active=True, last=time.perf_counter(), worst=0.0)
+                    result = await call(rep)
+                    now = time.perf_counter()
+                    state["active"] = False
+                    tally.stop(max(state["worst"], now - state["last"] - TICK_S, 0.0))
+                    tally.after(rep, result)
             finally:
                 task.cancel()
                 try:
                     await task
                 except asyncio.CancelledError:
                     pass
-            return result, max(worst[0], 0.0)
-        return self.loop.run_until_complete(timed())
+        self.loop.run_until_complete(all_reps())
+
+    def once(self, call):
+        async def await_it():
+            return await call()
+        return self.loop.run_until_complete(await_it())
 
 
 class OursAsyncio(AsyncClient):
@@ -394,6 +415,45 @@ class Server:
         bench_common._resp_command(self.sock, "FLUSHALL")
 
 
+class Tally:
+    """One row's timed calls summed: wall and this process's CPU seconds,
+    the server's CPU seconds (INFO before and after each call, untimed),
+    and each call's loop lag; with the untimed steps around each call."""
+
+    def __init__(self, server: Server, before: Optional[Callable[[int], None]],
+                 after: Optional[Callable[[int, Any], None]]) -> None:
+        self.server, self._before, self._after = server, before, after
+        self.wall = self.cpu = 0.0
+        self.server_cpu: Optional[float] = 0.0
+        self.lags: list[float] = []
+
+    def before(self, rep: int) -> None:
+        if self._before is not None:
+            self._before(rep)
+        self._s0 = self.server.cpu()
+
+    def start(self) -> None:
+        self._c0 = time.process_time()
+        self._t0 = time.perf_counter()
+
+    def stop(self, lag: Optional[float]) -> None:
+        t1 = time.perf_counter()
+        c1 = time.process_time()
+        self.wall += t1 - self._t0
+        self.cpu += c1 - self._c0
+        if lag is not None:
+            self.lags.append(lag)
+
+    def after(self, rep: int, result: Any) -> None:
+        s1 = self.server.cpu()
+        if self.server_cpu is None or self._s0 is None or s1 is None:
+            self.server_cpu = None
+        else:
+            self.server_cpu += s1 - self._s0
+        if self._after is not None:
+            self._after(rep, result)
+
+
 def run_cell(client: Client, server: Server, cell: dict) -> list[dict]:
     size, n, reps = cell["size"], cell["n"], cell["reps"]
     values = bench_common.StampedValues(size)
@@ -406,46 +466,27 @@ def run_cell(client: Client, server: Server, cell: dict) -> list[dict]:
     rows = []
 
     def timed(op: str, count: int, call: Callable[[int], Any],
-              before: Optional[Callable[[], None]] = None,
+              before: Optional[Callable[[int], None]] = None,
               after: Optional[Callable[[int, Any], None]] = None) -> None:
-        wall = cpu = 0.0
-        server_cpu: Optional[float] = 0.0
-        lags = []
-        for rep in range(count):
-            if before is not None:
-                before()
-            s0 = server.cpu()
-            c0 = time.process_time()
-            t0 = time.perf_counter()
-            result, lag = client.run(lambda: call(rep))
-            t1 = time.perf_counter()
-            c1 = time.process_time()
-            s1 = server.cpu()
-            wall += t1 - t0
-            cpu += c1 - c0
-            server_cpu = (None if server_cpu is None or s0 is None or s1 is None
-                          else server_cpu + s1 - s0)
-            if lag is not None:
-                lags.append(lag)
-            if after is not None:
-                after(rep, result)
-        rows.append(dict(op=op, reps=count, seconds=wall, cpu_seconds=cpu,
-                         server_cpu_seconds=server_cpu, keys=n * count,
+        tally = Tally(server, before, after)
+        client.repeat(count, call, tally)
+        rows.append(dict(op=op, reps=count, seconds=tally.wall, cpu_seconds=tally.cpu,
+                         server_cpu_seconds=tally.server_cpu, keys=n * count,
                          bytes=(n * count * size if op != "exists" else 0),
-                         loop_lag_max_s=max(lags) if lags else None))
+                         loop_lag_max_s=max(tally.lags) if tally.lags else None))
 
     try:
         set_reps = reps.get("set", 0)
         if set_reps:
             timed("set", set_reps, lambda rep: client.set(keys_of(rep), batch))
         else:
-            client.run(lambda: client.set(keys_of(0), batch))
+            client.once(lambda: client.set(keys_of(0), batch))
         if reps.get("get"):
             if batch.blobs is not None:
                 batch.blobs = None  # redis-py: the values sent, freed before the reads
                 bench_common.release_memory()
 
-            def zero() -> None:
+            def zero(rep: int) -> None:
                 if batch.memory is not None:
                     batch.memory.fill(0)
 
