@@ -46,6 +46,7 @@ import json
 import math
 import os
 import select
+import signal
 import socket
 import statistics
 import subprocess
@@ -125,12 +126,20 @@ def server_bytes(cell: dict) -> int:
     return cell["n"] * cell["size"] * max(cell["reps"].get("set", 1), 1)
 
 
+# Values a client may have in flight at once, each in a query buffer of the
+# server's until its SET is done: LMCache's 8 workers, redis.asyncio's 8.
+IN_FLIGHT = 8
+
+
 def maxmemory(plan: Plan) -> int:
     """Room for the largest cell: its values in jemalloc's size classes
-    (64 MiB and a few header bytes take 80 MiB), and 512 MiB more. Over it
-    a SET is refused (noeviction), which fails the run loudly instead of
-    swapping the machine."""
-    return int(max(map(server_bytes, cells(plan))) * 1.25) + 512 * MiB
+    (64 MiB and a few header bytes take 80 MiB), the values in flight in
+    query buffers (as much again: the new value and the one being read),
+    and 512 MiB more. Over it a SET is refused (noeviction), which fails
+    the cell loudly instead of swapping the machine."""
+    largest = max(plan.sizes_mib) * MiB
+    return int((max(map(server_bytes, cells(plan))) + 2 * IN_FLIGHT * largest) * 1.25) \
+        + 512 * MiB
 
 
 class Worker:
@@ -178,7 +187,10 @@ class Worker:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.write('{"quit": true}\n')
@@ -376,6 +388,10 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
     """Runs the comparison; prints and writes the tables; returns the JSON's path."""
     # A MALLOC_CONF in this shell would reach the stock server and make it not stock.
     os.environ.pop("MALLOC_CONF", None)
+    # SIGTERM (and SIGINT, which a shell's background job ignores) stop the
+    # run through the finally blocks: the workers and the servers go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     clients = [c for c in OURS + PEERS if c in clients]  # the tables' order
     lmcache_line = ""
     pythons = {c: sys.executable for c in clients}
@@ -428,11 +444,11 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
         failed: dict[str, int] = {}
         try:
             def worker(c: str) -> Optional[Worker]:
+                if c in dropped:
+                    return None
                 w = workers.get(c)
                 if w is not None and w.alive():
                     return w
-                if c in dropped:
-                    return None
                 try:
                     workers[c] = Worker(c, pythons[c], server.port, timeout, lmcache_workers)
                 except RuntimeError as exc:
@@ -461,12 +477,18 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
                             continue
                         reply = w.run(dict(cell, prefix=f"batch:{c}:"))
                         if "error" in reply:
-                            flush(server)  # what a worker that died left behind
                             failures.append(f"{server_kind} round {round_ + 1} {cell['name']} "
                                             f"{c}: {reply['error']}")
                             sys.stderr.write(f"\n  {failures[-1]}\n")
+                            # A client that failed may be left in a bad state (LMCache's
+                            # fails every batch after one error reply; redis.asyncio's
+                            # pool keeps the connections of cancelled calls): the next
+                            # cell gets a fresh process, and the server is flushed of
+                            # what this one left.
+                            w.stop(kill=True)
+                            flush(server)
                             failed[c] = failed.get(c, 0) + 1
-                            if failed[c] >= 3:  # not again in this server's rounds
+                            if failed[c] >= 3:  # not again on this server
                                 dropped.add(c)
                             continue
                         for row in reply["rows"]:
