@@ -35,8 +35,8 @@ Prints markdown tables, ratios of ours against LMCache's client and
 against redis-py's better mode in extra columns, and writes them and every
 round's rows as JSON to benchmark/results/batch-compare-<date>.json.
 
-    python benchmark/compare.py --batches          # quick (the README's demo), ~3 min
-    python benchmark/compare.py --batches --full   # the whole matrix, ~15 min
+    python benchmark/compare.py --batches          # quick (the README's demo), ~2 min
+    python benchmark/compare.py --batches --full   # the whole matrix, ~13 min
     python benchmark/batch_compare.py --servers tuned --sizes 32 --keys 16 --rounds 1
     python benchmark/batch_compare.py --table-from benchmark/results/batch-compare-<date>.json
 """
@@ -345,7 +345,7 @@ def targets(summary: Summary, servers: list[str], plan_cells: list[dict]) -> lis
                 best = max((g[c] for c in PEERS if g.get(c)), default=None)
                 for o in OURS:
                     if g.get(o) and best and g[o] < best:
-                        misses.append(f"{SHORT[o]} {op.upper()} {cell['name']} {g[o] / best:.2f}x")
+                        misses.append(f"{SHORT[o]} {op.upper()} {cell['name']} {g[o] / best:.3f}x")
         out.append(f"{server}: ours >= 1.0x the best peer at every size and batch: "
                    + ("met" if not misses else f"missed in {len(misses)} rows: "
                       + ", ".join(misses)))
@@ -529,8 +529,10 @@ def run(plan: Plan, servers: list[str], clients: list[str], out_dir: Path, full:
     print(f"\n({elapsed / 60:.1f} min)")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"batch-compare-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    commit = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip() or None
     path.write_text(json.dumps(dict(
-        header=header, date=started, mode="full" if full else "quick",
+        header=header, date=started, commit=commit, mode="full" if full else "quick",
         redis_server=local_redis.version(), servers={k: bench_common.SERVER_KINDS[k]
                                                      for k in servers},
         maxmemory=limit, plan=asdict(plan), cells=plan_cells, clients=clients,

@@ -21,8 +21,8 @@ against stripe count and against value size) as a PNG.
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep
     python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
     python benchmark/compare.py --no-lmcache   # without LMCache's C++ client
-    python benchmark/compare.py --batches      # batches instead (batch_compare.py): quick, ~3 min
-    python benchmark/compare.py --batches --full   # the whole batch matrix, ~15 min
+    python benchmark/compare.py --batches      # batches instead (batch_compare.py): quick, ~2 min
+    python benchmark/compare.py --batches --full   # the whole batch matrix, ~13 min
 
 --batches runs benchmark/batch_compare.py's comparison instead of the one
 above: GET, SET and EXISTS of n keys per call, ours (sync ``_many`` and
