@@ -17,17 +17,19 @@ untimed, then the timed writes replace them (a full cache's steady state).
 Prints one table, and writes the rows as JSON and two plots (throughput
 against stripe count and against value size) as a PNG.
 
-    python benchmark/compare.py            # quick: about 30 s
-    python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep
+    python benchmark/compare.py            # quick: about 3 min with the batch rows
+    python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep (~25 min)
     python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
     python benchmark/compare.py --no-lmcache   # without LMCache's C++ client
-    python benchmark/compare.py --batches      # batches instead (batch_compare.py): quick, ~2 min
-    python benchmark/compare.py --batches --full   # the whole batch matrix, ~13 min
+    python benchmark/compare.py --no-batches   # without the batch rows
+    python benchmark/compare.py --batches      # the batch rows alone: quick, ~2 min
+    python benchmark/compare.py --batches --full   # the whole batch matrix alone, ~13 min
 
---batches runs benchmark/batch_compare.py's comparison instead of the one
-above: GET, SET and EXISTS of n keys per call, ours (sync ``_many`` and
-asyncio) against LMCache's client's batches and redis-py's pipeline and
-asyncio, on a stock and a tuned server (its docstring says how).
+After the comparison above come the batch rows (benchmark/batch_compare.py):
+GET, SET and EXISTS of n keys per call, ours (sync ``_many`` and asyncio)
+against LMCache's client's batches and redis-py's pipeline and asyncio, on
+a stock and a tuned server that it starts itself (its docstring says how);
+not with --host/--port.
 """
 
 from __future__ import annotations
@@ -721,21 +723,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=BENCH / "results",
                     help="directory for the JSON and PNG (default benchmark/results)")
     batches = ap.add_argument_group(
-        "batches", "--batches: the batch comparison (benchmark/batch_compare.py) instead, "
-                   "quick or --full; these flags narrow it")
+        "batches", "the batch comparison (benchmark/batch_compare.py) that follows the one "
+                   "above, quick or --full; these flags narrow it")
     batches.add_argument("--batches", action="store_true",
-                         help="GET/SET/EXISTS of 1-64 keys per call, ours against LMCache's "
-                              "client and redis-py, on a stock and a tuned server")
+                         help="only the batch rows: GET/SET/EXISTS of 1-64 keys per call, ours "
+                              "against LMCache's client and redis-py, on a stock and a tuned "
+                              "server")
+    batches.add_argument("--no-batches", action="store_true", help="leave the batch rows out")
     batch_compare.add_arguments(batches)
     args = ap.parse_args()
+    if args.batches and args.no_batches:
+        ap.error("--batches runs only the batch rows, --no-batches leaves them out: pick one")
     if args.batches:
         if args.host or args.port:
             ap.error("--batches starts its own servers (it flushes them between rows): "
                      "no --host/--port")
-        clients = [c for c in args.clients if not (args.no_lmcache and c == "lmcache")]
-        batch_compare.run(batch_compare.plan_from(args), args.servers, clients, args.out,
-                          args.full, timeout=args.batch_timeout,
-                          lmcache_workers=args.lmcache_workers)
+        run_batches(args)
         return
     if args.port is not None and args.host is None:
         args.host = "localhost"
@@ -875,6 +878,17 @@ def main() -> None:
     print(f"\nwrote {json_path}\nwrote {md_path} (the README's first-screen table)")
     if plot(rows, png_path, context, default_stripes):
         print(f"wrote {png_path}")
+    if not args.no_batches and not args.host:
+        print("\nbatches: GET/SET/EXISTS of n keys per call (--no-batches leaves them out)",
+              flush=True)
+        run_batches(args)
+
+
+def run_batches(args: argparse.Namespace) -> None:
+    """The batch comparison (benchmark/batch_compare.py), quick or --full."""
+    clients = [c for c in args.clients if not (args.no_lmcache and c == "lmcache")]
+    batch_compare.run(batch_compare.plan_from(args), args.servers, clients, args.out,
+                      args.full, timeout=args.batch_timeout, lmcache_workers=args.lmcache_workers)
 
 
 if __name__ == "__main__":
