@@ -297,9 +297,19 @@ cdef batch_rec *rec_of(lmr_item *items) noexcept:
     return rec
 
 
+# What each sequence argument of a batch holds, for its error messages.
+_SEQUENCE_OF = {"keys": "keys", "buffers": "buffers", "addresses": "ints",
+                "sizes": "ints"}
+
+
 cdef list as_list(object seq, str name, str call, str sig):
-    """The sequence argument `name` as a list; one key or one buffer given
-    where a sequence of them belongs is refused."""
+    """The sequence argument `name` as a new list (so that a generator is
+    read once, and a list changed meanwhile by another thread changes
+    nothing); None, one key or one buffer given where a sequence of them
+    belongs is refused."""
+    what = _SEQUENCE_OF[name]
+    if seq is None:
+        raise TypeError(f"{call}({sig}): {name} must be a sequence of {what}, not NoneType")
     if name == "keys" and isinstance(seq, (str, bytes)):
         raise TypeError(f"{call}({sig}): keys must be a sequence of keys (list, tuple), "
                         f"not one {type(seq).__name__}")
@@ -310,30 +320,37 @@ cdef list as_list(object seq, str name, str call, str sig):
         if ndim <= 1:
             raise TypeError(f"{call}({sig}): buffers must be a sequence of buffers, one per "
                             f"key, not one {type(seq).__name__}")
-    if isinstance(seq, list):
-        return <list>seq
     try:
         return list(seq)
     except TypeError:
-        raise TypeError(f"{call}({sig}): {name} must be a sequence, not "
+        raise TypeError(f"{call}({sig}): {name} must be a sequence of {what}, not "
                         f"{type(seq).__name__}") from None
 
 
-cdef batch_rec *new_batch(int op, object keys, object buffers, object addresses, object sizes,
-                          str call, str sig) except NULL:
-    """Checks a batch's arguments and builds its block: keys only (buffers
-    and addresses None), buffers (a view of each, writable for get), or
-    raw memory (addresses and sizes). Raises for the first bad argument,
-    naming it."""
-    cdef list k = as_list(keys, "keys", call, sig)
+cdef enum:
+    # A batch's form: which arguments it takes besides its keys. Passed
+    # explicitly, never inferred from which arguments are None (a None
+    # buffers argument would make a set of empty values).
+    FORM_KEYS = 0     # keys only: exists, delete
+    FORM_BUFFERS = 1  # one buffer per key
+    FORM_MEMORY = 2   # raw memory: an address and a size per key
+
+
+cdef batch_rec *new_batch(int op, int form, list k, object buffers, object addresses,
+                          object sizes, str call, str sig) except NULL:
+    """Checks a batch's arguments and builds its block. ``k``: the keys,
+    as_list'ed by the caller (which names them in a BatchError). ``form``:
+    keys only, buffers (a view of each, writable for get), or raw memory
+    (addresses and sizes); the arguments the form does not take are
+    ignored. Raises for the first bad argument, naming it."""
     cdef list b = None, a = None, z = None
     cdef size_t n = len(k)
-    if buffers is not None:
+    if form == FORM_BUFFERS:
         b = as_list(buffers, "buffers", call, sig)
         if len(b) != n:
             raise ValueError(f"{call}({sig}): keys and buffers differ in length: "
                              f"{n} keys, {len(b)} buffers")
-    elif addresses is not None:
+    elif form == FORM_MEMORY:
         a = as_list(addresses, "addresses", call, sig)
         z = as_list(sizes, "sizes", call, sig)
         if len(a) != n or len(z) != n:
@@ -1027,6 +1044,22 @@ cdef class RedisClient:
             rec.next.prev = rec.prev
         rec.prev = rec.next = NULL
 
+    cdef list _many(self, int op, int form, object keys, object buffers, object addresses,
+                    object sizes, int64_t ms, str call, str sig):
+        """A synchronous batch of any form (see new_batch): the keys read
+        once into a list, which names them in a BatchError."""
+        cdef list k = as_list(keys, "keys", call, sig)
+        cdef batch_rec *rec = new_batch(op, form, k, buffers, addresses, sizes, call, sig)
+        return self._run(rec, ms, call, k)
+
+    cdef uint64_t _submit_many(self, int op, int form, object keys, object buffers,
+                               object addresses, object sizes, int64_t ms, str call,
+                               str sig) except 0:
+        """A submitted batch of any form (see new_batch); returns its id."""
+        cdef batch_rec *rec = new_batch(op, form, as_list(keys, "keys", call, sig), buffers,
+                                        addresses, sizes, call, sig)
+        return self._submit(rec, ms)
+
     def get_many(self, keys, buffers):
         """Reads the values under ``keys`` (str or bytes each) into
         ``buffers`` (one writable C-contiguous buffer per key, as for
@@ -1039,9 +1072,8 @@ cdef class RedisClient:
         buffer: BufferTooSmallError with ``needed`` in ``results`` at its
         index); the other keys were read, and their results are in its
         ``results``. Ctrl-C cancels the whole batch (KeyboardInterrupt)."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, buffers, None, None,
-                                        "get_many", "keys, buffers")
-        return self._run(rec, 0, "get_many", keys)
+        return self._many(LMR_BATCH_GET, FORM_BUFFERS, keys, buffers, None, None, 0,
+                          "get_many", "keys, buffers")
 
     def set_many(self, keys, buffers, *, ttl=None):
         """Stores each of ``buffers`` (any C-contiguous buffer) under its key
@@ -1053,44 +1085,37 @@ cdef class RedisClient:
         that were stored, ``errors`` the others (not stored, or possibly
         stored: a cut-short set stores the old value or the new one,
         whole)."""
-        cdef int64_t ms = ttl_ms(ttl)
-        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, buffers, None, None,
-                                        "set_many", "keys, buffers")
-        self._run(rec, ms, "set_many", keys)
+        self._many(LMR_BATCH_SET, FORM_BUFFERS, keys, buffers, None, None, ttl_ms(ttl),
+                   "set_many", "keys, buffers")
 
     def exists_many(self, keys):
         """exists() for each of ``keys`` in one batch (pipelined: a round
         trip carries many keys). Returns a list of bools; raises BatchError
         when any key failed."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_EXISTS, keys, None, None, None,
-                                        "exists_many", "keys")
-        return self._run(rec, 0, "exists_many", keys)
+        return self._many(LMR_BATCH_EXISTS, FORM_KEYS, keys, None, None, None, 0,
+                          "exists_many", "keys")
 
     def delete_many(self, keys):
         """delete() for each of ``keys`` in one batch. Returns a list of
         bools (True: the key existed); raises BatchError when any key
         failed."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_DELETE, keys, None, None, None,
-                                        "delete_many", "keys")
-        return self._run(rec, 0, "delete_many", keys)
+        return self._many(LMR_BATCH_DELETE, FORM_KEYS, keys, None, None, None, 0,
+                          "delete_many", "keys")
 
     def get_many_ptr(self, keys, addresses, sizes):
         """get_many into raw memory: key i's value goes to ``sizes[i]``
         bytes at integer ``addresses[i]`` (e.g. ``tensor.data_ptr()``),
         which must stay valid and writable until get_many_ptr returns.
         Returns and raises as get_many."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, None, addresses, sizes,
-                                        "get_many_ptr", "keys, addresses, sizes")
-        return self._run(rec, 0, "get_many_ptr", keys)
+        return self._many(LMR_BATCH_GET, FORM_MEMORY, keys, None, addresses, sizes, 0,
+                          "get_many_ptr", "keys, addresses, sizes")
 
     def set_many_ptr(self, keys, addresses, sizes, *, ttl=None):
         """set_many from raw memory: key i's value is the ``sizes[i]`` bytes
         at integer ``addresses[i]``, which must stay valid and unchanged
         until set_many_ptr returns. Returns and raises as set_many."""
-        cdef int64_t ms = ttl_ms(ttl)
-        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, None, addresses, sizes,
-                                        "set_many_ptr", "keys, addresses, sizes")
-        self._run(rec, ms, "set_many_ptr", keys)
+        self._many(LMR_BATCH_SET, FORM_MEMORY, keys, None, addresses, sizes, ttl_ms(ttl),
+                   "set_many_ptr", "keys, addresses, sizes")
 
     # ---- submit / drain: batches nobody waits for -----------------------------
 
@@ -1113,50 +1138,42 @@ cdef class RedisClient:
         them before. Exactly one completion per id follows, whatever
         happens; drain_completions() returns it, with per key the length
         read, None (a miss) or the exception."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, buffers, None, None,
-                                        "submit_batch_get", "keys, buffers")
-        return self._submit(rec, 0)
+        return self._submit_many(LMR_BATCH_GET, FORM_BUFFERS, keys, buffers, None, None, 0,
+                                 "submit_batch_get", "keys, buffers")
 
     def submit_batch_set(self, keys, buffers, *, ttl=None):
         """Starts set_many(keys, buffers, ttl=ttl) and returns its id (see
         submit_batch_get). Keep the buffers unchanged until it is drained;
         its results: True (stored) or the exception, per key."""
-        cdef int64_t ms = ttl_ms(ttl)
-        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, buffers, None, None,
-                                        "submit_batch_set", "keys, buffers")
-        return self._submit(rec, ms)
+        return self._submit_many(LMR_BATCH_SET, FORM_BUFFERS, keys, buffers, None, None,
+                                 ttl_ms(ttl), "submit_batch_set", "keys, buffers")
 
     def submit_batch_exists(self, keys):
         """Starts exists_many(keys) and returns its id (see
         submit_batch_get); its results: a bool or the exception, per key."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_EXISTS, keys, None, None, None,
-                                        "submit_batch_exists", "keys")
-        return self._submit(rec, 0)
+        return self._submit_many(LMR_BATCH_EXISTS, FORM_KEYS, keys, None, None, None, 0,
+                                 "submit_batch_exists", "keys")
 
     def submit_batch_delete(self, keys):
         """Starts delete_many(keys) and returns its id (see
         submit_batch_get); its results: a bool (the key existed) or the
         exception, per key."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_DELETE, keys, None, None, None,
-                                        "submit_batch_delete", "keys")
-        return self._submit(rec, 0)
+        return self._submit_many(LMR_BATCH_DELETE, FORM_KEYS, keys, None, None, None, 0,
+                                 "submit_batch_delete", "keys")
 
     def submit_batch_get_ptr(self, keys, addresses, sizes):
         """Starts get_many_ptr(keys, addresses, sizes) and returns its id
         (see submit_batch_get). The memory must stay valid and writable
         until the completion is drained (or cancel_batch returned)."""
-        cdef batch_rec *rec = new_batch(LMR_BATCH_GET, keys, None, addresses, sizes,
-                                        "submit_batch_get_ptr", "keys, addresses, sizes")
-        return self._submit(rec, 0)
+        return self._submit_many(LMR_BATCH_GET, FORM_MEMORY, keys, None, addresses, sizes, 0,
+                                 "submit_batch_get_ptr", "keys, addresses, sizes")
 
     def submit_batch_set_ptr(self, keys, addresses, sizes, *, ttl=None):
         """Starts set_many_ptr(keys, addresses, sizes, ttl=ttl) and returns
         its id (see submit_batch_get). The memory must stay valid and
         unchanged until the completion is drained."""
-        cdef int64_t ms = ttl_ms(ttl)
-        cdef batch_rec *rec = new_batch(LMR_BATCH_SET, keys, None, addresses, sizes,
-                                        "submit_batch_set_ptr", "keys, addresses, sizes")
-        return self._submit(rec, ms)
+        return self._submit_many(LMR_BATCH_SET, FORM_MEMORY, keys, None, addresses, sizes,
+                                 ttl_ms(ttl), "submit_batch_set_ptr", "keys, addresses, sizes")
 
     def drain_completions(self):
         """Takes every completed batch waiting (never blocks) and returns a

@@ -203,6 +203,24 @@ def _bad_calls(c: RedisClient):
         "bad-ttl": (lambda: c.set_many(["a"], [b"x"], ttl=-1), ValueError, ["ttl"]),
         "submit-bad-key": (lambda: c.submit_batch_set([b"a", None], [b"", b""]),
                            TypeError, ["submit_batch_set(keys, buffers)", "keys[1]"]),
+        # Seen failing before the form was passed explicitly: None buffers
+        # stored empty values, or read as a length probe.
+        "none-buffers-set": (lambda: c.set_many(["a"], None), TypeError,
+                             ["set_many(keys, buffers): buffers must be a sequence of buffers, "
+                              "not NoneType"]),
+        "none-buffers-get": (lambda: c.get_many(["a"], None), TypeError,
+                             ["get_many(keys, buffers): buffers must be a sequence of buffers, "
+                              "not NoneType"]),
+        "none-buffers-submit": (lambda: c.submit_batch_set(["a"], None), TypeError,
+                                ["submit_batch_set(keys, buffers): buffers", "NoneType"]),
+        "none-addresses": (lambda: c.set_many_ptr(["a"], None, [1]), TypeError,
+                           ["set_many_ptr(keys, addresses, sizes): addresses must be a "
+                            "sequence of ints, not NoneType"]),
+        "none-sizes": (lambda: c.submit_batch_get_ptr(["a"], [1], None), TypeError,
+                       ["submit_batch_get_ptr(keys, addresses, sizes): sizes must be a "
+                        "sequence of ints, not NoneType"]),
+        "none-keys": (lambda: c.exists_many(None), TypeError,
+                      ["exists_many(keys): keys must be a sequence of keys, not NoneType"]),
     }
 
 
@@ -214,6 +232,18 @@ def test_argument_errors_name_the_argument(client, case: str) -> None:
     for word in words:
         assert word in str(info.value), (word, str(info.value))
     assert client.drain_completions() == []  # nothing was submitted
+
+
+def test_none_for_buffers_stores_nothing(client, key) -> None:
+    # Seen failing before the form was passed explicitly: set_many(keys,
+    # None) stored an empty value under each key.
+    for call in (lambda: client.set_many([key], None),
+                 lambda: client.set_many_ptr([key], None, [0]),
+                 lambda: client.submit_batch_set([key], None)):
+        with pytest.raises(TypeError):
+            call()
+    assert client.exists(key) is False
+    assert client.drain_completions() == []
 
 
 def test_buffers_are_released_when_done(client, key) -> None:
