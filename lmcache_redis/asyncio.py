@@ -56,11 +56,16 @@ def _one(results: list) -> Any:
 
 
 def _keys_list(keys):
-    # A generator is read once here, so BatchError can name the keys; one
-    # str or bytes goes through as it is, for the core to refuse.
-    if isinstance(keys, (list, tuple, str, bytes)):
+    # A copy, read once here: a generator's keys, for BatchError to name,
+    # and a list that another task changes while the call awaits changes
+    # nothing. One str or bytes (or None, or no sequence at all) goes
+    # through as it is, for the core to refuse with its message.
+    if keys is None or isinstance(keys, (str, bytes)):
         return keys
-    return list(keys)
+    try:
+        return list(keys)
+    except TypeError:
+        return keys
 
 
 class RedisClient:

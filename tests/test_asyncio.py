@@ -297,3 +297,25 @@ def test_readme_asyncio_example_runs(redis_server, key) -> None:
     assert out.returncode == 0, out.stderr
     with lmcache_redis.RedisClient(redis_server.host, redis_server.port) as c:
         assert c.delete_many([f"{key}-{i}" for i in range(8)]) == [True] * 8
+
+
+def test_keys_changed_while_awaiting_change_nothing(redis_server, key) -> None:
+    # Seen failing before the asyncio _many calls copied their keys: a list
+    # emptied by another task while get_many awaited made its BatchError
+    # an IndexError.
+    keys = [f"{key}:{i}" for i in range(3)]
+
+    async def main():
+        async with RedisClient(redis_server.host, redis_server.port) as c:
+            await c.set_many(keys, [b"xx"] * 3)
+            mine = list(keys)
+            task = asyncio.ensure_future(
+                c.get_many(mine, [bytearray(2), bytearray(1), bytearray(2)]))
+            await asyncio.sleep(0)  # submitted; now another task changes the list
+            mine.clear()
+            with pytest.raises(BatchError) as info:
+                await task
+            assert list(info.value.errors) == [keys[1]]
+            assert await c.delete_many(keys) == [True] * 3
+
+    run(main())

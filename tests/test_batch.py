@@ -115,6 +115,21 @@ def test_batch_error_names_the_first_few_keys_and_pickles(client, key) -> None:
     client.delete_many(keys)
 
 
+def test_keys_from_an_iterator_name_the_failed_keys(client, key) -> None:
+    # Seen failing before the keys were read into a list once per call:
+    # IndexError (BatchError read the iterator new_batch had consumed).
+    keys = [f"{key}:{i}" for i in range(3)]
+    client.set_many((k for k in keys), [b"xx"] * 3)
+    with pytest.raises(BatchError) as info:
+        client.get_many(iter(keys), [bytearray(2), bytearray(1), bytearray(2)])
+    assert list(info.value.errors) == [keys[1]] and info.value.results[0] == 2
+    block = np.zeros(8, dtype=np.uint8)
+    with pytest.raises(BatchError) as info:
+        client.get_many_ptr((k for k in keys), [block.ctypes.data] * 3, [1, 2, 2])
+    assert list(info.value.errors) == [keys[0]]
+    assert client.delete_many(iter(keys)) == [True] * 3
+
+
 def test_set_many_says_which_keys_were_stored(make_own_server) -> None:
     # A value over the server's proto-max-bulk-len (1 MiB here) is refused
     # before it is sent; the other keys of the batch are stored.
