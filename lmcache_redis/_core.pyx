@@ -336,6 +336,12 @@ cdef enum:
     FORM_MEMORY = 2   # raw memory: an address and a size per key
 
 
+cdef str nth(str name, size_t i, bint one):
+    """How an error names item i of the sequence argument ``name``: keys[3];
+    or key, for a one-key call."""
+    return name[:-1] if one else f"{name}[{i}]"
+
+
 cdef batch_rec *new_batch(int op, int form, list k, object buffers, object addresses,
                           object sizes, str call, str sig) except NULL:
     """Checks a batch's arguments and builds its block. ``k``: the keys,
@@ -363,6 +369,9 @@ cdef batch_rec *new_batch(int op, int form, list k, object buffers, object addre
     cdef bytes kb
     cdef size_t i
     cdef str where = f"{call}({sig}): "
+    # A one-key call's batch (the asyncio get(key, buffer)) names its
+    # arguments as that call does: key, buffer (not keys[0], buffers[0]).
+    cdef bint one = not sig.startswith("keys")
     try:
         rec.keys = <PyObject *>kept
         Py_INCREF(kept)
@@ -373,14 +382,15 @@ cdef batch_rec *new_batch(int op, int form, list k, object buffers, object addre
             elif isinstance(key, bytes):
                 kb = <bytes>key
             else:
-                raise TypeError(f"{where}keys[{i}] must be str or bytes, not "
+                raise TypeError(f"{where}{nth('keys', i, one)} must be str or bytes, not "
                                 f"{type(key).__name__}")
             kept.append(kb)
             rec.items[i].key = PyBytes_AS_STRING(kb)
             rec.items[i].key_len = len(kb)
         if b is not None:
             for i in range(n):
-                get_view(b[i], &rec.views[i], op == LMR_BATCH_GET, call, sig, f"buffers[{i}]")
+                get_view(b[i], &rec.views[i], op == LMR_BATCH_GET, call, sig,
+                         nth("buffers", i, one))
                 rec.nviews = i + 1
                 rec.items[i].buf = rec.views[i].buf
                 rec.items[i].len = rec.views[i].len
@@ -1054,8 +1064,14 @@ cdef class RedisClient:
 
     cdef uint64_t _submit_many(self, int op, int form, object keys, object buffers,
                                object addresses, object sizes, int64_t ms, str call,
-                               str sig) except 0:
-        """A submitted batch of any form (see new_batch); returns its id."""
+                               str sig, object as_call) except 0:
+        """A submitted batch of any form (see new_batch); returns its id.
+        ``as_call``: None, or the (call, signature) that the errors name
+        instead of the submit call's: for lmcache_redis.asyncio, whose
+        calls submit batches (("get_many", "keys, buffers"); ("get", "key,
+        buffer") names the arguments key and buffer)."""
+        if as_call is not None:
+            call, sig = as_call
         cdef batch_rec *rec = new_batch(op, form, as_list(keys, "keys", call, sig), buffers,
                                         addresses, sizes, call, sig)
         return self._submit(rec, ms)
@@ -1130,50 +1146,55 @@ cdef class RedisClient:
             raise OSError(f"the client has no event fd ({fd})")
         return fd
 
-    def submit_batch_get(self, keys, buffers):
+    def submit_batch_get(self, keys, buffers, *, _call=None):
         """Starts get_many(keys, buffers) and returns its id (an int > 0) at
         once: submitting never waits for the network, and raises only for
         its own arguments or a closed client. The client keeps the buffers
         (their views) until the batch's completion is drained; don't touch
         them before. Exactly one completion per id follows, whatever
         happens; drain_completions() returns it, with per key the length
-        read, None (a miss) or the exception."""
-        return self._submit_many(LMR_BATCH_GET, FORM_BUFFERS, keys, buffers, None, None, 0,
-                                 "submit_batch_get", "keys, buffers")
+        read, None (a miss) or the exception.
 
-    def submit_batch_set(self, keys, buffers, *, ttl=None):
+        ``_call`` (every submit_batch_* call takes it) is private, for
+        lmcache_redis.asyncio: the (call, signature) its argument errors
+        name, e.g. ("get_many", "keys, buffers")."""
+        return self._submit_many(LMR_BATCH_GET, FORM_BUFFERS, keys, buffers, None, None, 0,
+                                 "submit_batch_get", "keys, buffers", _call)
+
+    def submit_batch_set(self, keys, buffers, *, ttl=None, _call=None):
         """Starts set_many(keys, buffers, ttl=ttl) and returns its id (see
         submit_batch_get). Keep the buffers unchanged until it is drained;
         its results: True (stored) or the exception, per key."""
         return self._submit_many(LMR_BATCH_SET, FORM_BUFFERS, keys, buffers, None, None,
-                                 ttl_ms(ttl), "submit_batch_set", "keys, buffers")
+                                 ttl_ms(ttl), "submit_batch_set", "keys, buffers", _call)
 
-    def submit_batch_exists(self, keys):
+    def submit_batch_exists(self, keys, *, _call=None):
         """Starts exists_many(keys) and returns its id (see
         submit_batch_get); its results: a bool or the exception, per key."""
         return self._submit_many(LMR_BATCH_EXISTS, FORM_KEYS, keys, None, None, None, 0,
-                                 "submit_batch_exists", "keys")
+                                 "submit_batch_exists", "keys", _call)
 
-    def submit_batch_delete(self, keys):
+    def submit_batch_delete(self, keys, *, _call=None):
         """Starts delete_many(keys) and returns its id (see
         submit_batch_get); its results: a bool (the key existed) or the
         exception, per key."""
         return self._submit_many(LMR_BATCH_DELETE, FORM_KEYS, keys, None, None, None, 0,
-                                 "submit_batch_delete", "keys")
+                                 "submit_batch_delete", "keys", _call)
 
-    def submit_batch_get_ptr(self, keys, addresses, sizes):
+    def submit_batch_get_ptr(self, keys, addresses, sizes, *, _call=None):
         """Starts get_many_ptr(keys, addresses, sizes) and returns its id
         (see submit_batch_get). The memory must stay valid and writable
         until the completion is drained (or cancel_batch returned)."""
         return self._submit_many(LMR_BATCH_GET, FORM_MEMORY, keys, None, addresses, sizes, 0,
-                                 "submit_batch_get_ptr", "keys, addresses, sizes")
+                                 "submit_batch_get_ptr", "keys, addresses, sizes", _call)
 
-    def submit_batch_set_ptr(self, keys, addresses, sizes, *, ttl=None):
+    def submit_batch_set_ptr(self, keys, addresses, sizes, *, ttl=None, _call=None):
         """Starts set_many_ptr(keys, addresses, sizes, ttl=ttl) and returns
         its id (see submit_batch_get). The memory must stay valid and
         unchanged until the completion is drained."""
         return self._submit_many(LMR_BATCH_SET, FORM_MEMORY, keys, None, addresses, sizes,
-                                 ttl_ms(ttl), "submit_batch_set_ptr", "keys, addresses, sizes")
+                                 ttl_ms(ttl), "submit_batch_set_ptr", "keys, addresses, sizes",
+                                 _call)
 
     def drain_completions(self):
         """Takes every completed batch waiting (never blocks) and returns a

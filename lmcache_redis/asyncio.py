@@ -200,9 +200,9 @@ class RedisClient:
             self._client.cancel_batch(batch_id)
             raise
 
-    async def _many(self, call: str, submit, keys, *args: Any, **kwargs: Any) -> list:
+    async def _many(self, call: str, sig: str, submit, keys, *args: Any, **kwargs: Any) -> list:
         keys = _keys_list(keys)
-        results = await self._run(submit, keys, *args, **kwargs)
+        results = await self._run(submit, keys, *args, _call=(call, sig), **kwargs)
         error = batch_error(call, keys, results, is_set=call.startswith("set"))
         if error is not None:
             raise error
@@ -217,14 +217,15 @@ class RedisClient:
         get. See the class's help for cancellation."""
         if buffer is None:
             return await self._get_new(key)
-        return _one(await self._run(self._client.submit_batch_get, [key], [buffer]))
+        return _one(await self._run(self._client.submit_batch_get, [key], [buffer],
+                                    _call=("get", "key, buffer")))
 
     async def _get_new(self, key):
         # As the sync get(key): learn the length (a read into no memory),
         # read into a new bytes object of that length, again if the value
         # changed length meanwhile, at most _GET_ATTEMPTS times.
         if not isinstance(key, (str, bytes)):
-            raise TypeError(f"key must be str or bytes, not {type(key).__name__}")
+            raise TypeError(f"get(key): key must be str or bytes, not {type(key).__name__}")
         give_up = time.monotonic() + self._client.timeout
         out, address, cap = None, 0, 0
         for attempt in range(_GET_ATTEMPTS):
@@ -252,45 +253,50 @@ class RedisClient:
         """Stores ``buffer``'s bytes under ``key`` (``ttl``: seconds until it
         expires), as the sync set; keep the buffer unchanged until it
         returns."""
-        _one(await self._run(self._client.submit_batch_set, [key], [buffer], ttl=ttl))
+        _one(await self._run(self._client.submit_batch_set, [key], [buffer], ttl=ttl,
+                             _call=("set", "key, buffer")))
 
     async def exists(self, key) -> bool:
         """True when a whole value is stored under ``key``."""
-        return _one(await self._run(self._client.submit_batch_exists, [key]))
+        return _one(await self._run(self._client.submit_batch_exists, [key],
+                                    _call=("exists", "key")))
 
     async def delete(self, key) -> bool:
         """Deletes ``key``; True if it existed."""
-        return _one(await self._run(self._client.submit_batch_delete, [key]))
+        return _one(await self._run(self._client.submit_batch_delete, [key],
+                                    _call=("delete", "key")))
 
     # ---- many keys -----------------------------------------------------------
 
     async def get_many(self, keys, buffers) -> list:
         """Reads each key's value into its buffer, in one batch; returns the
         lengths (None: a miss); BatchError when any key failed."""
-        return await self._many("get_many", self._client.submit_batch_get, keys, buffers)
+        return await self._many("get_many", "keys, buffers", self._client.submit_batch_get,
+                                keys, buffers)
 
     async def set_many(self, keys, buffers, *, ttl: Optional[float] = None) -> None:
         """Stores each buffer under its key, in one batch; BatchError (with
         ``stored``) when any key failed."""
-        await self._many("set_many", self._client.submit_batch_set, keys, buffers, ttl=ttl)
+        await self._many("set_many", "keys, buffers", self._client.submit_batch_set, keys,
+                         buffers, ttl=ttl)
 
     async def exists_many(self, keys) -> list:
         """exists() for each key, in one batch: a list of bools."""
-        return await self._many("exists_many", self._client.submit_batch_exists, keys)
+        return await self._many("exists_many", "keys", self._client.submit_batch_exists, keys)
 
     async def delete_many(self, keys) -> list:
         """delete() for each key, in one batch: a list of bools."""
-        return await self._many("delete_many", self._client.submit_batch_delete, keys)
+        return await self._many("delete_many", "keys", self._client.submit_batch_delete, keys)
 
     async def get_many_ptr(self, keys, addresses, sizes) -> list:
         """get_many into raw memory (``sizes[i]`` bytes at ``addresses[i]``,
         valid and writable until it returns)."""
-        return await self._many("get_many_ptr", self._client.submit_batch_get_ptr, keys,
-                                addresses, sizes)
+        return await self._many("get_many_ptr", "keys, addresses, sizes",
+                                self._client.submit_batch_get_ptr, keys, addresses, sizes)
 
     async def set_many_ptr(self, keys, addresses, sizes, *,
                            ttl: Optional[float] = None) -> None:
         """set_many from raw memory (``sizes[i]`` bytes at ``addresses[i]``,
         valid and unchanged until it returns)."""
-        await self._many("set_many_ptr", self._client.submit_batch_set_ptr, keys, addresses,
-                         sizes, ttl=ttl)
+        await self._many("set_many_ptr", "keys, addresses, sizes",
+                         self._client.submit_batch_set_ptr, keys, addresses, sizes, ttl=ttl)

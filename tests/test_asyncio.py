@@ -299,6 +299,27 @@ def test_readme_asyncio_example_runs(redis_server, key) -> None:
         assert c.delete_many([f"{key}-{i}" for i in range(8)]) == [True] * 8
 
 
+def test_none_for_buffers_is_refused(redis_server, key) -> None:
+    # Seen failing before the form was passed explicitly: set_many(keys,
+    # None) stored an empty value, get_many(keys, None) was a length probe.
+    async def main():
+        async with RedisClient(redis_server.host, redis_server.port) as c:
+            with pytest.raises(TypeError, match=r"set_many\(keys, buffers\): buffers must be "
+                                                r"a sequence of buffers, not NoneType"):
+                await c.set_many([key], None)
+            assert await c.exists(key) is False
+            await c.set(key, b"abc")
+            with pytest.raises(TypeError, match=r"get_many\(keys, buffers\): buffers"):
+                await c.get_many([key], None)
+            with pytest.raises(TypeError, match=r"set_many_ptr\(keys, addresses, sizes\): "
+                                                r"addresses must be a sequence of ints"):
+                await c.set_many_ptr([key], None, [0])
+            assert await c.get(key) == b"abc"
+            await c.delete(key)
+
+    run(main())
+
+
 def test_keys_changed_while_awaiting_change_nothing(redis_server, key) -> None:
     # Seen failing before the asyncio _many calls copied their keys: a list
     # emptied by another task while get_many awaited made its BatchError
@@ -317,5 +338,38 @@ def test_keys_changed_while_awaiting_change_nothing(redis_server, key) -> None:
                 await task
             assert list(info.value.errors) == [keys[1]]
             assert await c.delete_many(keys) == [True] * 3
+
+    run(main())
+
+
+def test_argument_errors_name_the_public_call(redis_server, key) -> None:
+    # Seen failing before the calls passed their names through: the
+    # messages named submit_batch_get(keys, buffers) and buffers[0].
+    async def main():
+        async with RedisClient(redis_server.host, redis_server.port) as c:
+            cases = [
+                (c.get(key, b"ro"), ValueError, "get(key, buffer): buffer (bytes) is read-only"),
+                (c.set(key, 3), TypeError, "set(key, buffer): buffer must support the buffer"),
+                (c.set(key, None), TypeError, "set(key, buffer): buffer must support"),
+                (c.exists(7), TypeError, "exists(key): key must be str or bytes, not int"),
+                (c.delete(None), TypeError, "delete(key): key must be str or bytes"),
+                (c.get(7), TypeError, "get(key): key must be str or bytes, not int"),
+                (c.get_many([key, key], [bytearray(1), 3]), TypeError,
+                 "get_many(keys, buffers): buffers[1] must support"),
+                (c.set_many([key], [b"x", b"y"]), ValueError,
+                 "set_many(keys, buffers): keys and buffers differ in length"),
+                (c.exists_many("abc"), TypeError, "exists_many(keys): keys must be a sequence"),
+                (c.delete_many([1]), TypeError, "delete_many(keys): keys[0] must be str"),
+                (c.get_many_ptr([key], [1.5], [1]), TypeError,
+                 "get_many_ptr(keys, addresses, sizes): addresses[0] must be an int"),
+                (c.set_many_ptr([key], [0], [1]), ValueError,
+                 "set_many_ptr(keys, addresses, sizes): addresses[0] is NULL"),
+            ]
+            for coro, exc, words in cases:
+                with pytest.raises(exc) as info:
+                    await coro
+                assert str(info.value).startswith(words), str(info.value)
+                assert "submit_batch" not in str(info.value)
+            assert c._pending == {} and c.client.drain_completions() == []
 
     run(main())
