@@ -1244,8 +1244,14 @@ cdef class RedisClient:
         cut-short keys failed with OperationCancelledError: a cancelled get
         left its buffer's contents unspecified, a cancelled set stored the
         old value or the new one, whole."""
+        try:
+            if isinstance(batch_id, bool):  # True is no batch id
+                raise TypeError
+            batch_id = operator.index(batch_id)
+        except TypeError:
+            raise TypeError(f"cancel_batch(batch_id): batch_id must be an int, not "
+                            f"{type(batch_id).__name__}") from None
         cdef lmr_client *c = open_client(self._c)
-        batch_id = operator.index(batch_id)
         if not 0 < batch_id < 2**64:
             return False
         cdef uint64_t b = batch_id

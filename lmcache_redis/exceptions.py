@@ -82,44 +82,53 @@ class BatchError(RedisError):
     bool for exists_many and delete_many), or the exception for that key
     (BufferTooSmallError with ``needed`` for a value longer than its
     buffer, ConnectionError, TimeoutError, ClientClosedError, ...).
-    ``errors``: the failed keys (as given) -> their exception.
-    ``stored``: for set_many, the keys that were stored (the others were
-    not, or may have been: they are in ``errors``); None for the others.
+    ``failures``: every failed entry, in order, as ``(index, key,
+    exception)``: a key given more than once is there once per failure.
+    ``errors``: the failed keys (as given) -> their exception, for the
+    common case of distinct keys; a key given more than once maps to its
+    first failure (``failures`` has them all; the message counts them all).
+    ``stored``: for set_many, the keys that were stored, once per index
+    stored (the others were not, or may have been: they are in
+    ``failures``); None for the others.
     """
 
     def __init__(self, message: str, results: list, errors: dict,
-                 stored: "list | None" = None):
+                 stored: "list | None" = None, failures: "list | None" = None):
         super().__init__(message)
         self.results = results
         self.errors = errors
         self.stored = stored
+        self.failures = [] if failures is None else failures
 
     def __reduce__(self):
-        return (type(self), (str(self), self.results, self.errors, self.stored))
+        return (type(self), (str(self), self.results, self.errors, self.stored,
+                             self.failures))
 
 
 # How many failed keys a BatchError's message names.
 _NAMED_KEYS = 3
 
 
-def batch_error(call: str, keys, results: list, is_set: bool = False) -> "BatchError | None":
+def batch_error(call: str, keys: list, results: list, is_set: bool = False) -> "BatchError | None":
     """The BatchError for a finished batch whose per-key ``results`` hold an
     exception for each failed key, or None when none failed. ``call`` names
-    the call ("get_many") in the message; ``keys`` are the keys as given."""
-    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
-    if not failed:
+    the call ("get_many") in the message; ``keys``: the keys as given, a
+    list (read once: the batch's own)."""
+    failures = [(i, keys[i], r) for i, r in enumerate(results) if isinstance(r, BaseException)]
+    if not failures:
         return None
-    keys = list(keys)
-    errors = {keys[i]: results[i] for i in failed}
+    errors: dict = {}
+    for _, key, exc in failures:
+        errors.setdefault(key, exc)
     stored = [k for k, r in zip(keys, results) if r is True] if is_set else None
-    named = ", ".join(repr(keys[i]) for i in failed[:_NAMED_KEYS])
-    more = f" and {len(failed) - _NAMED_KEYS} more" if len(failed) > _NAMED_KEYS else ""
-    first = results[failed[0]]
-    message = (f"{call}: {len(failed)} of {len(results)} keys failed ({named}{more}); "
+    named = ", ".join(repr(key) for _, key, _ in failures[:_NAMED_KEYS])
+    more = f" and {len(failures) - _NAMED_KEYS} more" if len(failures) > _NAMED_KEYS else ""
+    first = failures[0][2]
+    message = (f"{call}: {len(failures)} of {len(results)} keys failed ({named}{more}); "
                f"first error: {type(first).__name__}: {first}")
     if is_set:
         message += f"; {len(stored)} stored (see .stored)"
-    return BatchError(message, results, errors, stored)
+    return BatchError(message, results, errors, stored, failures)
 
 
 # C error code name -> exception class; EINVAL and ENOMEM map to builtins.

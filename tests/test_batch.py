@@ -130,6 +130,30 @@ def test_keys_from_an_iterator_name_the_failed_keys(client, key) -> None:
     assert client.delete_many(iter(keys)) == [True] * 3
 
 
+def test_batch_error_keeps_every_failure_of_a_repeated_key(client, key) -> None:
+    # Seen failing before BatchError.failures: errors, keyed by key, kept
+    # one failure of a key given twice.
+    client.set(key, b"xx")
+    with pytest.raises(BatchError) as info:
+        client.get_many([key, "other", key], [bytearray(1), bytearray(1), bytearray(0)])
+    e = info.value
+    assert "2 of 3 keys failed" in str(e)
+    assert [(i, k) for i, k, _ in e.failures] == [(0, key), (2, key)]
+    assert all(exc is e.results[i] for i, _, exc in e.failures)
+    assert list(e.errors) == [key] and e.errors[key] is e.results[0]  # the first
+    copy = pickle.loads(pickle.dumps(e))
+    assert [(i, k) for i, k, _ in copy.failures] == [(0, key), (2, key)]
+    assert copy.failures[1][2].needed == 2
+    client.delete(key)
+
+
+def test_cancel_batch_wants_an_int(client) -> None:
+    for bad in ("x", 1.0, None, True):
+        with pytest.raises(TypeError, match=r"cancel_batch\(batch_id\): batch_id must be an "
+                                            r"int, not " + type(bad).__name__):
+            client.cancel_batch(bad)
+
+
 def test_set_many_says_which_keys_were_stored(make_own_server) -> None:
     # A value over the server's proto-max-bulk-len (1 MiB here) is refused
     # before it is sent; the other keys of the batch are stored.
