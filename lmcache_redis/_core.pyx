@@ -236,8 +236,13 @@ _GET_ATTEMPTS = 4
 # A synchronous batch frees its block when lmr_batch_run returns. A submitted
 # one is linked into its client's list of outstanding batches (rec.prev/next)
 # until its completion is drained, which finds the block again from the
-# completion's items pointer; the client's __dealloc__ frees the blocks of
-# completions never drained, after lmr_client_free has joined the workers.
+# completion's items pointer. drain_completions moves it from that list to
+# the client's list of taken completions (rec.next, oldest first), converts
+# its results to Python objects and only then frees it: a conversion that
+# raises (MemoryError, KeyboardInterrupt) leaves it, and the ones after it,
+# taken for the next call, and loses none. The client's __dealloc__ frees the
+# blocks of completions never drained or converted, after lmr_client_free
+# has joined the workers.
 # The views and key objects are held through C references only, so no
 # garbage collection (of a cycle holding the client) can release a view while
 # a worker may still write into it.
@@ -250,8 +255,10 @@ cdef struct batch_rec:
     Py_buffer *views     # buffer forms: n views after the items; else NULL
     size_t nviews        # views held: views[0..nviews)
     size_t n
-    PyObject *keys       # a list of the keys' bytes (a reference), or NULL
+    PyObject *keys       # a list of the keys' bytes (a reference), or NULL;
+                         # also holds the objects a submission keeps (_keep)
     int op               # lmr_batch_op
+    uint64_t done_id     # a taken completion's batch id
 
 cdef enum:
     BATCH_MAGIC = 0x6c6d7262  # "lmrb"
@@ -529,6 +536,9 @@ cdef class RedisClient:
 
     cdef lmr_client *_c
     cdef batch_rec *_batches  # submitted, not yet drained (see batch_rec)
+    cdef batch_rec *_taken    # drained from the C queue, not yet converted,
+    cdef batch_rec *_taken_last  # oldest first (linked by rec.next)
+    cdef list _ready          # converted (id, results), not yet returned
     cdef str _host
     cdef int _port
     cdef object _unix_socket_path
@@ -549,6 +559,8 @@ cdef class RedisClient:
     def __cinit__(self, *args, **kwargs):
         self._c = NULL
         self._batches = NULL
+        self._taken = self._taken_last = NULL
+        self._ready = []
 
     def __init__(self, host="localhost", port=6379, *, stripes=None,
                  stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4, timeout=10.0,
@@ -745,13 +757,16 @@ cdef class RedisClient:
         if self._c != NULL:
             lmr_client_free(self._c)
             self._c = NULL
-        cdef batch_rec *rec = self._batches
+        cdef batch_rec *rec
         cdef batch_rec *next_rec
-        self._batches = NULL
-        while rec != NULL:
-            next_rec = rec.next
-            rec_free(rec)
-            rec = next_rec
+        cdef int which
+        for which in range(2):
+            rec = self._batches if which == 0 else self._taken
+            while rec != NULL:
+                next_rec = rec.next
+                rec_free(rec)
+                rec = next_rec
+        self._batches = self._taken = self._taken_last = NULL
 
     def close(self):
         """Stops the workers and closes every connection. Calls in flight on
@@ -1204,35 +1219,63 @@ cdef class RedisClient:
         (BufferTooSmallError with ``needed``, ConnectionError,
         TimeoutError, ClientClosedError, OperationCancelledError, ...).
         The batches' buffers are released here. Works after close() too,
-        for the completions close() left."""
+        for the completions close() left.
+
+        When converting the results raises (MemoryError; KeyboardInterrupt
+        from a signal handler), the completions not yet returned are kept,
+        and the next call returns them (call it again: the event fd does
+        not say so)."""
         cdef lmr_client *c = open_client(self._c)
         cdef lmr_completion out[DRAIN_CHUNK]
         cdef size_t got, i
         cdef batch_rec *rec
-        cdef list done = []
-        first_error = None
+        cdef uint64_t foreign = 0
+        cdef bint has_foreign = False
+        # Taken from the C queue into self._taken first: nothing here calls
+        # Python, so nothing can raise between a completion leaving the
+        # queue and its block being on a list of this client's.
         while True:
             got = lmr_drain(c, out, DRAIN_CHUNK)
             for i in range(got):
                 rec = rec_of(out[i].items)
                 if rec == NULL:
-                    if first_error is None:
-                        first_error = SystemError(
-                            f"drain_completions: completion {out[i].id} carries items that "
-                            f"no submitted batch of this client owns")
+                    if not has_foreign:
+                        has_foreign, foreign = True, out[i].id
                     continue
                 self._unlink(rec)
-                try:
-                    done.append((out[i].id, rec_results(rec)))
-                except BaseException as e:  # MemoryError: free the rest, then raise
-                    if first_error is None:
-                        first_error = e
-                finally:
-                    rec_free(rec)
+                rec.done_id = out[i].id
+                if self._taken_last != NULL:
+                    self._taken_last.next = rec
+                else:
+                    self._taken = rec
+                self._taken_last = rec
             if got < DRAIN_CHUNK:
                 break
-        if first_error is not None:
-            raise first_error
+        # Then converted, oldest first. A block is unlinked before its
+        # conversion (which may run Python code, and so let another thread
+        # drain too) and put back first when the conversion raises; its
+        # results go to self._ready whole, with no Python code between
+        # taking the list and appending to it.
+        while self._taken != NULL:
+            rec = self._taken
+            self._taken = rec.next
+            if self._taken == NULL:
+                self._taken_last = NULL
+            rec.next = NULL
+            try:
+                item = (rec.done_id, rec_results(rec))
+            except BaseException:
+                rec.next = self._taken
+                self._taken = rec
+                if self._taken_last == NULL:
+                    self._taken_last = rec
+                raise
+            self._ready.append(item)
+            rec_free(rec)
+        if has_foreign:
+            raise SystemError(f"drain_completions: completion {foreign} carries items that "
+                              f"no submitted batch of this client owns")
+        done, self._ready = self._ready, []
         return done
 
     def cancel_batch(self, batch_id):

@@ -465,6 +465,46 @@ def test_every_kind_of_submission_completes_once(client, key) -> None:
     assert not _readable(client.event_fd())
 
 
+@pytest.mark.parametrize("exc", [MemoryError, KeyboardInterrupt])
+def test_drain_keeps_the_completions_it_could_not_convert(client, key, monkeypatch,
+                                                         exc) -> None:
+    # Seen failing before drain_completions kept what it had taken: the
+    # completions taken by a call whose converting raised were lost.
+    client.set(key, b"xx")
+    ids = [client.submit_batch_exists([key]), client.submit_batch_get([key], [bytearray(1)]),
+           client.submit_batch_exists([key, "nope"])]
+    fd = client.event_fd()
+    assert select.select([fd], [], [], HANG)[0]
+    time.sleep(0.2)  # all three wait, most likely: one drain takes them all
+    real, raised = lmcache_redis._core.error_from_code, []
+
+    def fails_once(*args):
+        if not raised:
+            raised.append(1)
+            raise exc("while converting")
+        return real(*args)
+
+    monkeypatch.setattr(lmcache_redis._core, "error_from_code", fails_once)
+    seen, results = Counter(), {}
+    deadline = time.monotonic() + 5
+    while not set(ids) <= set(seen):
+        assert time.monotonic() < deadline, f"lost: {set(ids) - set(seen)}"
+        select.select([fd], [], [], 0.05)
+        try:
+            done = client.drain_completions()
+        except exc:
+            continue
+        for batch_id, res in done:
+            seen[batch_id] += 1
+            results[batch_id] = res
+    assert raised and set(seen.values()) == {1} and set(seen) == set(ids)
+    assert results[ids[0]] == [True] and results[ids[2]] == [True, False]
+    assert isinstance(results[ids[1]][0], BufferTooSmallError)
+    assert results[ids[1]][0].needed == 2
+    assert client.drain_completions() == []
+    client.delete(key)
+
+
 def test_20000_submissions_from_4_threads_with_a_polling_drainer(redis_server, key) -> None:
     # As LMCache does: submitters on their own threads, one thread that
     # polls the event fd and drains.
