@@ -1079,16 +1079,24 @@ cdef class RedisClient:
 
     cdef uint64_t _submit_many(self, int op, int form, object keys, object buffers,
                                object addresses, object sizes, int64_t ms, str call,
-                               str sig, object as_call) except 0:
+                               str sig, object as_call, object keep=None) except 0:
         """A submitted batch of any form (see new_batch); returns its id.
         ``as_call``: None, or the (call, signature) that the errors name
         instead of the submit call's: for lmcache_redis.asyncio, whose
         calls submit batches (("get_many", "keys, buffers"); ("get", "key,
-        buffer") names the arguments key and buffer)."""
+        buffer") names the arguments key and buffer). ``keep``: None, or an
+        object the batch holds until its completion is converted (or the
+        client is freed): the memory a worker writes into."""
         if as_call is not None:
             call, sig = as_call
         cdef batch_rec *rec = new_batch(op, form, as_list(keys, "keys", call, sig), buffers,
                                         addresses, sizes, call, sig)
+        if keep is not None:
+            try:
+                (<list><object>rec.keys).append(keep)
+            except BaseException:
+                rec_free(rec)
+                raise
         return self._submit(rec, ms)
 
     def get_many(self, keys, buffers):
@@ -1196,12 +1204,17 @@ cdef class RedisClient:
         return self._submit_many(LMR_BATCH_DELETE, FORM_KEYS, keys, None, None, None, 0,
                                  "submit_batch_delete", "keys", _call)
 
-    def submit_batch_get_ptr(self, keys, addresses, sizes, *, _call=None):
+    def submit_batch_get_ptr(self, keys, addresses, sizes, *, _call=None, _keep=None):
         """Starts get_many_ptr(keys, addresses, sizes) and returns its id
         (see submit_batch_get). The memory must stay valid and writable
-        until the completion is drained (or cancel_batch returned)."""
+        until the completion is drained (or cancel_batch returned).
+
+        ``_keep`` is private, for lmcache_redis.asyncio's get(key): an
+        object (the bytes read into) that the batch holds until its
+        completion is drained, or the client freed, whoever else drops it."""
         return self._submit_many(LMR_BATCH_GET, FORM_MEMORY, keys, None, addresses, sizes, 0,
-                                 "submit_batch_get_ptr", "keys, addresses, sizes", _call)
+                                 "submit_batch_get_ptr", "keys, addresses, sizes", _call,
+                                 _keep)
 
     def submit_batch_set_ptr(self, keys, addresses, sizes, *, ttl=None, _call=None):
         """Starts set_many_ptr(keys, addresses, sizes, ttl=ttl) and returns

@@ -104,8 +104,9 @@ class RedisClient:
         self._client = _core.RedisClient(*args, **kwargs)
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._fd: Optional[int] = None
-        # Submitted batch id -> (its future, objects kept alive until its
-        # completion is drained: the bytes a get(key) reads into).
+        # Submitted batch id -> its future. (What a batch writes into is
+        # held by the batch itself, until its completion is drained: the
+        # caller's buffers, and the bytes a get(key) reads into.)
         self._pending: dict = {}
 
     @classmethod
@@ -148,7 +149,7 @@ class RedisClient:
         self._client.close()  # joins the workers: every batch has completed
         self._drain()
         leftover, self._pending = self._pending, {}
-        for future, _ in leftover.values():
+        for future in leftover.values():
             if not future.done() and not future.get_loop().is_closed():
                 future.set_exception(
                     ClientClosedError("the client was closed before the call completed"))
@@ -179,25 +180,29 @@ class RedisClient:
         """The event fd's reader: hands each finished batch's results to
         its future."""
         for batch_id, results in self._client.drain_completions():
-            entry = self._pending.pop(batch_id, None)
-            if entry is None:
+            future = self._pending.pop(batch_id, None)
+            if future is None:
                 continue
-            future = entry[0]
             if not future.done() and not future.get_loop().is_closed():
                 future.set_result(results)
 
-    async def _run(self, submit, *args: Any, keep: Any = None, **kwargs: Any) -> list:
-        """Submits a batch and awaits its per-key results; a cancelled
-        await cancels the batch and waits until no worker touches its
-        buffers before CancelledError propagates."""
+    async def _run(self, submit, *args: Any, **kwargs: Any) -> list:
+        """Submits a batch and awaits its per-key results. An await that
+        ends otherwise (cancelled: CancelledError; the coroutine closed:
+        GeneratorExit, when a task is destroyed pending after its loop
+        closed) cancels the batch and waits until no worker touches its
+        buffers before the exception propagates."""
         loop = self._attach()
-        batch_id = submit(*args, **kwargs)
         future = loop.create_future()
-        self._pending[batch_id] = (future, keep)
+        batch_id = submit(*args, **kwargs)
+        self._pending[batch_id] = future
         try:
             return await future
-        except asyncio.CancelledError:
-            self._client.cancel_batch(batch_id)
+        except BaseException:
+            # A cancelled task cancelled the future too: only a future
+            # holding the results means the batch is over.
+            if not future.done() or future.cancelled():
+                self._client.cancel_batch(batch_id)
             raise
 
     async def _many(self, call: str, sig: str, submit, keys, *args: Any, **kwargs: Any) -> list:
@@ -232,8 +237,11 @@ class RedisClient:
             if attempt > 0 and time.monotonic() > give_up:
                 raise TimeoutError(f"get({key!r}): the value kept changing length for "
                                    f"{self._client.timeout} s (the client's timeout)")
+            # The batch holds `out` (_keep) until its completion is
+            # drained: were this coroutine destroyed, a worker still
+            # writes into live memory until the batch is cancelled.
             result = (await self._run(self._client.submit_batch_get_ptr, [key], [address],
-                                      [cap], keep=out))[0]
+                                      [cap], _keep=out, _call=("get", "key")))[0]
             if isinstance(result, BufferTooSmallError):
                 cap = result.needed
                 out, address = _core._uninitialized_bytes(cap)

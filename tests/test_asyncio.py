@@ -373,3 +373,63 @@ def test_argument_errors_name_the_public_call(redis_server, key) -> None:
             assert c._pending == {} and c.client.drain_completions() == []
 
     run(main())
+
+
+_GET_DESTROYED = r"""
+import asyncio, gc, os, signal, sys, time
+from lmcache_redis import OperationCancelledError
+from lmcache_redis.asyncio import RedisClient
+
+host, port, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+n = 8 << 20
+c = RedisClient(host, port, timeout=30)
+core = c.client
+
+
+class Stalling:
+    # Stops the server just before get(key) submits its read into the new
+    # bytes object (the length probe before it is answered).
+    def __getattr__(self, name):
+        return getattr(core, name)
+
+    def submit_batch_get_ptr(self, keys, addresses, *args, **kwargs):
+        if addresses[0] != 0:
+            os.kill(pid, signal.SIGSTOP)
+        return core.submit_batch_get_ptr(keys, addresses, *args, **kwargs)
+
+
+c._client = Stalling()
+loop = asyncio.new_event_loop()
+loop.run_until_complete(c.set("k", b"\x01" * n))
+task = loop.create_task(c.get("k"))
+loop.run_until_complete(asyncio.sleep(0.3))
+assert not task.done()
+loop.close()  # with the task pending: then the task, its coroutine and
+del task, c   # the asyncio client are garbage, in one cycle
+gc.collect()
+canary = bytearray(n)
+canary[:] = b"\x5a" * n  # most likely where a freed bytes object was
+os.kill(pid, signal.SIGCONT)
+time.sleep(0.5)
+assert canary.count(0x5a) == n, "written after the get(key) was destroyed"
+deadline, done = time.monotonic() + 20, []
+while len(done) < 1 and time.monotonic() < deadline:
+    time.sleep(0.01)
+    done += [r for _, r in core.drain_completions()]
+assert len(done) == 1 and isinstance(done[0][0], OperationCancelledError), done
+print("ok")
+"""
+
+
+def test_a_destroyed_get_without_buffer_writes_nowhere(make_own_server) -> None:
+    # Seen failing before the batch owned the bytes it reads into and _run
+    # cancelled on GeneratorExit: the read went on into freed memory after
+    # the loop closed with the task pending and gc destroyed it.
+    import subprocess
+    import sys
+
+    server = make_own_server()
+    out = subprocess.run([sys.executable, "-c", _GET_DESTROYED, server.host, str(server.port),
+                          str(server.pid)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stdout,
+                                                                out.stderr[-3000:])

@@ -329,6 +329,25 @@ def test_nothing_is_kept_once_drained(client, key) -> None:
     client.delete(key)
 
 
+def test_a_submission_keeps_its_keep_object_until_drained(client, key) -> None:
+    # Seen failing before _keep: the asyncio get(key)'s bytes were kept
+    # alive by a dict of the asyncio client alone.
+    import sys
+
+    client.set(key, b"abc")
+    out = bytearray(3)
+    keep = object()
+    refs = sys.getrefcount(keep)
+    batch_id = client.submit_batch_get_ptr([key], [np.frombuffer(out, np.uint8).ctypes.data],
+                                           [3], _keep=keep)
+    assert sys.getrefcount(keep) == refs + 1
+    results = {}
+    _drain_until(client, [batch_id], Counter(), results)
+    assert results[batch_id] == [3] and out == b"abc"
+    assert sys.getrefcount(keep) == refs
+    client.delete(key)
+
+
 def test_undrained_completions_release_their_buffers_when_the_client_is_freed(
         redis_server, key) -> None:
     c = RedisClient(redis_server.host, redis_server.port)
