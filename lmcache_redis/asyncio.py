@@ -142,18 +142,20 @@ class RedisClient:
     async def aclose(self) -> None:
         """Closes the client: batches in flight are cut short and complete
         (their cut-short keys raise ClientClosedError, or BatchError holding
-        it), the event fd's reader is removed. Idempotent."""
-        if self._client.closed:
+        it), the event fd's reader is removed. Idempotent; after the
+        client was closed elsewhere (``client.close()``) it still hands
+        the calls in flight their results."""
+        if not self._client.closed:
+            self._client.close()  # joins the workers: every batch has completed
+        try:
+            self._drain()
+        finally:
+            leftover, self._pending = self._pending, {}
+            for future in leftover.values():
+                if not future.done() and not future.get_loop().is_closed():
+                    future.set_exception(
+                        ClientClosedError("the client was closed before the call completed"))
             self._detach()
-            return
-        self._client.close()  # joins the workers: every batch has completed
-        self._drain()
-        leftover, self._pending = self._pending, {}
-        for future in leftover.values():
-            if not future.done() and not future.get_loop().is_closed():
-                future.set_exception(
-                    ClientClosedError("the client was closed before the call completed"))
-        self._detach()
 
     def _detach(self) -> None:
         if self._loop is not None and self._fd is not None and not self._loop.is_closed():

@@ -433,3 +433,31 @@ def test_a_destroyed_get_without_buffer_writes_nowhere(make_own_server) -> None:
                           str(server.pid)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stdout,
                                                                 out.stderr[-3000:])
+
+
+def test_aclose_after_the_client_was_closed_elsewhere(make_own_server) -> None:
+    # Seen failing before aclose always drained: closed by the sync client
+    # first, aclose removed the reader and left the calls in flight
+    # pending for ever.
+    server = make_own_server()
+
+    async def main():
+        c = RedisClient(server.host, server.port, timeout=20)
+        await c.set("a", b"1" * MiB)
+        out = bytearray(MiB)
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            tasks = [asyncio.ensure_future(c.get("a", out)),
+                     asyncio.ensure_future(c.exists_many(["a", "b"]))]
+            await asyncio.sleep(0.1)
+            c.client.close()  # elsewhere; the loop has not run since
+            await c.aclose()
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        done, _ = await asyncio.wait(tasks, timeout=10)
+        assert len(done) == 2, "calls in flight never completed"
+        assert isinstance(tasks[0].exception(), ClientClosedError)
+        assert isinstance(tasks[1].exception(), BatchError)
+        assert c._pending == {}
+
+    run(main())
