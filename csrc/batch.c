@@ -93,9 +93,9 @@ static void sub_complete(lmr__sub *s) {
   s->prev = s->next = NULL;
   if (c->done_tail != NULL) c->done_tail->next = s; else c->done_head = s;
   c->done_tail = s;
+  wake(c->event_fd);  /* under the lock: the fd says exactly "done is not empty" */
   pthread_cond_broadcast(&c->cq_cv);
   pthread_mutex_unlock(&c->cq_mu);  /* a drainer may free s from here on */
-  wake(c->event_fd);
 }
 
 static void release(lmr__sub *s) {
@@ -403,11 +403,9 @@ int lmr_batch_submit(lmr_client *c, lmr_batch_op op, lmr_item *items, size_t n, 
 }
 
 size_t lmr_drain(lmr_client *c, lmr_completion *out, size_t max) {
-  /* Clear the fd first: a completion queued after this read writes it
-   * again, so none is left waiting with the fd quiet. */
-  uint64_t count;
-  ssize_t k = read(c->event_fd, &count, sizeof count);
-  (void)k;
+  /* A forked child shares the parent's event fd: reading it there would
+   * swallow the parent's wake-up. It has no batches of its own. */
+  if (!lmr__client_in_opening_process(c)) return 0;
   pthread_mutex_lock(&c->cq_mu);
   size_t taken = 0;
   lmr__sub *list = c->done_head, *last = NULL;
@@ -416,10 +414,15 @@ size_t lmr_drain(lmr_client *c, lmr_completion *out, size_t max) {
     c->done_head = last->next;
     taken++;
   }
-  if (c->done_head == NULL) c->done_tail = NULL;
-  int more = c->done_head != NULL;
+  if (c->done_head == NULL) {
+    /* Cleared under the lock that queues completions (and writes the fd):
+     * readable exactly while some wait, never quiet with one queued. */
+    uint64_t count;
+    ssize_t k = read(c->event_fd, &count, sizeof count);
+    (void)k;
+    c->done_tail = NULL;
+  }
   pthread_mutex_unlock(&c->cq_mu);
-  if (more) wake(c->event_fd);
   if (last != NULL) last->next = NULL;
   for (size_t i = 0; i < taken; i++) {
     lmr__sub *s = list;
@@ -440,6 +443,9 @@ static int is_running(lmr_client *c, uint64_t id, lmr__sub **found) {
 }
 
 int lmr_batch_cancel(lmr_client *c, uint64_t id) {
+  /* In a forked child no worker would ever finish it (and cutting the
+   * sockets would cut the parent's): nothing of the parent's to cancel. */
+  if (!lmr__client_in_opening_process(c)) return 0;
   lmr__sub *s = NULL;
   pthread_mutex_lock(&c->cq_mu);
   if (!is_running(c, id, &s)) {

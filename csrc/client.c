@@ -204,11 +204,11 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
 /* In a forked child the pool's threads do not exist: joining them would
  * hang and shutdown(2) would cut the parent's sockets. The child leaves the
  * pool alone (its memory is the parent's copy) and only marks itself closed. */
-static int in_opening_process(const lmr_client *c) { return getpid() == c->pid; }
+int lmr__client_in_opening_process(const lmr_client *c) { return getpid() == c->pid; }
 
 void lmr_client_close(lmr_client *c) {
   atomic_store(&c->closed, 1);
-  if (c->pool != NULL && in_opening_process(c)) lmr_pool_shutdown(c->pool);
+  if (c->pool != NULL && lmr__client_in_opening_process(c)) lmr_pool_shutdown(c->pool);
 }
 
 int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
@@ -216,7 +216,7 @@ int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
 void lmr_client_free(lmr_client *c) {
   if (c == NULL) return;
   lmr_client_close(c);
-  if (in_opening_process(c)) lmr_pool_free(c->pool);
+  if (lmr__client_in_opening_process(c)) lmr_pool_free(c->pool);
   lmr__batch_free_done(c);
   if (c->event_fd >= 0) close(c->event_fd);
   pthread_mutex_destroy(&c->cq_mu);
@@ -247,7 +247,7 @@ void lmr_client_stats(const lmr_client *c, lmr_stats *out) {
 
 int lmr__client_check_open(lmr_client *c, lmr_error *err) {
   if (atomic_load(&c->closed)) return lmr__err(err, LMR_ECLOSED, "client is closed");
-  if (!in_opening_process(c))
+  if (!lmr__client_in_opening_process(c))
     return lmr__err(err, LMR_ECLOSED,
                     "client was opened in process %ld and has no workers in this one "
                     "(after fork, open a new client)", (long)c->pid);

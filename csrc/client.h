@@ -38,6 +38,8 @@ struct lmr_client {
 
 /* LMR_OK, or LMR_ECLOSED (closed, or a forked child's copy) in err. */
 int lmr__client_check_open(lmr_client *c, lmr_error *err);
+/* 0 in a forked child: the pool's threads and batches are the parent's. */
+int lmr__client_in_opening_process(const lmr_client *c);
 /* A new write id: distinct for every write of every client. */
 uint64_t lmr__client_set_id(lmr_client *c);
 /* Parts for a value of len bytes: the fixed count, or as stripe.h's

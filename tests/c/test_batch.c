@@ -252,6 +252,65 @@ TEST(many_submitters_one_poller) {
   return 0;
 }
 
+/* The event fd is readable exactly while completions wait: right after a
+ * drain that took the last one it is quiet (it used to be written after
+ * the queue's lock was dropped, so a drain could leave it readable with
+ * nothing queued: 11 in 5,000 rounds). */
+TEST(event_fd_exact) {
+  lmr_client *c;
+  ASSERT_EQ(open_client(&c, 10), LMR_OK);
+  int fd = lmr_event_fd(c);
+  int stale = 0;
+  for (int round = 0; round < 5000; round++) {
+    lmr_item items[2] = {{.key = "exact:a", .key_len = 7}, {.key = "exact:b", .key_len = 7}};
+    uint64_t ids[2];
+    lmr_error err;
+    ASSERT_EQ(lmr_batch_submit(c, LMR_BATCH_EXISTS, &items[0], 1, 0, &ids[0], &err), LMR_OK);
+    ASSERT_EQ(lmr_batch_submit(c, LMR_BATCH_EXISTS, &items[1], 1, 0, &ids[1], &err), LMR_OK);
+    size_t got = 0;
+    while (got < 2) {
+      struct pollfd p = {.fd = fd, .events = POLLIN};
+      ASSERT_EQ(poll(&p, 1, 5000), 1);
+      lmr_completion out[2];
+      got += lmr_drain(c, out, 2);
+    }
+    struct pollfd q = {.fd = fd, .events = POLLIN};
+    stale += poll(&q, 1, 0);
+  }
+  ASSERT_EQ(stale, 0);
+  lmr_client_free(c);
+  return 0;
+}
+
+/* A forked child's drain and cancel leave the parent's batches alone: the
+ * child reading the shared event fd swallowed the parent's wake-up, and its
+ * cancel waited forever for workers it does not have. */
+TEST(forked_child_leaves_the_parent_alone) {
+  lmr_client *c;
+  ASSERT_EQ(open_client(&c, 10), LMR_OK);
+  lmr_item item = {.key = "fork:a", .key_len = 6};
+  uint64_t id;
+  lmr_error err;
+  ASSERT_EQ(lmr_batch_submit(c, LMR_BATCH_EXISTS, &item, 1, 0, &id, &err), LMR_OK);
+  struct pollfd p = {.fd = lmr_event_fd(c), .events = POLLIN};
+  ASSERT_EQ(poll(&p, 1, 5000), 1);  /* complete, not drained */
+  pid_t child = fork();
+  if (child == 0) {
+    lmr_completion out[1];
+    int bad = lmr_drain(c, out, 1) != 0 || lmr_batch_cancel(c, id) != 0;
+    _exit(bad);
+  }
+  int status = -1;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(poll(&p, 1, 0), 1);  /* the parent's wake-up is still there */
+  lmr_completion out[1];
+  ASSERT_EQ(lmr_drain(c, out, 1), 1);
+  ASSERT_EQ(out[0].id, id);
+  lmr_client_free(c);
+  return 0;
+}
+
 /* ---- close, cancel and a dying server with batches in flight ---- */
 
 #define FLIGHT 24
@@ -469,7 +528,8 @@ TEST(stop_server) {
 }
 
 TEST_MAIN(TEST_ENTRY(start_server), TEST_ENTRY(exists_and_delete_1000), TEST_ENTRY(mixed_sizes),
-          TEST_ENTRY(many_submitters_one_poller), TEST_ENTRY(close_with_batches_in_flight),
+          TEST_ENTRY(many_submitters_one_poller), TEST_ENTRY(event_fd_exact),
+          TEST_ENTRY(forked_child_leaves_the_parent_alone), TEST_ENTRY(close_with_batches_in_flight),
           TEST_ENTRY(cancel_then_canary), TEST_ENTRY(cancel_pipelined_run_on_stalled_server),
           TEST_ENTRY(server_killed_mid_batch),
           TEST_ENTRY(stop_server))
