@@ -32,6 +32,7 @@ stored the old value or the new one, whole.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any, Optional
 
@@ -53,6 +54,41 @@ def _one(results: list) -> Any:
     if isinstance(result, BaseException):
         raise result
     return result
+
+
+def _settle(future: asyncio.Future, results: Any, error: Optional[BaseException]) -> None:
+    """Runs on the future's loop: hands it the results (or the error)
+    unless it is done already (cancelled)."""
+    if not future.done():
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(results)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn, *args: Any) -> None:
+    """Runs fn(*args) on ``loop``: at once when it is this thread's running
+    loop, else through loop.call_soon_threadsafe (a loop is not
+    thread-safe: aclose may run on another thread's loop); not at all once
+    the loop is closed."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        fn(*args)
+        return
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # closed meanwhile
+        pass
+
+
+# Seconds until the event fd's reader drains again after a drain raised
+# (drain_completions keeps what it could not convert; the fd won't say so).
+_DRAIN_RETRY_S = 0.01
 
 
 def _keys_list(keys):
@@ -88,7 +124,9 @@ class RedisClient:
     share the client's connections.
 
     The client belongs to the event loop it is first used in; after that
-    loop closes, another may use it.
+    loop closes, another may use it. A call from another loop while that
+    one is open raises RuntimeError (make one client per loop);
+    ``aclose()`` may come from any thread or loop.
 
     Cancellation: cancelling a task that awaits a call cancels the call's
     batch (``cancel_batch``) and waits until no worker touches its buffers
@@ -108,6 +146,11 @@ class RedisClient:
         # held by the batch itself, until its completion is drained: the
         # caller's buffers, and the bytes a get(key) reads into.)
         self._pending: dict = {}
+        # Guards _loop/_fd (attaching a loop: check, then act) and makes a
+        # submission and its _pending entry one step for a drain on
+        # another thread (aclose's): a drain never sees a completion
+        # whose future is not in _pending yet.
+        self._lock = threading.RLock()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "RedisClient":
@@ -144,23 +187,26 @@ class RedisClient:
         (their cut-short keys raise ClientClosedError, or BatchError holding
         it), the event fd's reader is removed. Idempotent; after the
         client was closed elsewhere (``client.close()``) it still hands
-        the calls in flight their results."""
+        the calls in flight their results. From another thread or loop
+        than the one using the client, it hands them over on that loop."""
         if not self._client.closed:
             self._client.close()  # joins the workers: every batch has completed
         try:
             self._drain()
         finally:
-            leftover, self._pending = self._pending, {}
+            with self._lock:
+                leftover, self._pending = self._pending, {}
+                self._detach()
             for future in leftover.values():
-                if not future.done() and not future.get_loop().is_closed():
-                    future.set_exception(
-                        ClientClosedError("the client was closed before the call completed"))
-            self._detach()
+                _on_loop(future.get_loop(), _settle, future, None,
+                         ClientClosedError("the client was closed before the call completed"))
 
     def _detach(self) -> None:
-        if self._loop is not None and self._fd is not None and not self._loop.is_closed():
-            self._loop.remove_reader(self._fd)
+        # With self._lock held.
+        loop, fd = self._loop, self._fd
         self._loop = self._fd = None
+        if loop is not None and fd is not None:
+            _on_loop(loop, loop.remove_reader, fd)
 
     # ---- plumbing: submit, await, drain -----------------------------------------
 
@@ -168,25 +214,36 @@ class RedisClient:
         loop = asyncio.get_running_loop()
         if loop is self._loop:
             return loop
-        if self._loop is not None and not self._loop.is_closed():
-            raise RuntimeError("this lmcache_redis.asyncio.RedisClient is in use by another "
-                               "event loop; make one client per loop")
-        if self._client.closed:
-            raise ClientClosedError("the client is closed")
-        fd = self._client.event_fd()
-        loop.add_reader(fd, self._drain)
-        self._loop, self._fd = loop, fd
+        with self._lock:
+            if self._loop is not loop:
+                if self._loop is not None and not self._loop.is_closed():
+                    raise RuntimeError("this lmcache_redis.asyncio.RedisClient is in use by "
+                                       "another event loop; make one client per loop")
+                if self._client.closed:
+                    raise ClientClosedError("the client is closed")
+                fd = self._client.event_fd()
+                loop.add_reader(fd, self._drain)
+                self._loop, self._fd = loop, fd
         return loop
 
     def _drain(self) -> None:
-        """The event fd's reader: hands each finished batch's results to
-        its future."""
-        for batch_id, results in self._client.drain_completions():
-            future = self._pending.pop(batch_id, None)
-            if future is None:
-                continue
-            if not future.done() and not future.get_loop().is_closed():
-                future.set_result(results)
+        """The event fd's reader (and aclose's last drain, on any thread):
+        hands each finished batch's results to its future, on the future's
+        loop."""
+        try:
+            with self._lock:
+                done = [(self._pending.pop(batch_id, None), results)
+                        for batch_id, results in self._client.drain_completions()]
+        except BaseException:
+            # What drain_completions could not convert it keeps for the
+            # next call, which the event fd will not prompt: drain again.
+            loop = self._loop
+            if loop is not None:
+                _on_loop(loop, loop.call_later, _DRAIN_RETRY_S, self._drain)
+            raise
+        for future, results in done:
+            if future is not None:
+                _on_loop(future.get_loop(), _settle, future, results, None)
 
     async def _run(self, submit, *args: Any, **kwargs: Any) -> list:
         """Submits a batch and awaits its per-key results. An await that
@@ -196,8 +253,9 @@ class RedisClient:
         buffers before the exception propagates."""
         loop = self._attach()
         future = loop.create_future()
-        batch_id = submit(*args, **kwargs)
-        self._pending[batch_id] = future
+        with self._lock:
+            batch_id = submit(*args, **kwargs)
+            self._pending[batch_id] = future
         try:
             return await future
         except BaseException:

@@ -461,3 +461,111 @@ def test_aclose_after_the_client_was_closed_elsewhere(make_own_server) -> None:
         assert c._pending == {}
 
     run(main())
+
+
+def test_a_second_loop_at_once_is_refused(redis_server, key) -> None:
+    # Seen failing before _attach held a lock: two loops in two threads
+    # both attached (both checked before either set its loop).
+    import threading
+
+    c = RedisClient(redis_server.host, redis_server.port)
+    core = c.client
+
+    class SlowAttach:
+        # Widens the window between _attach's check and its act.
+        def __getattr__(self, name):
+            return getattr(core, name)
+
+        def event_fd(self):
+            time.sleep(0.3)
+            return core.event_fd()
+
+    c._client = SlowAttach()
+    outcomes: list = []
+    both_ready = threading.Barrier(2)
+
+    def use() -> None:
+        async def main():
+            both_ready.wait(HANG)
+            try:
+                await c.exists(key)
+                await asyncio.sleep(0.5)  # still attached when the other one tries
+                outcomes.append("ok")
+            except RuntimeError as e:
+                outcomes.append(str(e))
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=use) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG)
+    assert outcomes.count("ok") == 1, outcomes
+    assert "in use by another event loop; make one client per loop" in \
+        [o for o in outcomes if o != "ok"][0]
+    asyncio.run(c.aclose())
+
+
+def test_aclose_from_another_thread_wakes_the_owning_loop(make_own_server) -> None:
+    # Seen failing before aclose went through call_soon_threadsafe: it
+    # resolved the owning loop's futures from its own thread (a debug loop
+    # refuses: "Non-thread-safe operation").
+    import threading
+
+    server = make_own_server()
+    c = RedisClient(server.host, server.port, timeout=20)
+    started = threading.Event()
+    outcome: list = []
+
+    def owner() -> None:
+        async def main():
+            await c.set("a", b"1")
+            os.kill(server.pid, signal.SIGSTOP)
+            task = asyncio.ensure_future(c.exists_many(["a", "b"]))
+            await asyncio.sleep(0.1)
+            started.set()
+            try:
+                await task
+                outcome.append("returned")
+            except BatchError as e:
+                outcome.append([type(x).__name__ for x in e.results])
+
+        asyncio.run(main(), debug=True)
+
+    t = threading.Thread(target=owner)
+    t.start()
+    try:
+        assert started.wait(HANG)
+        asyncio.run(c.aclose())
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        t.join(10)
+    assert not t.is_alive(), "the owning loop's call never completed"
+    assert outcome == [["ClientClosedError", "ClientClosedError"]]
+    assert c.closed and c._pending == {}
+
+
+def test_a_drain_that_raised_is_retried(redis_server, key, monkeypatch) -> None:
+    # Seen failing before the event fd's reader retried a drain that
+    # raised: the completions it kept were not drained until another came,
+    # and the call awaiting them hung.
+    real, raised = lmcache_redis._core.error_from_code, []
+
+    def fails_once(*args):
+        if not raised:
+            raised.append(1)
+            raise MemoryError("while converting")
+        return real(*args)
+
+    async def main():
+        async with RedisClient(redis_server.host, redis_server.port) as c:
+            await c.set(key, b"xx")
+            asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: None)
+            monkeypatch.setattr(lmcache_redis._core, "error_from_code", fails_once)
+            with pytest.raises(BufferTooSmallError):
+                await asyncio.wait_for(c.get(key, bytearray(1)), 10)
+            assert raised
+            await c.delete(key)
+
+    run(main())
