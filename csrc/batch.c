@@ -47,7 +47,6 @@ struct lmr__sub {
   lmr_plan_kind kind;
   lmr_item *items;
   size_t n;
-  key_run *keys;
   atomic_size_t left;
   int status;            /* on completion: the first failed item's code */
   pthread_mutex_t mu;
@@ -56,6 +55,7 @@ struct lmr__sub {
   pthread_cond_t cv;
   int done;
   lmr__sub *prev, *next; /* in c->running, then c->done_head's list */
+  key_run keys[];        /* n of them: one allocation per batch */
 };
 
 /* ---- completion ---- */
@@ -68,7 +68,6 @@ static void wake(int fd) {
 }
 
 static void sub_free(lmr__sub *s) {
-  free(s->keys);
   pthread_mutex_destroy(&s->mu);
   if (s->waited) pthread_cond_destroy(&s->cv);
   free(s);
@@ -77,8 +76,6 @@ static void sub_free(lmr__sub *s) {
 static void sub_complete(lmr__sub *s) {
   s->status = LMR_OK;
   for (size_t i = 0; i < s->n && s->status == LMR_OK; i++) s->status = s->items[i].status;
-  free(s->keys);  /* no job of the batch is left anywhere */
-  s->keys = NULL;
   if (s->waited) {
     pthread_mutex_lock(&s->mu);
     s->done = 1;
@@ -256,11 +253,9 @@ static int check_batch(lmr_client *c, int op, lmr_item *items, size_t n, int64_t
 
 static lmr__sub *sub_new(lmr_client *c, lmr_plan_kind kind, lmr_item *items, size_t n,
                          int waited, lmr_error *err) {
-  lmr__sub *s = calloc(1, sizeof *s);
-  key_run *keys = n > 0 ? calloc(n, sizeof *keys) : NULL;
-  if (s == NULL || (n > 0 && keys == NULL)) {
-    free(s);
-    free(keys);
+  /* n <= LMR_MAX_BATCH: the size cannot overflow. */
+  lmr__sub *s = calloc(1, sizeof *s + n * sizeof(key_run));
+  if (s == NULL) {
     lmr__err(err, LMR_ENOMEM, "out of memory for a batch of %zu keys", n);
     return NULL;
   }
@@ -269,7 +264,6 @@ static lmr__sub *sub_new(lmr_client *c, lmr_plan_kind kind, lmr_item *items, siz
   s->kind = kind;
   s->items = items;
   s->n = n;
-  s->keys = keys;
   atomic_init(&s->left, n + 1);  /* + the submitter's hold */
   pthread_mutex_init(&s->mu, NULL);
   s->waited = waited;
