@@ -305,8 +305,8 @@ cdef batch_rec *rec_of(lmr_item *items) noexcept:
 
 
 # What each sequence argument of a batch holds, for its error messages.
-_SEQUENCE_OF = {"keys": "keys", "buffers": "buffers", "addresses": "ints",
-                "sizes": "ints"}
+_SEQUENCE_OF = {"keys": "keys", "buffers": "buffers", "memoryviews": "buffers",
+                "addresses": "ints", "sizes": "ints"}
 
 
 cdef list as_list(object seq, str name, str call, str sig):
@@ -320,12 +320,12 @@ cdef list as_list(object seq, str name, str call, str sig):
     if name == "keys" and isinstance(seq, (str, bytes)):
         raise TypeError(f"{call}({sig}): keys must be a sequence of keys (list, tuple), "
                         f"not one {type(seq).__name__}")
-    if name == "buffers" and PyObject_CheckBuffer(seq):
+    if what == "buffers" and PyObject_CheckBuffer(seq):
         m = memoryview(seq)
         ndim = m.ndim
         m.release()
         if ndim <= 1:
-            raise TypeError(f"{call}({sig}): buffers must be a sequence of buffers, one per "
+            raise TypeError(f"{call}({sig}): {name} must be a sequence of buffers, one per "
                             f"key, not one {type(seq).__name__}")
     try:
         return list(seq)
@@ -358,11 +358,17 @@ cdef batch_rec *new_batch(int op, int form, list k, object buffers, object addre
     ignored. Raises for the first bad argument, naming it."""
     cdef list b = None, a = None, z = None
     cdef size_t n = len(k)
+    # A one-key call's batch (the asyncio get(key, buffer)) names its
+    # arguments as that call does: key, buffer (not keys[0], buffers[0]).
+    cdef bint one = not sig.startswith("keys")
+    # The buffers as the signature names them: "buffers", or "memoryviews"
+    # (lmcache_redis.lmcache, whose signatures are LMCache's).
+    cdef str bname = "buffers" if one or form != FORM_BUFFERS else sig.partition(", ")[2]
     if form == FORM_BUFFERS:
-        b = as_list(buffers, "buffers", call, sig)
+        b = as_list(buffers, bname, call, sig)
         if len(b) != n:
-            raise ValueError(f"{call}({sig}): keys and buffers differ in length: "
-                             f"{n} keys, {len(b)} buffers")
+            raise ValueError(f"{call}({sig}): keys and {bname} differ in length: "
+                             f"{n} keys, {len(b)} {bname}")
     elif form == FORM_MEMORY:
         a = as_list(addresses, "addresses", call, sig)
         z = as_list(sizes, "sizes", call, sig)
@@ -376,9 +382,6 @@ cdef batch_rec *new_batch(int op, int form, list k, object buffers, object addre
     cdef bytes kb
     cdef size_t i
     cdef str where = f"{call}({sig}): "
-    # A one-key call's batch (the asyncio get(key, buffer)) names its
-    # arguments as that call does: key, buffer (not keys[0], buffers[0]).
-    cdef bint one = not sig.startswith("keys")
     try:
         rec.keys = <PyObject *>kept
         Py_INCREF(kept)
@@ -397,7 +400,7 @@ cdef batch_rec *new_batch(int op, int form, list k, object buffers, object addre
         if b is not None:
             for i in range(n):
                 get_view(b[i], &rec.views[i], op == LMR_BATCH_GET, call, sig,
-                         nth("buffers", i, one))
+                         nth(bname, i, one))
                 rec.nviews = i + 1
                 rec.items[i].buf = rec.views[i].buf
                 rec.items[i].len = rec.views[i].len
