@@ -7,6 +7,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from libc.stdint cimport int64_t, uint64_t, uintptr_t
+from posix.unistd cimport write
 from libc.string cimport memset
 
 from lmcache_redis._lmr cimport *
@@ -85,6 +86,12 @@ cdef inline void arm_cancel():
 cdef raise_error(const lmr_error *err):
     raise error_from_code(lmr_code_name(err.code).decode("ascii"),
                           err.msg.decode("utf-8", "replace"), err.needed)
+
+
+cdef void rearm_event_fd(lmr_client *c) noexcept nogil:
+    """Makes the client's event fd readable (an eventfd: add 1)."""
+    cdef uint64_t one = 1
+    cdef ssize_t k = write(lmr_event_fd(c), &one, sizeof(one))
 
 
 cdef int check(int rc, lmr_error *err) except -1:
@@ -1239,8 +1246,7 @@ cdef class RedisClient:
 
         When converting the results raises (MemoryError; KeyboardInterrupt
         from a signal handler), the completions not yet returned are kept,
-        and the next call returns them (call it again: the event fd does
-        not say so)."""
+        the event fd stays readable, and the next call returns them."""
         cdef lmr_client *c = open_client(self._c)
         cdef lmr_completion out[DRAIN_CHUNK]
         cdef size_t got, i
@@ -1285,6 +1291,11 @@ cdef class RedisClient:
                 self._taken = rec
                 if self._taken_last == NULL:
                     self._taken_last = rec
+                # The C queue's drain quietened the fd, yet these wait:
+                # made readable again (the next drain quietens it once the
+                # C queue is empty), or a poller that drains only when it
+                # is readable (LMCache) would never come back for them.
+                rearm_event_fd(c)
                 raise
             self._ready.append(item)
             rec_free(rec)

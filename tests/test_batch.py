@@ -488,7 +488,8 @@ def test_every_kind_of_submission_completes_once(client, key) -> None:
 def test_drain_keeps_the_completions_it_could_not_convert(client, key, monkeypatch,
                                                          exc) -> None:
     # Seen failing before drain_completions kept what it had taken: the
-    # completions taken by a call whose converting raised were lost.
+    # completions taken by a call whose converting raised were lost; and
+    # before it re-armed the fd for them: a poller waited forever.
     client.set(key, b"xx")
     ids = [client.submit_batch_exists([key]), client.submit_batch_get([key], [bytearray(1)]),
            client.submit_batch_exists([key, "nope"])]
@@ -512,6 +513,9 @@ def test_drain_keeps_the_completions_it_could_not_convert(client, key, monkeypat
         try:
             done = client.drain_completions()
         except exc:
+            # Those taken wait in the client now: the fd says so (a poller
+            # that drains only when it is readable must come back).
+            assert _readable(fd)
             continue
         for batch_id, res in done:
             seen[batch_id] += 1
