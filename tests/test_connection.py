@@ -18,7 +18,7 @@ import pytest
 import redis
 
 import lmcache_redis
-from lmcache_redis import (AuthenticationError, ClientClosedError, RedisClient,
+from lmcache_redis import (AuthenticationError, BatchError, ClientClosedError, RedisClient,
                            ResponseError)
 from lmcache_redis._testing import RedisServer
 from selfcheck import decode
@@ -411,6 +411,33 @@ def test_client_kill_is_survived(own_server, key) -> None:
     own_server.command("CLIENT", "KILL", "TYPE", "normal")
     _works(client, key)
     client.close()
+
+
+def test_protocol_error_drops_the_connection(own_server, key) -> None:
+    # Redis answers a request it cannot parse with "-ERR Protocol error: ..."
+    # and closes the connection right after. Here: values longer than the
+    # server's proto-max-bulk-len, lowered after the client read it. Each
+    # job after such a reply must go on a new connection: in a batch on one
+    # connection it follows at once, and on the old one it would meet the
+    # server's close ("Connection reset by peer"), a race that a few
+    # thousand tries lose at least once.
+    with RedisClient(own_server.host, own_server.port, stripes=1, connections=1,
+                     timeout=10) as client:
+        own_server.command("CONFIG", "SET", "proto-max-bulk-len", str(1 << 20))
+        big = bytes((1 << 20) + 1)
+        protocol_errors = 0
+        for batch in range(40):
+            keys = [f"{key}:{batch}:{i}:{size}" for i in range(50) for size in ("big", "small")]
+            with pytest.raises(BatchError) as info:
+                client.set_many(keys, [big, b"small"] * 50)
+            # Only the big values fail: with the protocol error, or (when the
+            # socket buffers hold less than one) with the close while sending.
+            assert len(info.value.failures) == 50
+            for _, failed, error in info.value.failures:
+                assert failed.endswith(":big"), (failed, error)
+                protocol_errors += "Protocol error" in str(error)
+        assert protocol_errors > 0
+        assert client.stats()["reconnects"] >= 40 * 50
 
 
 def test_stalled_server_times_out(own_server, key) -> None:
