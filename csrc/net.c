@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -44,30 +45,71 @@ static void close_hooked(int fd, const fd_hook *h) {
   close(fd);
 }
 
+/* Whether fd was shut down for reading, as a close or a cancel does to the
+ * hooked fd: how a loop that cannot wait for that in poll(2) learns of it
+ * (an unconnected Unix socket polls as hung up at once). */
+static int shut_down(int fd) {
+  struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+  return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLRDHUP);
+}
+
+/* Longest pause between two tries of a Unix connect: also how long a close
+ * may wait for the retrying connect to notice it. */
+#define UNIX_RETRY_MAX_NS (16 * 1000000LL)
+
+/* A Unix socket's connect either completes at once or fails: EAGAIN means
+ * the listener's backlog is full (the server is not accepting fast enough),
+ * and nothing goes on in the background as after TCP's EINPROGRESS. So it
+ * is tried again, after pauses growing from 1 ms, until the deadline. */
+static int connect_unix(int fd, const struct sockaddr *addr, socklen_t len, int64_t deadline,
+                        const char *endpoint, lmr_error *err) {
+  int64_t pause_ns = 1000000;
+  while (connect(fd, addr, len) != 0) {
+    if (errno != EAGAIN)
+      return lmr__err_sys(err, LMR_ECONN, errno, "cannot connect to %s", endpoint);
+    if (shut_down(fd))
+      return lmr__err(err, LMR_ECONN, "connecting to %s was interrupted", endpoint);
+    int64_t left_ns = deadline - lmr__now_ns();
+    if (left_ns <= 0)
+      return lmr__err(err, LMR_ETIMEDOUT,
+                      "timed out connecting to %s: its listen backlog stayed full (the server "
+                      "accepts no connections, or not fast enough)", endpoint);
+    int64_t ns = pause_ns < left_ns ? pause_ns : left_ns;
+    nanosleep(&(struct timespec){.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000}, NULL);
+    if (pause_ns < UNIX_RETRY_MAX_NS) pause_ns *= 2;
+  }
+  return LMR_OK;
+}
+
+/* A TCP connect in progress (EINPROGRESS) completes in the background; its
+ * outcome is in SO_ERROR once the socket is writable. */
+static int connect_tcp(int fd, const struct sockaddr *addr, socklen_t len, int64_t deadline,
+                       const char *endpoint, lmr_error *err) {
+  if (connect(fd, addr, len) == 0) return LMR_OK;
+  if (errno != EINPROGRESS)
+    return lmr__err_sys(err, LMR_ECONN, errno, "cannot connect to %s", endpoint);
+  char what[sizeof "connecting to " + 160];
+  snprintf(what, sizeof what, "connecting to %s", endpoint);
+  int rc = lmr__net_wait(fd, POLLOUT, deadline, what, err);
+  if (rc != LMR_OK) return rc;
+  int soerr = 0;
+  socklen_t sl = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+  if (soerr != 0) return lmr__err_sys(err, LMR_ECONN, soerr, "cannot connect to %s", endpoint);
+  return LMR_OK;
+}
+
 static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
                        int64_t deadline, const char *endpoint, const fd_hook *h, int *out,
                        lmr_error *err) {
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return lmr__err_sys(err, LMR_ECONN, errno, "socket");
   h->hook(h->ctx, fd);
-  if (connect(fd, addr, len) != 0) {
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-      int e = errno;
-      close_hooked(fd, h);
-      return lmr__err_sys(err, LMR_ECONN, e, "cannot connect to %s", endpoint);
-    }
-    char what[sizeof "connecting to " + 160];
-    snprintf(what, sizeof what, "connecting to %s", endpoint);
-    int rc = lmr__net_wait(fd, POLLOUT, deadline, what, err);
-    int soerr = 0;
-    socklen_t sl = sizeof soerr;
-    if (rc == LMR_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
-    if (rc == LMR_OK && soerr != 0)
-      rc = lmr__err_sys(err, LMR_ECONN, soerr, "cannot connect to %s", endpoint);
-    if (rc != LMR_OK) {
-      close_hooked(fd, h);
-      return rc;
-    }
+  int rc = family == AF_UNIX ? connect_unix(fd, addr, len, deadline, endpoint, err)
+                             : connect_tcp(fd, addr, len, deadline, endpoint, err);
+  if (rc != LMR_OK) {
+    close_hooked(fd, h);
+    return rc;
   }
   if (family != AF_UNIX) {
     int one = 1;

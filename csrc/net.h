@@ -15,8 +15,10 @@
  * so that another thread can shut a connect in progress down. */
 typedef void (*lmr__net_fd_hook)(void *ctx, int fd);
 
-/* Connects to cfg's Unix path or host:port; on success *fd is a
- * non-blocking, close-on-exec stream socket (TCP_NODELAY for TCP). */
+/* Connects to cfg's Unix path or host:port by the deadline; on success *fd
+ * is a non-blocking, close-on-exec stream socket (TCP_NODELAY for TCP). A
+ * Unix socket whose listen backlog is full is tried again until the
+ * deadline. */
 int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook hook,
                      void *hook_ctx, int *fd, lmr_error *err);
 

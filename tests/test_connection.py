@@ -182,6 +182,89 @@ def test_unix_socket_missing(tmp_path) -> None:
         RedisClient(unix_socket_path=str(tmp_path / "no.sock"))
 
 
+def _fill_backlog(path: str) -> list[socket.socket]:
+    """Connects to the unix socket at ``path`` until its listen backlog is
+    full (a non-blocking connect fails with EAGAIN); returns the connections,
+    to be closed."""
+    filler: list[socket.socket] = []
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            sock.close()
+            return filler
+        filler.append(sock)
+
+
+def _stopped_unix_server(make_own_server) -> RedisServer:
+    """A server that accepts no connection (stopped) on a unix socket whose
+    backlog is small: Redis gives it tcp-backlog's, here 0 (one waiting
+    connection)."""
+    server = make_own_server(unix_socket=True, extra_args=["--tcp-backlog", "0"])
+    os.kill(server.pid, signal.SIGSTOP)
+    return server
+
+
+def test_unix_socket_with_a_full_backlog_is_retried(make_own_server, key) -> None:
+    # A unix connect that finds the backlog full fails at once with EAGAIN
+    # (nothing is in progress, unlike TCP's EINPROGRESS): the client tries
+    # again until the server accepts, within connect_timeout.
+    server = _stopped_unix_server(make_own_server)
+    filler = _fill_backlog(server.unix_path)
+    resume = threading.Timer(0.5, os.kill, (server.pid, signal.SIGCONT))
+    resume.start()
+    try:
+        started = time.monotonic()
+        with RedisClient(unix_socket_path=server.unix_path, connections=2,
+                         connect_timeout=10) as client:
+            assert time.monotonic() - started >= 0.4  # it waited for the server
+            _works(client, key)
+    finally:
+        resume.join()
+        for sock in filler:
+            sock.close()
+
+
+def test_unix_socket_with_a_backlog_that_stays_full_times_out(make_own_server) -> None:
+    server = _stopped_unix_server(make_own_server)
+    filler = _fill_backlog(server.unix_path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(lmcache_redis.TimeoutError) as info:
+            RedisClient(unix_socket_path=server.unix_path, connect_timeout=0.3)
+        took = time.monotonic() - started
+        assert 0.25 <= took < 1.5, took
+        assert server.unix_path in str(info.value) and "backlog" in str(info.value)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        for sock in filler:
+            sock.close()
+
+
+def test_close_interrupts_a_unix_connect_waiting_for_the_backlog(make_own_server) -> None:
+    server = make_own_server(unix_socket=True, extra_args=["--tcp-backlog", "0"])
+    client = RedisClient(unix_socket_path=server.unix_path, connections=1, timeout=30,
+                         connect_timeout=30)
+    server.command("CLIENT", "KILL", "TYPE", "normal")  # the next call reconnects
+    os.kill(server.pid, signal.SIGSTOP)
+    filler = _fill_backlog(server.unix_path)
+    try:
+        thread, results = _in_thread(lambda: client.exists("k"))
+        time.sleep(0.3)  # the call is trying its connect again and again
+        assert not results, results
+        started = time.monotonic()
+        client.close()
+        closing = time.monotonic() - started
+        thread.join(10)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        for sock in filler:
+            sock.close()
+    assert closing < 0.5 and isinstance(results[0], ClientClosedError), (closing, results)
+
+
 def test_from_url_with_password_and_db(auth_server, key) -> None:
     url = f"redis://:{quote(PASSWORD, safe='')}@{auth_server.host}:{auth_server.port}/2"
     with RedisClient.from_url(url, stripes=1) as client:
