@@ -122,8 +122,9 @@ static int idle_conn_ok(lmr_conn *c) {
   return k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
-/* The socket being connected is published as c->fd at once, so that
- * lmr__conn_interrupt can cut a connect short too. */
+/* The socket being connected (or the name lookup's fd before it) is
+ * published as c->fd at once, so that lmr__conn_interrupt can cut a
+ * connect short too. */
 static void publish_fd(void *ctx, int fd) {
   lmr_conn *c = ctx;
   pthread_mutex_lock(&c->fd_mu);
