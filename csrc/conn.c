@@ -21,6 +21,7 @@ void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
   c->stats = stats;
   c->deadline = 0;
   c->ever_connected = 0;
+  c->server_closes = 0;
   c->rpos = c->rlen = 0;
   lmr_resp_parser_init(&c->parser);
 }
@@ -34,6 +35,7 @@ void lmr__conn_close(lmr_conn *c) {
   if (c->fd >= 0) close(c->fd);
   c->fd = -1;
   pthread_mutex_unlock(&c->fd_mu);
+  c->server_closes = 0;
   c->rpos = c->rlen = 0;
   lmr_resp_parser_init(&c->parser);
 }
@@ -120,8 +122,9 @@ static int idle_conn_ok(lmr_conn *c) {
   return k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR);
 }
 
-/* The socket being connected is published as c->fd at once, so that
- * lmr__conn_interrupt can cut a connect short too. */
+/* The socket being connected (or the name lookup's fd before it) is
+ * published as c->fd at once, so that lmr__conn_interrupt can cut a
+ * connect short too. */
 static void publish_fd(void *ctx, int fd) {
   lmr_conn *c = ctx;
   pthread_mutex_lock(&c->fd_mu);
@@ -131,7 +134,7 @@ static void publish_fd(void *ctx, int fd) {
 }
 
 int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
-  if (c->fd >= 0 && c->rpos == c->rlen && idle_conn_ok(c)) return LMR_OK;
+  if (c->fd >= 0 && !c->server_closes && c->rpos == c->rlen && idle_conn_ok(c)) return LMR_OK;
   if (c->fd >= 0) lmr__conn_close(c);
   if (atomic_load(&c->interrupted)) return lmr__err(err, LMR_ECLOSED, "client is closed");
   if (cancelled(c)) return lmr__err(err, LMR_ECANCELED, "call was cancelled");
@@ -225,10 +228,19 @@ static int next_event(lmr_conn *c, lmr_reply *r, lmr_error *err) {
   }
 }
 
+/* The start of the error Redis sends before it closes a connection whose
+ * request it could not parse (an argument longer than proto-max-bulk-len). */
+static const char protocol_error[] = "ERR Protocol error";
+
 int lmr__conn_read_reply(lmr_conn *c, lmr_reply *r, lmr_error *err) {
   int rc = next_event(c, r, err);
   if (rc == LMR_OK && r->type == LMR_REPLY_BULK_END)
     return broken(c, lmr__err(err, LMR_EPROTO, "reply stream out of step"), err);
+  /* The close may arrive after the next command is sent on the connection
+   * (which then fails with "Connection reset by peer"): it goes now. */
+  if (rc == LMR_OK && r->type == LMR_REPLY_ERROR &&
+      strncmp(r->str, protocol_error, sizeof protocol_error - 1) == 0)
+    c->server_closes = 1;
   return rc;
 }
 

@@ -7,7 +7,9 @@
  *
  * Any failure of the stream (I/O error, timeout, malformed reply) closes the
  * connection before returning; the next lmr__conn_ensure reconnects. Server
- * error replies and callers' own decisions leave it open.
+ * error replies and callers' own decisions leave it open, except a protocol
+ * error reply ("ERR Protocol error: ..."), after which the server closes
+ * the connection: it is read to its end like any reply, and then re-made.
  */
 #ifndef LMR_CONN_H
 #define LMR_CONN_H
@@ -36,6 +38,7 @@ typedef struct {
   lmr__stats *stats;
   int64_t deadline;           /* of the operation being served */
   int ever_connected;
+  int server_closes;          /* it sent a protocol error: re-made before reuse */
   size_t rpos, rlen;          /* unread bytes: rbuf[rpos..rlen) */
   lmr_resp_parser parser;
   char rbuf[LMR_RBUF_SIZE];

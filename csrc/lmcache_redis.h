@@ -69,7 +69,7 @@ typedef struct {
   const char *password;    /* NULL: no AUTH */
   int db;                  /* SELECT db after connecting when > 0 */
   double timeout;          /* seconds for a whole operation; > 0 */
-  double connect_timeout;  /* seconds for connect + handshake; > 0 */
+  double connect_timeout;  /* seconds for name lookup + connect + handshake; > 0 */
   int stripes;             /* parts per value written: 1..LMR_MAX_STRIPES
                               (1: verbatim), or 0: as stripe_size asks */
   uint64_t stripe_size;    /* with stripes == 0: most bytes per part */

@@ -7,10 +7,13 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -44,36 +47,205 @@ static void close_hooked(int fd, const fd_hook *h) {
   close(fd);
 }
 
+/* Whether fd was shut down for reading, as a close or a cancel does to the
+ * hooked fd: how a loop that cannot wait for that in poll(2) learns of it
+ * (an unconnected Unix socket polls as hung up at once). */
+static int shut_down(int fd) {
+  struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+  return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLRDHUP);
+}
+
+/* Longest pause between two tries of a Unix connect: also how long a close
+ * may wait for the retrying connect to notice it. */
+#define UNIX_RETRY_MAX_NS (16 * 1000000LL)
+
+/* A Unix socket's connect either completes at once or fails: EAGAIN means
+ * the listener's backlog is full (the server is not accepting fast enough),
+ * and nothing goes on in the background as after TCP's EINPROGRESS. So it
+ * is tried again, after pauses growing from 1 ms, until the deadline. */
+static int connect_unix(int fd, const struct sockaddr *addr, socklen_t len, int64_t deadline,
+                        const char *endpoint, lmr_error *err) {
+  int64_t pause_ns = 1000000;
+  while (connect(fd, addr, len) != 0) {
+    if (errno != EAGAIN)
+      return lmr__err_sys(err, LMR_ECONN, errno, "cannot connect to %s", endpoint);
+    if (shut_down(fd))
+      return lmr__err(err, LMR_ECONN, "connecting to %s was interrupted", endpoint);
+    int64_t left_ns = deadline - lmr__now_ns();
+    if (left_ns <= 0)
+      return lmr__err(err, LMR_ETIMEDOUT,
+                      "timed out connecting to %s: its listen backlog stayed full (the server "
+                      "accepts no connections, or not fast enough)", endpoint);
+    int64_t ns = pause_ns < left_ns ? pause_ns : left_ns;
+    nanosleep(&(struct timespec){.tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000}, NULL);
+    if (pause_ns < UNIX_RETRY_MAX_NS) pause_ns *= 2;
+  }
+  return LMR_OK;
+}
+
+/* A TCP connect in progress (EINPROGRESS) completes in the background; its
+ * outcome is in SO_ERROR once the socket is writable. */
+static int connect_tcp(int fd, const struct sockaddr *addr, socklen_t len, int64_t deadline,
+                       const char *endpoint, lmr_error *err) {
+  if (connect(fd, addr, len) == 0) return LMR_OK;
+  if (errno != EINPROGRESS)
+    return lmr__err_sys(err, LMR_ECONN, errno, "cannot connect to %s", endpoint);
+  char what[sizeof "connecting to " + 160];
+  snprintf(what, sizeof what, "connecting to %s", endpoint);
+  int rc = lmr__net_wait(fd, POLLOUT, deadline, what, err);
+  if (rc != LMR_OK) return rc;
+  int soerr = 0;
+  socklen_t sl = sizeof soerr;
+  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
+  if (soerr != 0) return lmr__err_sys(err, LMR_ECONN, soerr, "cannot connect to %s", endpoint);
+  return LMR_OK;
+}
+
 static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
                        int64_t deadline, const char *endpoint, const fd_hook *h, int *out,
                        lmr_error *err) {
   int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return lmr__err_sys(err, LMR_ECONN, errno, "socket");
   h->hook(h->ctx, fd);
-  if (connect(fd, addr, len) != 0) {
-    if (errno != EINPROGRESS && errno != EAGAIN) {
-      int e = errno;
-      close_hooked(fd, h);
-      return lmr__err_sys(err, LMR_ECONN, e, "cannot connect to %s", endpoint);
-    }
-    char what[sizeof "connecting to " + 160];
-    snprintf(what, sizeof what, "connecting to %s", endpoint);
-    int rc = lmr__net_wait(fd, POLLOUT, deadline, what, err);
-    int soerr = 0;
-    socklen_t sl = sizeof soerr;
-    if (rc == LMR_OK && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0) soerr = errno;
-    if (rc == LMR_OK && soerr != 0)
-      rc = lmr__err_sys(err, LMR_ECONN, soerr, "cannot connect to %s", endpoint);
-    if (rc != LMR_OK) {
-      close_hooked(fd, h);
-      return rc;
-    }
+  int rc = family == AF_UNIX ? connect_unix(fd, addr, len, deadline, endpoint, err)
+                             : connect_tcp(fd, addr, len, deadline, endpoint, err);
+  if (rc != LMR_OK) {
+    close_hooked(fd, h);
+    return rc;
   }
   if (family != AF_UNIX) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   *out = fd;
+  return LMR_OK;
+}
+
+/* ---- name resolution ----
+ *
+ * getaddrinfo has no timeout and cannot be interrupted: behind a dead DNS
+ * server it takes tens of seconds. A name is therefore looked up on a
+ * helper thread, while the connecting thread waits for it on one end of a
+ * socket pair until the deadline. That end is published through the fd
+ * hook like a socket being connected, so a close or a cancel (shutdown(2)
+ * of it) ends the wait too. The helper closes its end when done, which
+ * wakes the waiter. A waiter that gives up leaves the lookup to the
+ * helper: whichever lets go last frees it, with any result in it. */
+typedef struct {
+  pthread_mutex_t mu;       /* guards the fields up to res */
+  int refs;                 /* the waiter and the helper, while each holds it */
+  int done;                 /* the helper has set gai and res */
+  int gai;                  /* getaddrinfo's result */
+  struct addrinfo *res;     /* the lookup's until the waiter takes it */
+  int wake_fd;              /* the helper's end of the pair */
+  char port[8];
+  char host[];
+} lookup;
+
+static void lookup_release(lookup *l) {
+  pthread_mutex_lock(&l->mu);
+  int last = --l->refs == 0;
+  pthread_mutex_unlock(&l->mu);
+  if (!last) return;
+  if (l->res != NULL) freeaddrinfo(l->res);
+  pthread_mutex_destroy(&l->mu);
+  free(l);
+}
+
+static int stream_addrinfo(int flags, const char *host, const char *port, struct addrinfo **res) {
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV | flags;
+  return getaddrinfo(host, port, &hints, res);
+}
+
+static void *lookup_main(void *arg) {
+  lookup *l = arg;
+  struct addrinfo *res = NULL;
+  int gai = stream_addrinfo(0, l->host, l->port, &res);
+  pthread_mutex_lock(&l->mu);
+  l->gai = gai;
+  l->res = res;
+  l->done = 1;
+  pthread_mutex_unlock(&l->mu);
+  close(l->wake_fd);
+  lookup_release(l);
+  return NULL;
+}
+
+/* Starts the lookup of host on a helper thread; *wait_fd becomes readable
+ * when it is done. */
+static int lookup_start(const char *host, const char *port, lookup **out, int *wait_fd,
+                        lmr_error *err) {
+  int pair[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+    return lmr__err_sys(err, LMR_ECONN, errno, "socketpair");
+  size_t n = strlen(host);
+  lookup *l = malloc(sizeof *l + n + 1);
+  if (l == NULL) {
+    close(pair[0]);
+    close(pair[1]);
+    return lmr__err(err, LMR_ENOMEM, "out of memory resolving %s", host);
+  }
+  pthread_mutex_init(&l->mu, NULL);
+  l->refs = 2;
+  l->done = 0;
+  l->gai = 0;
+  l->res = NULL;
+  l->wake_fd = pair[1];
+  snprintf(l->port, sizeof l->port, "%s", port);
+  memcpy(l->host, host, n + 1);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_t thread;
+  int e = pthread_create(&thread, &attr, lookup_main, l);
+  pthread_attr_destroy(&attr);
+  if (e != 0) {
+    close(pair[0]);
+    close(pair[1]);
+    pthread_mutex_destroy(&l->mu);
+    free(l);
+    return lmr__err_sys(err, LMR_ENOMEM, e, "cannot start a thread to resolve %s", host);
+  }
+  *out = l;
+  *wait_fd = pair[0];
+  return LMR_OK;
+}
+
+/* host's addresses for a stream socket to port, by the deadline. */
+static int resolve(const char *host, int port, int64_t deadline, const fd_hook *h,
+                   struct addrinfo **res, lmr_error *err) {
+  char service[8];
+  snprintf(service, sizeof service, "%d", port);
+  /* An address literal is parsed, never looked up: no thread, no wait. */
+  int gai = stream_addrinfo(AI_NUMERICHOST, host, service, res);
+  if (gai == EAI_NONAME) {
+    lookup *l = NULL;
+    int fd = -1;
+    int rc = lookup_start(host, service, &l, &fd, err);
+    if (rc != LMR_OK) return rc;
+    h->hook(h->ctx, fd);
+    char what[sizeof "resolving " + 256];
+    snprintf(what, sizeof what, "resolving %s", host);
+    rc = lmr__net_wait(fd, POLLIN, deadline, what, err);
+    pthread_mutex_lock(&l->mu);
+    int done = l->done;
+    gai = l->gai;
+    if (done) {
+      *res = l->res;
+      l->res = NULL;
+    }
+    pthread_mutex_unlock(&l->mu);
+    close_hooked(fd, h);
+    lookup_release(l);
+    /* Woken while the helper goes on: the hook shut the wait down. */
+    if (!done)
+      return rc != LMR_OK ? rc : lmr__err(err, LMR_ECONN, "resolving %s was interrupted", host);
+  }
+  if (gai != 0) return lmr__err(err, LMR_ECONN, "cannot resolve %s: %s", host, gai_strerror(gai));
   return LMR_OK;
 }
 
@@ -92,16 +264,10 @@ int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook h
     strcpy(sa.sun_path, cfg->unix_path);
     return connect_one((struct sockaddr *)&sa, sizeof sa, AF_UNIX, deadline, endpoint, &h, fd, err);
   }
-  struct addrinfo hints, *res = NULL;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  char port[16];
-  snprintf(port, sizeof port, "%d", cfg->port);
-  int gai = getaddrinfo(cfg->host, port, &hints, &res);
-  if (gai != 0)
-    return lmr__err(err, LMR_ECONN, "cannot resolve %s: %s", cfg->host, gai_strerror(gai));
-  int rc = LMR_ECONN;
+  struct addrinfo *res = NULL;
+  int rc = resolve(cfg->host, cfg->port, deadline, &h, &res, err);
+  if (rc != LMR_OK) return rc;
+  rc = LMR_ECONN;
   for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
     rc = connect_one(ai->ai_addr, ai->ai_addrlen, ai->ai_family, deadline, endpoint, &h, fd, err);
     if (rc == LMR_OK || rc == LMR_ETIMEDOUT) break;

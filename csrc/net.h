@@ -12,11 +12,15 @@
 #include "lmcache_redis.h"
 
 /* Told each socket the moment it exists (fd) and before it is closed (-1),
- * so that another thread can shut a connect in progress down. */
+ * so that another thread can shut a connect in progress down: shutdown(2)
+ * of that fd ends the connect at once. The fd may also be one that a name
+ * lookup is awaited on; shutting it down ends that wait the same way. */
 typedef void (*lmr__net_fd_hook)(void *ctx, int fd);
 
-/* Connects to cfg's Unix path or host:port; on success *fd is a
- * non-blocking, close-on-exec stream socket (TCP_NODELAY for TCP). */
+/* Connects to cfg's Unix path or host:port by the deadline, which bounds
+ * the host name's lookup too; on success *fd is a non-blocking,
+ * close-on-exec stream socket (TCP_NODELAY for TCP). A Unix socket whose
+ * listen backlog is full is tried again until the deadline. */
 int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook hook,
                      void *hook_ctx, int *fd, lmr_error *err);
 

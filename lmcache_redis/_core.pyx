@@ -519,8 +519,8 @@ cdef class RedisClient:
             the count.
         connections: connections and worker threads, 1..64.
         timeout: seconds allowed for each whole operation.
-        connect_timeout: seconds allowed to connect and authenticate
-            (default: min(timeout, 5)).
+        connect_timeout: seconds allowed to look the host name up,
+            connect and authenticate (default: min(timeout, 5)).
         username, password: AUTH credentials, str (sent as UTF-8) or bytes
             (sent as they are); no NUL characters. A username needs a
             password.

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 import lmcache_redis
-from lmcache_redis import (AuthenticationError, ClientClosedError, RedisClient,
+from lmcache_redis import (AuthenticationError, BatchError, ClientClosedError, RedisClient,
                            ResponseError)
 from lmcache_redis._testing import RedisServer
 from selfcheck import decode
@@ -180,6 +180,89 @@ def test_unix_socket(unix_server, key) -> None:
 def test_unix_socket_missing(tmp_path) -> None:
     with pytest.raises(lmcache_redis.ConnectionError):
         RedisClient(unix_socket_path=str(tmp_path / "no.sock"))
+
+
+def _fill_backlog(path: str) -> list[socket.socket]:
+    """Connects to the unix socket at ``path`` until its listen backlog is
+    full (a non-blocking connect fails with EAGAIN); returns the connections,
+    to be closed."""
+    filler: list[socket.socket] = []
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except BlockingIOError:
+            sock.close()
+            return filler
+        filler.append(sock)
+
+
+def _stopped_unix_server(make_own_server) -> RedisServer:
+    """A server that accepts no connection (stopped) on a unix socket whose
+    backlog is small: Redis gives it tcp-backlog's, here 0 (one waiting
+    connection)."""
+    server = make_own_server(unix_socket=True, extra_args=["--tcp-backlog", "0"])
+    os.kill(server.pid, signal.SIGSTOP)
+    return server
+
+
+def test_unix_socket_with_a_full_backlog_is_retried(make_own_server, key) -> None:
+    # A unix connect that finds the backlog full fails at once with EAGAIN
+    # (nothing is in progress, unlike TCP's EINPROGRESS): the client tries
+    # again until the server accepts, within connect_timeout.
+    server = _stopped_unix_server(make_own_server)
+    filler = _fill_backlog(server.unix_path)
+    resume = threading.Timer(0.5, os.kill, (server.pid, signal.SIGCONT))
+    resume.start()
+    try:
+        started = time.monotonic()
+        with RedisClient(unix_socket_path=server.unix_path, connections=2,
+                         connect_timeout=10) as client:
+            assert time.monotonic() - started >= 0.4  # it waited for the server
+            _works(client, key)
+    finally:
+        resume.join()
+        for sock in filler:
+            sock.close()
+
+
+def test_unix_socket_with_a_backlog_that_stays_full_times_out(make_own_server) -> None:
+    server = _stopped_unix_server(make_own_server)
+    filler = _fill_backlog(server.unix_path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(lmcache_redis.TimeoutError) as info:
+            RedisClient(unix_socket_path=server.unix_path, connect_timeout=0.3)
+        took = time.monotonic() - started
+        assert 0.25 <= took < 1.5, took
+        assert server.unix_path in str(info.value) and "backlog" in str(info.value)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        for sock in filler:
+            sock.close()
+
+
+def test_close_interrupts_a_unix_connect_waiting_for_the_backlog(make_own_server) -> None:
+    server = make_own_server(unix_socket=True, extra_args=["--tcp-backlog", "0"])
+    client = RedisClient(unix_socket_path=server.unix_path, connections=1, timeout=30,
+                         connect_timeout=30)
+    server.command("CLIENT", "KILL", "TYPE", "normal")  # the next call reconnects
+    os.kill(server.pid, signal.SIGSTOP)
+    filler = _fill_backlog(server.unix_path)
+    try:
+        thread, results = _in_thread(lambda: client.exists("k"))
+        time.sleep(0.3)  # the call is trying its connect again and again
+        assert not results, results
+        started = time.monotonic()
+        client.close()
+        closing = time.monotonic() - started
+        thread.join(10)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        for sock in filler:
+            sock.close()
+    assert closing < 0.5 and isinstance(results[0], ClientClosedError), (closing, results)
 
 
 def test_from_url_with_password_and_db(auth_server, key) -> None:
@@ -411,6 +494,33 @@ def test_client_kill_is_survived(own_server, key) -> None:
     own_server.command("CLIENT", "KILL", "TYPE", "normal")
     _works(client, key)
     client.close()
+
+
+def test_protocol_error_drops_the_connection(own_server, key) -> None:
+    # Redis answers a request it cannot parse with "-ERR Protocol error: ..."
+    # and closes the connection right after. Here: values longer than the
+    # server's proto-max-bulk-len, lowered after the client read it. Each
+    # job after such a reply must go on a new connection: in a batch on one
+    # connection it follows at once, and on the old one it would meet the
+    # server's close ("Connection reset by peer"), a race that a few
+    # thousand tries lose at least once.
+    with RedisClient(own_server.host, own_server.port, stripes=1, connections=1,
+                     timeout=10) as client:
+        own_server.command("CONFIG", "SET", "proto-max-bulk-len", str(1 << 20))
+        big = bytes((1 << 20) + 1)
+        protocol_errors = 0
+        for batch in range(40):
+            keys = [f"{key}:{batch}:{i}:{size}" for i in range(50) for size in ("big", "small")]
+            with pytest.raises(BatchError) as info:
+                client.set_many(keys, [big, b"small"] * 50)
+            # Only the big values fail: with the protocol error, or (when the
+            # socket buffers hold less than one) with the close while sending.
+            assert len(info.value.failures) == 50
+            for _, failed, error in info.value.failures:
+                assert failed.endswith(":big"), (failed, error)
+                protocol_errors += "Protocol error" in str(error)
+        assert protocol_errors > 0
+        assert client.stats()["reconnects"] >= 40 * 50
 
 
 def test_stalled_server_times_out(own_server, key) -> None:

@@ -48,10 +48,10 @@ static void live_stop_redis(pid_t pid, int sig) {
   waitpid(pid, NULL, 0);
 }
 
-/* Opens a client of cfg (host and port set here), retrying for up to 5 s
- * while the server starts. */
-static int live_open(lmr_client **c, lmr_config *cfg, int port) {
-  cfg->host = "127.0.0.1";
+/* Opens a client of cfg at host:port (127.0.0.1, or a name standing for
+ * it), retrying for up to 5 s while the server starts. */
+static int live_open(lmr_client **c, lmr_config *cfg, const char *host, int port) {
+  cfg->host = host;
   cfg->port = port;
   lmr_error err;
   int rc = LMR_ECONN;

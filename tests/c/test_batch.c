@@ -27,7 +27,7 @@ static int open_client(lmr_client **c, double timeout) {
   cfg.timeout = timeout;
   cfg.connect_timeout = 1.0;
   cfg.stripe_size = 16 * 1024;  /* several parts for all but the smallest values */
-  return live_open(c, &cfg, port);
+  return live_open(c, &cfg, "127.0.0.1", port);
 }
 
 static void fill(unsigned char *v, size_t n, unsigned seed) {

@@ -34,7 +34,7 @@ static int open_client(lmr_client **c, int port, int stripes) {
   cfg.stripes = stripes;
   cfg.stripe_size = 256 * 1024;  /* several parts even for small values */
   cfg.connections = 4;
-  return live_open(c, &cfg, port);
+  return live_open(c, &cfg, "127.0.0.1", port);
 }
 
 /* A value of n bytes named by tag: 8-byte words tag*(i+1) ^ n. */
