@@ -370,6 +370,32 @@ def test_close_is_bounded_with_a_stopped_server_and_idempotent(make_own_server, 
     s.assert_no_leak()
 
 
+def test_failed_puts_leave_the_references_to_lmcache(make_own_server, make_backends,
+                                                     lmcache_loop, lmcache_log):
+    """A full server refuses the writes: the put raises (LMCache logs and
+    counts it), the batched put raises a BatchError (LMCache logs it), and
+    either way LMCache's wrapper, not the plug-in, releases the put's
+    reference: every object is back at 1."""
+    server = make_own_server(extra_args=["--maxmemory", "2mb", "--maxmemory-policy",
+                                         "noeviction"])
+    md = engine_metadata()
+    s = Stack(make_backends(engine_config(plugin_extra(server.url)), md), md, lmcache_loop)
+    log = lmcache_log("lmcache.v1.storage_backend.connector.instrumented_connector")
+    key = new_key()
+    obj, _ = s.allocate()
+    with pytest.raises(Exception, match="OOM"):
+        s.rb.submit_put_task(key, obj).result(timeout=30)
+    assert s.rb.put_failed_count == 1 and obj.get_ref_count() == 1
+    keys = [new_key() for _ in range(3)]
+    objs = [s.allocate()[0] for _ in keys]
+    s.put_many(keys, objs)
+    assert any("batched put error" in m for m in log.messages(logging.WARNING))
+    assert s.rb.batched_contains(keys) == 0
+    for o in objs + [obj]:
+        o.ref_count_down()
+    s.assert_no_leak()
+
+
 # ---- the loop stays free ---------------------------------------------------------
 
 def test_batches_do_not_block_the_loop(redis_url, make_backends, lmcache_loop):
@@ -487,6 +513,23 @@ def test_connector_class_named_directly_says_to_name_the_adapter(redis_url, make
     rb = make_backends(engine_config(extra), engine_metadata())[f"RemoteBackend-{PLUGIN}"]
     assert rb.connection is None
     assert any("LMCacheRedisConnectorAdapter" in m for m in log.messages(logging.WARNING))
+
+
+def test_password_from_the_environment(make_own_server, make_backends, lmcache_loop,
+                                       monkeypatch):
+    """LMCache logs its whole configuration (extra_config included) at INFO:
+    the password comes from the variable password_env names."""
+    server = make_own_server(extra_args=["--requirepass", "s3cret-pw"])
+    monkeypatch.setenv("LMCACHE_REDIS_TEST_PASSWORD", "s3cret-pw")
+    md = engine_metadata()
+    extra = plugin_extra(server.url, password_env="LMCACHE_REDIS_TEST_PASSWORD")
+    s = Stack(make_backends(engine_config(extra), md), md, lmcache_loop)
+    key = new_key()
+    obj, _ = s.allocate()
+    s.put(key, obj)
+    assert s.rb.contains(key)
+    obj.ref_count_down()
+    assert "s3cret-pw" not in repr(s.rb.connection)
 
 
 def test_two_instances_take_their_own_settings(redis_url, make_backends, lmcache_loop):
