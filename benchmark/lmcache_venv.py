@@ -1,20 +1,26 @@
-"""The venv that holds LMCache 0.5.6, whose C++ RESP client is a benchmark peer.
+"""The venv that holds LMCache 0.5.6: its C++ RESP client is a benchmark
+peer, and the tests that run LMCache itself run in it.
 
 LMCache's own C++ RESP client (``lmcache.lmcache_redis.LMCacheRedisClient``)
 lives in the ``lmcache==0.5.6`` wheel, which needs Python 3.11 and torch.
 It gets a venv of its own, ``.venv-lmcache`` in the repo root (git-ignored,
-about 1.5 GB), made at benchmark time when missing::
+about 1.5 GB), made when missing, by a benchmark or by tools/run-tests, which
+runs tests/lmcache_itself with its python (the requirements pin pytest too)
+and this source tree on PYTHONPATH::
 
     python3.11 -m venv .venv-lmcache
     .venv-lmcache/bin/pip install --no-deps -r benchmark/requirements-lmcache-cpu.txt
 
 (``--no-deps``: the wheel's metadata pulls CUDA torch and CUDA wheels, several
-GB, none needed on CPU; the pins are shared/lmcache-integration.md §9's.)
+GB, none needed on CPU; the pins are shared/lmcache-integration.md §9's,
+and pytest's.)
 
 ``ensure()`` returns the venv's python, or None with one line saying why it
 could not be made (no Python 3.11, no network, no torch CPU wheel...), so
-that a benchmark goes on without that peer and says so. As a script it
-makes the venv and prints that python or that line (exit status 1)::
+that a benchmark goes on without that peer and says so (tools/run-tests
+fails instead). It is made once and reused while the requirements file is
+unchanged. As a script it makes the venv and prints that python or that
+line (exit status 1)::
 
     python benchmark/lmcache_venv.py
 """

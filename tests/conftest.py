@@ -2,10 +2,15 @@
 
 Set LMCACHE_REDIS_URL (e.g. redis://127.0.0.1:6379) to test against a
 server that is already running instead of a throwaway one.
+
+tests/lmcache_itself/ runs LMCache 0.5.6 itself: it is collected only
+where lmcache imports (the .venv-lmcache venv, where tools/run-tests runs
+it), so the main venv's run neither needs LMCache nor skips anything.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import uuid
@@ -17,6 +22,15 @@ from urllib.parse import urlsplit
 import pytest
 
 from lmcache_redis._testing import RedisServer
+
+# Before anything imports lmcache: LMCache sends usage reports off the
+# machine unless told not to, and no test traffic may leave it (either
+# variable stops it; the banner is cosmetic). Set, not defaulted: a
+# developer's LMCACHE_TRACK_USAGE=true must not reach a test run.
+os.environ.update({"LMCACHE_TRACK_USAGE": "false", "DO_NOT_TRACK": "1",
+                   "LMCACHE_DISABLE_BANNER": "1"})
+
+collect_ignore = [] if importlib.util.find_spec("lmcache") is not None else ["lmcache_itself"]
 
 
 @dataclass(frozen=True)

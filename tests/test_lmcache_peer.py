@@ -42,11 +42,13 @@ def script_env() -> dict:
 def test_requirements_are_exact_pins():
     lines = [line.strip() for line in (BENCH / "requirements-lmcache-cpu.txt").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
-    assert len(lines) == 77
+    assert len(lines) == 80  # §9's 77, and pytest's 3 for tests/lmcache_itself
     assert all("==" in line for line in lines), [line for line in lines if "==" not in line]
     pins = dict(line.split("==") for line in lines)
     assert pins["lmcache"] == "0.5.6" and pins["torch"] == "2.13.0"
     assert pins["opentelemetry-sdk"] == "1.39.1"
+    # The versions .venv tests with (tools/run-tests runs both).
+    assert (pins["pytest"], pins["pluggy"], pins["iniconfig"]) == ("9.2.0", "1.7.0", "2.3.1")
 
 
 def test_venv_is_git_ignored():
