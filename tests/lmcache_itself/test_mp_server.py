@@ -22,9 +22,8 @@ pytest.importorskip("lmcache")
 
 BIN = Path(sys.executable).parent
 HANG = 120
-# No usage reports may leave the machine (LMCache sends them unless told not to).
-ENV = {**os.environ, "LMCACHE_TRACK_USAGE": "false", "DO_NOT_TRACK": "1",
-       "LMCACHE_DISABLE_BANNER": "1"}
+# The subprocesses inherit tests/conftest.py's telemetry switches: no usage
+# report may leave the machine.
 
 
 def free_ports(n: int) -> list:
@@ -53,7 +52,7 @@ class Server:
                  "--prometheus-port", str(prom), "--l1-size-gb", "0.25",
                  "--eviction-policy", "LRU", "--chunk-size", "256",
                  "--l2-adapter", json.dumps(spec)],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + HANG
         while "Application startup complete" not in log.read_text():
             assert self.proc.poll() is None, f"lmcache server exited:\n{log.read_text()[-3000:]}"
@@ -68,7 +67,7 @@ class Server:
              "--kvcache-shape-spec", "(2,64,16,2,64):float16:4", "--num-blocks", "64",
              "--block-size", "16", "--num-tokens", "512", "--start", "0", "--end", "2",
              "--interval", "0.1"],
-            capture_output=True, text=True, timeout=HANG, env=ENV)
+            capture_output=True, text=True, timeout=HANG)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         return out.stdout + out.stderr
 
