@@ -43,11 +43,6 @@ from lmcache_redis.exceptions import (BufferTooSmallError, ClientClosedError, Ti
 
 __all__ = ["RedisClient"]
 
-# How many times get(key) without a buffer reads again when the value's
-# length changed between learning it and reading it (as the sync get(key)).
-_GET_ATTEMPTS = 4
-
-
 def _one(results: list) -> Any:
     """A batch of one key's result, or its exception raised."""
     result = results[0]
@@ -288,12 +283,12 @@ class RedisClient:
     async def _get_new(self, key):
         # As the sync get(key): learn the length (a read into no memory),
         # read into a new bytes object of that length, again if the value
-        # changed length meanwhile, at most _GET_ATTEMPTS times.
+        # changed length meanwhile, at most _core._GET_ATTEMPTS times.
         if not isinstance(key, (str, bytes)):
             raise TypeError(f"get(key): key must be str or bytes, not {type(key).__name__}")
         give_up = time.monotonic() + self._client.timeout
         out, address, cap = None, 0, 0
-        for attempt in range(_GET_ATTEMPTS):
+        for attempt in range(_core._GET_ATTEMPTS):  # as the sync get(key)
             if attempt > 0 and time.monotonic() > give_up:
                 raise TimeoutError(f"get({key!r}): the value kept changing length for "
                                    f"{self._client.timeout} s (the client's timeout)")

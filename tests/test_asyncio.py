@@ -569,3 +569,27 @@ def test_a_drain_that_raised_is_retried(redis_server, key, monkeypatch) -> None:
             await c.delete(key)
 
     run(main())
+
+
+def test_get_without_buffer_takes_its_attempt_count_from_the_core(redis_server, key,
+                                                                   monkeypatch) -> None:
+    # One rule for both clients: how many reads get(key) may take. With a
+    # single attempt (the read that learns the length), both give up.
+    import lmcache_redis._core as core
+
+    sync = lmcache_redis.RedisClient.from_url(redis_server.url, connections=1)
+    try:
+        sync.set(key, b"hello")
+        monkeypatch.setattr(core, "_GET_ATTEMPTS", 1)
+        assert sync.get(key) is None
+
+        async def main():
+            async with RedisClient.from_url(redis_server.url, connections=1) as c:
+                return await c.get(key)
+
+        assert run(main()) is None
+        monkeypatch.undo()
+        assert sync.get(key) == b"hello" and run(main()) == b"hello"
+    finally:
+        sync.delete(key)
+        sync.close()
