@@ -21,6 +21,9 @@ MAX_KEY_LEN: int
 DEFAULT_STRIPE_SIZE: int
 
 def stripe_count(nbytes: int, stripe_size: int = ..., connections: int = 4) -> int: ...
+def _check_ttl(ttl: Optional[float]) -> int: ...
+
+_GET_ATTEMPTS: int
 
 class RedisClient:
     """A Redis client for huge values: striped, zero-copy, GIL released."""

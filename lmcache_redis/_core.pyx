@@ -123,6 +123,13 @@ cdef int64_t ttl_ms(object ttl) except -2:
     return max(1, <int64_t>math.ceil(ttl * 1000))
 
 
+def _check_ttl(ttl):
+    """Raises as every set with this ``ttl`` would (TypeError, ValueError),
+    so that a caller holding a ttl for later sets (the LMCache plug-ins)
+    can refuse it up front by the same rule; returns its milliseconds."""
+    return ttl_ms(ttl)
+
+
 cdef get_view(object buffer, Py_buffer *view, bint writable, str call,
               str sig="key, buffer", str name="buffer"):
     """Takes a C-contiguous view of buffer (writable for reads); the errors
