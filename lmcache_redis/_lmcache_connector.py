@@ -45,9 +45,8 @@ from lmcache.v1.storage_backend.connector import (ConnectorAdapter, ConnectorCon
 from lmcache.v1.storage_backend.connector.base_connector import RemoteConnector
 
 from lmcache_redis import asyncio as lmr_asyncio
-from lmcache_redis.exceptions import BatchError, BufferTooSmallError
-from lmcache_redis.exceptions import ConnectionError as RedisConnectionError
-from lmcache_redis.lmcache import _FailureLog, client_settings, redacted
+from lmcache_redis.exceptions import BatchError
+from lmcache_redis.lmcache import KeyFailures, _FailureLog, make_client, redacted
 
 __all__ = ["LMCacheRedisConnectorAdapter", "LMCacheRedisConnector", "PLUGIN_TYPE"]
 
@@ -158,10 +157,6 @@ class LMCacheRedisConnector(RemoteConnector):
         if extract_plugin_type(plugin_name) != PLUGIN_TYPE:
             raise ValueError(f"{where}: the plug-in's name must be {PLUGIN_TYPE!r} or "
                              f"'{PLUGIN_TYPE}.<instance>'")
-        extra = getattr(config, "extra_config", None)
-        kwargs, self._ttl = client_settings(
-            plugin_settings(extra, plugin_name),
-            f"{where} (extra_config remote_storage_plugin.{plugin_name}.<setting>)")
         serde = getattr(config, "remote_serde", "naive")
         if serde != "naive":
             # Reads allocate a full chunk and take a shorter value as a
@@ -172,18 +167,13 @@ class LMCacheRedisConnector(RemoteConnector):
         self.loop = loop
         self.local_cpu_backend = local_cpu_backend
         self._plugin_name = plugin_name
-        url = kwargs.pop("url")
-        self._url = redacted(url)
-        try:
-            # Connects every connection now (it blocks, but this runs in
-            # LMCache's start-up or health-check thread, not on the loop).
-            self._client = lmr_asyncio.RedisClient.from_url(url, **kwargs)
-        except (TypeError, ValueError) as exc:  # a value the client refuses
-            kind = TypeError if isinstance(exc, TypeError) else ValueError
-            raise kind(f"{where}: {exc}") from None
-        except Exception as exc:
-            raise RedisConnectionError(f"{where}: cannot connect to {self._url}: "
-                                       f"{type(exc).__name__}: {exc}") from exc
+        # Connects every connection now (it blocks, but this runs in
+        # LMCache's start-up or health-check thread, not on the loop).
+        settings = plugin_settings(getattr(config, "extra_config", None), plugin_name)
+        self._client, self._ttl = make_client(
+            lmr_asyncio.RedisClient.from_url, settings,
+            f"{where} (extra_config remote_storage_plugin.{plugin_name}.<setting>)")
+        self._url = redacted(settings["url"])
         self._sync = self._client.client
         self._failures = _FailureLog()
         self._close_lock = threading.Lock()
@@ -250,15 +240,11 @@ class LMCacheRedisConnector(RemoteConnector):
                 obj.ref_count_down()
             raise
         out: List[Optional[MemoryObj]] = []
-        failed, first = 0, ""
+        failures = KeyFailures()  # it says what a failure is (and a miss)
         for name, obj, result in zip(names, objs, results):
             got = None
             if isinstance(result, BaseException):
-                # A value longer than a chunk is not a chunk of this
-                # layout: a miss, as in the MP plug-in, not a failure.
-                if not isinstance(result, BufferTooSmallError):
-                    failed += 1
-                    first = first or f"{name}: {type(result).__name__}: {result}"
+                failures.add(result, name)
             elif result is not None:
                 try:
                     got = self.reshape_partial_chunk(obj, result)
@@ -269,8 +255,8 @@ class LMCacheRedisConnector(RemoteConnector):
             if got is None:
                 obj.ref_count_down()
             out.append(got)
-        if failed:
-            self._failures.note("get", failed, len(objs), first)
+        if failures.failed:
+            self._failures.note("get", failures, len(objs))
         out.extend([None] * (len(keys) - len(objs)))
         return out
 

@@ -29,17 +29,20 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 from urllib.parse import urlsplit
 
+from lmcache_redis import _core
 from lmcache_redis._core import RedisClient
 from lmcache_redis._url import parse_url
-from lmcache_redis.exceptions import BufferTooSmallError
+from lmcache_redis.exceptions import BufferTooSmallError, ClientClosedError
+from lmcache_redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["LMCacheRedisNativeClient", "LMCacheRedisConnectorAdapter", "LMCacheRedisConnector",
-           "client_settings", "SETTINGS"]
+           "client_settings", "make_client", "SETTINGS"]
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +125,19 @@ def client_settings(params: Mapping[str, Any], where: str) -> tuple[dict, Option
                          f"got {timeout!r}: LMCache's locks on the buffers (300 s) must "
                          f"outlive every batch")
     ttl = params.get("ttl")
-    if ttl is not None and ttl <= 0:
-        raise ValueError(f"{where}: setting 'ttl' must be > 0 seconds or null, got {ttl!r}")
+    if ttl is not None:
+        # Checked now by the core's own rule, which every set applies: a
+        # ttl it refuses would make every store's submit raise.
+        try:
+            _core._check_ttl(ttl)
+        except ValueError as exc:
+            raise ValueError(f"{where}: setting 'ttl' (seconds, or null: no expiry): {exc}") \
+                from None
+    stripes = params.get("stripes")
+    if stripes is not None and stripes < 1:
+        # The core reads 0 as "automatic" too; here that is null alone.
+        raise ValueError(f"{where}: setting 'stripes' must be >= 1, or null to let "
+                         f"stripe_size choose the count; got {stripes!r}")
     env_name = params.get("password_env")
     if env_name is not None:
         if from_url.get("password") is not None:
@@ -140,6 +154,45 @@ def client_settings(params: Mapping[str, Any], where: str) -> tuple[dict, Option
     return kwargs, None if ttl is None else float(ttl)
 
 
+# The core's messages about its arguments start with the argument's name
+# ("connections must be in 1..64 ...", "connections=... is out of range").
+_ARGUMENT = re.compile(r"(\w+)[ =]")
+
+
+def _setting_of(message: str, params: Mapping[str, Any]) -> str:
+    """The setting a message of the core's is about: one in ``params``, or
+    else ``url`` (every other argument comes from its query string)."""
+    match = _ARGUMENT.match(message)
+    name = match.group(1) if match else ""
+    if name == "password" and "password_env" in params:
+        return "password_env"
+    return name if name in params and name != "password_env" else "url"
+
+
+def make_client(from_url: Callable[..., Any], params: Mapping[str, Any],
+                where: str) -> tuple[Any, Optional[float]]:
+    """Both plug-ins' client: checks ``params`` (``client_settings``), then
+    connects with ``from_url`` (a RedisClient class's). Returns ``(client,
+    ttl)``.
+
+    Every error names ``where``: TypeError and ValueError, for a setting
+    refused here or by the client, also name the setting; anything else
+    (unreachable server, wrong password) is a ConnectionError (the error's
+    own class when it is one) naming the server.
+    """
+    kwargs, ttl = client_settings(params, where)
+    url = kwargs.pop("url")
+    try:
+        return from_url(url, **kwargs), ttl
+    except (TypeError, ValueError) as exc:  # a value the client refuses
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"{where}: setting {_setting_of(str(exc), params)!r}: {exc}") from None
+    except Exception as exc:
+        kind = type(exc) if isinstance(exc, RedisConnectionError) else RedisConnectionError
+        raise kind(f"{where}: cannot connect to {redacted(url)}: "
+                   f"{type(exc).__name__}: {exc}") from exc
+
+
 def redacted(url: str) -> str:
     """``url`` with its password replaced by ``***``, for messages."""
     parts = urlsplit(url)
@@ -150,11 +203,39 @@ def redacted(url: str) -> str:
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
+class KeyFailures:
+    """One batch's failed keys, as both plug-ins count them.
+
+    A key's exception is a failure, except BufferTooSmallError: a value
+    longer than the buffer is a miss, as a shorter one is. A key cut short
+    by close() (ClientClosedError) failed too, but is no fault: a normal
+    shutdown does it, so it is not logged as one (see _FailureLog)."""
+
+    __slots__ = ("failed", "first", "faults", "first_fault")
+
+    def __init__(self) -> None:
+        self.failed = 0   # keys that failed, cut short by close() included
+        self.first = ""   # the first of them, "Class: message"
+        self.faults = 0   # those not cut short by close()
+        self.first_fault = ""
+
+    def add(self, exc: BaseException, name: str = "") -> None:
+        """Counts a key's exception (a miss, if it is one, counts nothing)."""
+        if isinstance(exc, BufferTooSmallError):
+            return
+        what = f"{name + ': ' if name else ''}{type(exc).__name__}: {exc}"
+        self.failed += 1
+        self.first = self.first or what
+        if not isinstance(exc, ClientClosedError):
+            self.faults += 1
+            self.first_fault = self.first_fault or what
+
+
 class _FailureLog:
     """Logs failed keys, at most one line per ``every`` seconds (the lines
     in between are counted and summed into the next). LMCache never logs a
     failed load's error string, so without this a fault shows only as
-    ``loaded=0/N``."""
+    ``loaded=0/N``. Keys cut short by close() are logged at DEBUG only."""
 
     def __init__(self, every: float = 10.0) -> None:
         self._every = every
@@ -163,7 +244,13 @@ class _FailureLog:
         self._held_keys = 0
         self._held_batches = 0
 
-    def note(self, op: str, failed: int, keys: int, first: str) -> None:
+    def note(self, op: str, failures: KeyFailures, keys: int) -> None:
+        if failures.failed > failures.faults:
+            log.debug("lmcache_redis: %s: %d of %d key(s) cut short by close()",
+                      op, failures.failed - failures.faults, keys)
+        if not failures.faults:
+            return
+        failed, first = failures.faults, failures.first_fault
         with self._lock:
             now = time.monotonic()
             if now - self._last < self._every:
@@ -211,10 +298,9 @@ class LMCacheRedisNativeClient:
     """
 
     def __init__(self, **params: Any) -> None:
-        kwargs, self._ttl = client_settings(params, "LMCacheRedisNativeClient")
-        url = kwargs.pop("url")
-        self._url = redacted(url)
-        self._client = RedisClient.from_url(url, **kwargs)
+        self._client, self._ttl = make_client(RedisClient.from_url, params,
+                                              "LMCacheRedisNativeClient")
+        self._url = redacted(params["url"])
         # Held while submitting and recording an id, and while draining and
         # looking ids up: a completion can be drained (on LMCache's demux
         # thread) before submit returns its id to us.
@@ -271,43 +357,49 @@ class LMCacheRedisNativeClient:
         """Every completion waiting, as ``(id, ok, error, mask)``; never
         blocks and never raises (a failure to drain is logged, and what
         could not be handed out now is handed out by the next call)."""
-        out: list = []
+        # The lock (which submits, under LMCache's adapter lock, wait for)
+        # is held to take the completions and their records only: turning
+        # them into tuples, and logging, come after.
         try:
             with self._lock:
-                for batch_id, results in self._client.drain_completions():
-                    op, n, sizes = self._pending.pop(batch_id, (None, 0, None))
-                    out.append(self._completion(batch_id, op, n, sizes, results))
+                drained = [(batch_id, results, self._pending.pop(batch_id, None))
+                           for batch_id, results in self._client.drain_completions()]
         except Exception as exc:  # noqa: BLE001 - LMCache loses anything a raising drain took
             log.error("lmcache_redis: drain_completions failed: %s: %s",
                       type(exc).__name__, exc)
+            return []
+        out: list = []
+        for batch_id, results, record in drained:
+            try:
+                if record is None or len(results) != record[1]:
+                    # Every id is recorded, under the lock, before its
+                    # completion can be drained, with its key count.
+                    raise RuntimeError(f"batch {batch_id} ({len(results)} result(s)) does not "
+                                       f"match what was submitted ({record!r})")
+                out.append(self._completion(batch_id, *record, results))
+            except Exception as exc:  # noqa: BLE001 - still exactly one completion per id
+                log.error("lmcache_redis: internal error completing batch %d: %s: %s",
+                          batch_id, type(exc).__name__, exc)
+                out.append((batch_id, False, f"lmcache_redis: internal error: {exc}", None))
         return out
 
-    def _completion(self, batch_id: int, op: Optional[str], n: int, sizes, results: list) -> tuple:
+    def _completion(self, batch_id: int, op: str, n: int, sizes, results: list) -> tuple:
         """LMCache's ``(id, ok, error, mask)`` for one batch's results."""
-        if op is None or len(results) != n:  # cannot happen: one id, one record
-            return (batch_id, False, "lmcache_redis: completion of an unknown batch", None)
         mask: list = []
-        failed = 0
-        first = ""
+        failures = KeyFailures()
         for i, r in enumerate(results):
             if isinstance(r, BaseException):
                 hit = False
-                # A value of another size than the buffer is a miss, as a
-                # value shorter than it is, not a failure.
-                if not isinstance(r, BufferTooSmallError):
-                    failed += 1
-                    if not first:
-                        first = f"{type(r).__name__}: {r}"
+                failures.add(r)
             elif op == _GET:
                 hit = r is not None and r == sizes[i]
             else:
                 hit = r is True
             mask.append(hit)
-        if failed:
-            self._failures.note(op, failed, n, first)
-        if op == _SET:
-            return (batch_id, failed == 0, first, None)
-        return (batch_id, failed == 0, first, mask)
+        if failures.failed:
+            self._failures.note(op, failures, n)
+        ok = failures.failed == 0
+        return (batch_id, ok, failures.first, None if op == _SET else mask)
 
     def close(self) -> None:
         """Closes the client: returns once no worker is left (bounded, with

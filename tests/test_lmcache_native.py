@@ -201,7 +201,20 @@ def test_url_query_options_beat_the_defaults(redis_url):
     ({"url": "redis://h", "timeout": 0}, ValueError, "'timeout' must be in (0, 240]"),
     ({"url": "redis://h", "timeout": 600}, ValueError, "outlive every batch"),
     ({"url": "redis://h?timeout=601"}, ValueError, "'timeout' must be in"),
-    ({"url": "redis://h", "ttl": 0}, ValueError, "'ttl' must be > 0"),
+    ({"url": "redis://h", "ttl": 0}, ValueError, "setting 'ttl'"),
+    # Refused by the core in every set: refused here, not by each store.
+    ({"url": "redis://h", "ttl": 1e16}, ValueError, "setting 'ttl'"),
+    # Checked by the core, named as the others.
+    ({"url": "redis://h", "connections": 0}, ValueError, "setting 'connections': connections"),
+    ({"url": "redis://h", "connections": 2**40}, ValueError, "setting 'connections'"),
+    ({"url": "redis://h", "stripe_size": 7}, ValueError, "setting 'stripe_size'"),
+    ({"url": "redis://h", "stripes": 300}, ValueError, "setting 'stripes'"),
+    ({"url": "redis://h", "connect_timeout": -1}, ValueError, "setting 'connect_timeout'"),
+    ({"url": "redis://h", "db": -1}, ValueError, "setting 'db'"),
+    ({"url": "redis://h?connections=0"}, ValueError, "setting 'url': connections"),
+    # null is automatic; the core's 0 for it is not a setting's value.
+    ({"url": "redis://h", "stripes": 0}, ValueError, "setting 'stripes' must be >= 1"),
+    ({"url": "redis://h", "stripes": -1}, ValueError, "setting 'stripes' must be >= 1"),
     ({"url": "redis://h", "ssl_verify": "false"}, TypeError, "'ssl_verify' must be bool"),
     ({"url": 6379}, TypeError, "'url' must be str"),
     ({"url": "http://h:6379"}, ValueError, "setting 'url'"),
@@ -226,8 +239,21 @@ def test_unreachable_server_raises_at_construction(make_own_server):
     server = make_own_server()
     url = server.url
     server.stop()
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionError) as info:
         LMCacheRedisNativeClient(url=url, connect_timeout=2)
+    assert f"LMCacheRedisNativeClient: cannot connect to {url}" in str(info.value)
+
+
+def test_a_ttl_the_core_refuses_is_refused_at_construction(redis_url):
+    # The core refuses this ttl in every submit_batch_set: taken at
+    # construction, every store's submit would raise (not a caller bug).
+    with pytest.raises(ValueError, match="LMCacheRedisNativeClient: setting 'ttl'"):
+        LMCacheRedisNativeClient(url=redis_url, ttl=1e16)
+    client = LMCacheRedisNativeClient(url=redis_url, ttl=8.9e15)  # the largest kind it takes
+    try:
+        assert client._ttl == 8.9e15
+    finally:
+        client.close()
 
 
 def test_password_comes_from_the_environment_and_is_never_logged(make_own_server, monkeypatch,
@@ -543,7 +569,73 @@ def test_drain_never_raises(native, monkeypatch, caplog):
     assert "drain_completions failed: MemoryError" in caplog.text
 
 
+class _SlowHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        time.sleep(1.0)  # a log sink that stalls (full pipe, remote syslog)
+
+
+def test_submit_does_not_wait_for_the_drain_s_logging(redis_url):
+    # Submits run under LMCache's adapter lock: a drain logging failed keys
+    # to a slow handler must not hold them up.
+    client = LMCacheRedisNativeClient(url=redis_url)
+    logger = logging.getLogger("lmcache_redis.lmcache")
+    handler = _SlowHandler(level=logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        fd = client.event_fd()
+        client.submit_batch_set(["k" * MiB], [lmcache_view(16)])  # key too long: a failed key
+        assert select.select([fd], [], [], HANG)[0]
+        drainer = threading.Thread(target=client.drain_completions)
+        drainer.start()
+        time.sleep(0.2)  # the drain is inside the slow log call now
+        t0 = time.monotonic()
+        client.submit_batch_exists(["x"])
+        took = time.monotonic() - t0
+        drainer.join(HANG)
+        assert took < 0.1, f"submit waited {took:.2f} s for the drain's log call"
+    finally:
+        logger.removeHandler(handler)
+        client.close()
+
+
+def test_a_completion_that_matches_no_submit_is_an_internal_error(native, monkeypatch, caplog):
+    # Cannot happen (every id is recorded before it can be drained): if it
+    # does, the id still gets one failed completion, and the log says why.
+    client, demux = native()
+    demux.stop()
+    monkeypatch.setattr(client, "_client", type("C", (), {
+        "drain_completions": staticmethod(lambda: [(12345, [True])]),
+        "close": lambda self: None})())
+    with caplog.at_level(logging.ERROR, logger="lmcache_redis"):
+        got = client.drain_completions()
+    assert len(got) == 1 and got[0][:2] == (12345, False) and "internal error" in got[0][2]
+    assert "internal error completing batch 12345" in caplog.text
+
+
 # ---- close ------------------------------------------------------------------
+
+def test_batches_cut_short_by_close_are_not_logged_as_failures(make_own_server, caplog):
+    # A normal shutdown: the batches close() ends fail (ok False) but are
+    # no fault, so no WARNING; DEBUG says how many keys close() cut short.
+    server = make_own_server()
+    client = own_client(server, connections=2, timeout=30)
+    demux = Demux(client)
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="lmcache_redis"):
+            ids = [demux.submit("get", ["a", "b"], [lmcache_view(64), lmcache_view(64)]),
+                   demux.submit("exists", ["a"])]
+            time.sleep(0.2)
+            client.close()
+            for batch_id in ids:
+                got = demux.wait(batch_id)
+                assert got[1] is False and "ClientClosedError" in got[2]
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+        demux.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "get: 2 of 2 key(s) cut short by close()" in caplog.text
+
 
 def test_close_is_bounded_with_a_stalled_server_and_leaves_buffers_alone(make_own_server):
     server = make_own_server()

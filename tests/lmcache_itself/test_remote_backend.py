@@ -343,7 +343,7 @@ def test_a_cancelled_read_releases_its_object(make_own_server, make_backends, lm
 
 
 def test_close_is_bounded_with_a_stopped_server_and_idempotent(make_own_server, make_backends,
-                                                                lmcache_loop):
+                                                                lmcache_loop, caplog):
     server = make_own_server()
     md = engine_metadata()
     s = Stack(make_backends(engine_config(plugin_extra(server.url)), md), md, lmcache_loop)
@@ -362,6 +362,9 @@ def test_close_is_bounded_with_a_stopped_server_and_idempotent(make_own_server, 
         assert not closer.is_alive(), "RemoteBackend.close() hung"
         assert time.monotonic() - started < 5
         assert reading.result(5) is None      # cut short: a miss, released
+        # A normal shutdown: no warning about the key close() cut short.
+        assert not [r for r in caplog.records
+                    if r.name.startswith("lmcache_redis") and r.levelno >= logging.WARNING]
         s.rb.close()                           # again: returns at once
         assert s.rb.get_blocking(key) is None  # closed: a miss
     finally:
@@ -477,6 +480,10 @@ def test_create_connector_allocates_nothing(redis_url, lmcache_loop):
     ({"url": "http://127.0.0.1:6379"}, {}, ValueError, "URL scheme must be"),
     ({"conections": 8}, {}, TypeError, "unknown setting(s) 'conections'"),
     ({"timeout": "5"}, {}, TypeError, "setting 'timeout' must be"),
+    # Refused by the core in every set: refused here, not by every put.
+    ({"ttl": 1e16}, {}, ValueError, "setting 'ttl'"),
+    ({"connections": 0}, {}, ValueError, "setting 'connections': connections must be"),
+    ({"stripes": 0}, {}, ValueError, "setting 'stripes' must be >= 1"),
     ({}, {"remote_serde": "kivi"}, ValueError, "remote_serde must be 'naive'"),
     ({"url": "redis://127.0.0.1:1"}, {}, ConnectionError, "cannot connect to redis://127.0.0.1:1"),
 ])
