@@ -170,6 +170,9 @@ static void *lookup_main(void *arg) {
   l->res = res;
   l->done = 1;
   pthread_mutex_unlock(&l->mu);
+  /* shutdown, not just close: a child forked meanwhile holds a copy of
+   * wake_fd, so the close would not be the last and no EOF would come. */
+  shutdown(l->wake_fd, SHUT_WR);
   close(l->wake_fd);
   lookup_release(l);
   return NULL;
