@@ -1,5 +1,6 @@
 /* Connections (conn.h): socket + read-ahead + parser, and the handshake.
- * The socket's bytes go through net.c, or tls.c when the client uses TLS. */
+ * The socket's bytes go through net.c, or tls.c when the client uses TLS;
+ * a host name is looked up by resolve.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 
 #include "conn.h"
 #include "net.h"
+#include "resolve.h"
 
 void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
                     lmr__stats *stats) {
@@ -140,8 +142,13 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
   if (cancelled(c)) return lmr__err(err, LMR_ECANCELED, "call was cancelled");
   int64_t deadline = lmr__deadline(c->cfg->connect_timeout);
   if (deadline > c->deadline && c->deadline != 0) deadline = c->deadline;
+  struct addrinfo *addrs = NULL;
+  int rc = c->cfg->unix_path != NULL
+               ? LMR_OK
+               : lmr__resolve(c->cfg->host, c->cfg->port, deadline, publish_fd, c, &addrs, err);
   int fd;
-  int rc = lmr__net_connect(c->cfg, deadline, publish_fd, c, &fd, err);
+  if (rc == LMR_OK) rc = lmr__net_connect(c->cfg, addrs, deadline, publish_fd, c, &fd, err);
+  if (addrs != NULL) freeaddrinfo(addrs);
   if (rc != LMR_OK) {
     if (atomic_load(&c->interrupted))
       return lmr__err(err, LMR_ECLOSED, "client was closed during the operation");

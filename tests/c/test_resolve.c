@@ -5,7 +5,7 @@
  * This program defines its own getaddrinfo: the library (linked in
  * statically) calls it instead of libc's, which it reaches through
  * dlsym(RTLD_NEXT). Names ending in ".test" stand for 127.0.0.1, looked up
- * the long way (on the helper thread net.c starts for names); while
+ * the long way (on the helper thread resolve.c starts for names); while
  * `stalling` is set their lookups wait, at most STALL_MAX_S, then fail
  * with EAI_AGAIN as a dead DNS server's would. Run under ASan and TSan by
  * tools/run-sanitizers: a helper left behind by a connect that gave up
