@@ -318,7 +318,62 @@ TEST(lookups_given_up_on_do_not_pile_up) {
   return 0;
 }
 
+/* The connections of a client that reconnect together wait for one shared
+ * lookup: one helper thread, and every waiter woken when it ends, by its
+ * result or by close(). */
+#define SHARED_CALLS 3
+
+static int shared_lookup(int close_it) {
+  int baseline = baseline_threads();
+  int port = live_free_port();
+  ASSERT(port > 0);
+  pid_t pid = live_start_redis(port);
+  ASSERT(pid > 0);
+  lmr_config cfg;
+  test_config(&cfg, port);
+  cfg.connections = SHARED_CALLS;
+  cfg.connect_timeout = 5;
+  lmr_client *c;
+  ASSERT_EQ(live_open(&c, &cfg, cfg.host, port), LMR_OK);
+  live_stop_redis(pid, SIGKILL);  /* every connection reconnects, looking the name up */
+  pid = live_start_redis(port);
+  ASSERT(pid > 0);
+  usleep(300 * 1000);  /* it listens */
+  set_stalling(1);
+  call k[SHARED_CALLS];
+  pthread_t t[SHARED_CALLS];
+  for (int i = 0; i < SHARED_CALLS; i++) {
+    k[i] = (call){.c = c};
+    pthread_create(&t[i], NULL, get_call, &k[i]);
+  }
+  ASSERT_EQ(wait_stalled(), 0);
+  usleep(200 * 1000);  /* the other calls reach the lookup */
+  /* The pool's workers, the callers, and one helper. */
+  int extra = thread_count() - baseline;
+  int64_t t0 = lmr__now_ns();
+  if (close_it) lmr_client_close(c);
+  else set_stalling(0);
+  for (int i = 0; i < SHARED_CALLS; i++) pthread_join(t[i], NULL);
+  int64_t took = lmr__now_ns() - t0;
+  set_stalling(0);
+  lmr_client_free(c);
+  live_stop_redis(pid, SIGTERM);
+  ASSERT_EQ(wait_helpers_gone(baseline), 0);
+  if (extra > 2 * SHARED_CALLS + 1) TEST_FAIL_("%d threads beyond the program's", extra);
+  if (took >= 500 * MS) TEST_FAIL_("the calls ended %lld ms after", (long long)(took / MS));
+  for (int i = 0; i < SHARED_CALLS; i++)
+    if (k[i].rc != (close_it ? LMR_ECLOSED : LMR_OK))
+      TEST_FAIL_("call %d: rc %d (%s)", i, k[i].rc, k[i].err.msg);
+  return 0;
+}
+
+TEST(every_waiter_of_a_shared_lookup_gets_its_result) { return shared_lookup(0); }
+
+TEST(close_stops_every_waiter_of_a_shared_lookup) { return shared_lookup(1); }
+
 TEST_MAIN(TEST_ENTRY(stalled_lookup_times_out), TEST_ENTRY(close_stops_a_stalled_lookup),
           TEST_ENTRY(cancel_stops_a_stalled_lookup),
           TEST_ENTRY(a_fork_during_a_lookup_does_not_hold_the_connect),
-          TEST_ENTRY(lookups_given_up_on_do_not_pile_up))
+          TEST_ENTRY(lookups_given_up_on_do_not_pile_up),
+          TEST_ENTRY(every_waiter_of_a_shared_lookup_gets_its_result),
+          TEST_ENTRY(close_stops_every_waiter_of_a_shared_lookup))
