@@ -95,7 +95,7 @@ static int worker_init(void *ctx, int index, void **state, lmr_error *err) {
   lmr_client *c = ctx;
   lmr_conn *conn = malloc(sizeof *conn);
   if (conn == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for a connection");
-  lmr__conn_init(conn, &c->cfg, c->tls, &c->stats);
+  lmr__conn_init(conn, &c->cfg, c->tls, &c->resolver, &c->stats);
   int rc = lmr__conn_ensure(conn, err);
   if (rc != LMR_OK) {
     lmr__conn_destroy(conn);
@@ -153,6 +153,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   if (c == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for the client");
   pthread_mutex_init(&c->cq_mu, NULL);
   pthread_cond_init(&c->cq_cv, NULL);
+  lmr__resolver_init(&c->resolver);
   c->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (c->event_fd < 0) {
     rc = lmr__err_sys(err, LMR_ENOMEM, errno, "cannot create the completion event fd");
@@ -216,7 +217,13 @@ int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
 void lmr_client_free(lmr_client *c) {
   if (c == NULL) return;
   lmr_client_close(c);
-  if (lmr__client_in_opening_process(c)) lmr_pool_free(c->pool);
+  /* The pool's workers, the resolver's only users, are gone now. In a
+   * forked child the resolver is left alone like the pool: its locks may
+   * be copies taken by the parent's threads. */
+  if (lmr__client_in_opening_process(c)) {
+    lmr_pool_free(c->pool);
+    lmr__resolver_destroy(&c->resolver);
+  }
   lmr__batch_free_done(c);
   if (c->event_fd >= 0) close(c->event_fd);
   pthread_mutex_destroy(&c->cq_mu);

@@ -9,6 +9,7 @@
 
 #include "internal.h"
 #include "pool.h"
+#include "resolve.h"
 #include "tls.h"
 
 typedef struct lmr__sub lmr__sub;
@@ -18,6 +19,7 @@ struct lmr_client {
   char *host, *unix_path, *username, *password;
   char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
   lmr__tls_ctx *tls; /* shared by all connections; NULL without TLS */
+  lmr__resolver resolver; /* shared by all connections: one lookup of host at a time */
   lmr_pool *pool;
   lmr__stats stats;
   uint64_t id_seed;

@@ -1,5 +1,6 @@
 /* Connections (conn.h): socket + read-ahead + parser, and the handshake.
- * The socket's bytes go through net.c, or tls.c when the client uses TLS. */
+ * The socket's bytes go through net.c, or tls.c when the client uses TLS;
+ * a host name is looked up by resolve.c. */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,10 +11,11 @@
 #include "net.h"
 
 void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
-                    lmr__stats *stats) {
+                    lmr__resolver *resolver, lmr__stats *stats) {
   c->fd = -1;
   c->tls = NULL;
   c->tls_ctx = tls_ctx;
+  c->resolver = resolver;
   atomic_init(&c->interrupted, 0);
   c->cancel = NULL;
   pthread_mutex_init(&c->fd_mu, NULL);
@@ -140,8 +142,13 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
   if (cancelled(c)) return lmr__err(err, LMR_ECANCELED, "call was cancelled");
   int64_t deadline = lmr__deadline(c->cfg->connect_timeout);
   if (deadline > c->deadline && c->deadline != 0) deadline = c->deadline;
+  lmr__addrs addrs = {0};
+  int rc = c->cfg->unix_path != NULL ? LMR_OK
+                                     : lmr__resolve(c->resolver, c->cfg->host, c->cfg->port,
+                                                    deadline, publish_fd, c, &addrs, err);
   int fd;
-  int rc = lmr__net_connect(c->cfg, deadline, publish_fd, c, &fd, err);
+  if (rc == LMR_OK) rc = lmr__net_connect(c->cfg, addrs.list, deadline, publish_fd, c, &fd, err);
+  lmr__addrs_release(&addrs);
   if (rc != LMR_OK) {
     if (atomic_load(&c->interrupted))
       return lmr__err(err, LMR_ECLOSED, "client was closed during the operation");

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 
 #include "internal.h"
+#include "resolve.h"
 #include "resp.h"
 #include "tls.h"
 
@@ -31,6 +32,7 @@ typedef struct {
   int fd;                     /* -1 while disconnected */
   lmr__tls *tls;              /* the TLS session on fd, or NULL */
   lmr__tls_ctx *tls_ctx;      /* the client's, or NULL: plain TCP */
+  lmr__resolver *resolver;    /* the client's: its connections share lookups */
   atomic_int interrupted;     /* set once by lmr__conn_interrupt */
   const atomic_int *cancel;   /* the running job's cancel flag, or NULL */
   pthread_mutex_t fd_mu;      /* guards fd against a concurrent interrupt */
@@ -44,9 +46,10 @@ typedef struct {
   char rbuf[LMR_RBUF_SIZE];
 } lmr_conn;
 
-/* tls_ctx: NULL for plain connections. */
+/* tls_ctx: NULL for plain connections. resolver: the client's, for all
+ * its connections, so that they share the lookup of its host name. */
 void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
-                    lmr__stats *stats);
+                    lmr__resolver *resolver, lmr__stats *stats);
 /* Connects (TLS handshake, AUTH, SELECT) unless already connected. */
 int lmr__conn_ensure(lmr_conn *c, lmr_error *err);
 void lmr__conn_close(lmr_conn *c);

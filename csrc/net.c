@@ -7,7 +7,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,136 +120,8 @@ static int connect_one(const struct sockaddr *addr, socklen_t len, int family,
   return LMR_OK;
 }
 
-/* ---- name resolution ----
- *
- * getaddrinfo has no timeout and cannot be interrupted: behind a dead DNS
- * server it takes tens of seconds. A name is therefore looked up on a
- * helper thread, while the connecting thread waits for it on one end of a
- * socket pair until the deadline. That end is published through the fd
- * hook like a socket being connected, so a close or a cancel (shutdown(2)
- * of it) ends the wait too. The helper closes its end when done, which
- * wakes the waiter. A waiter that gives up leaves the lookup to the
- * helper: whichever lets go last frees it, with any result in it. */
-typedef struct {
-  pthread_mutex_t mu;       /* guards the fields up to res */
-  int refs;                 /* the waiter and the helper, while each holds it */
-  int done;                 /* the helper has set gai and res */
-  int gai;                  /* getaddrinfo's result */
-  struct addrinfo *res;     /* the lookup's until the waiter takes it */
-  int wake_fd;              /* the helper's end of the pair */
-  char port[8];
-  char host[];
-} lookup;
-
-static void lookup_release(lookup *l) {
-  pthread_mutex_lock(&l->mu);
-  int last = --l->refs == 0;
-  pthread_mutex_unlock(&l->mu);
-  if (!last) return;
-  if (l->res != NULL) freeaddrinfo(l->res);
-  pthread_mutex_destroy(&l->mu);
-  free(l);
-}
-
-static int stream_addrinfo(int flags, const char *host, const char *port, struct addrinfo **res) {
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV | flags;
-  return getaddrinfo(host, port, &hints, res);
-}
-
-static void *lookup_main(void *arg) {
-  lookup *l = arg;
-  struct addrinfo *res = NULL;
-  int gai = stream_addrinfo(0, l->host, l->port, &res);
-  pthread_mutex_lock(&l->mu);
-  l->gai = gai;
-  l->res = res;
-  l->done = 1;
-  pthread_mutex_unlock(&l->mu);
-  close(l->wake_fd);
-  lookup_release(l);
-  return NULL;
-}
-
-/* Starts the lookup of host on a helper thread; *wait_fd becomes readable
- * when it is done. */
-static int lookup_start(const char *host, const char *port, lookup **out, int *wait_fd,
-                        lmr_error *err) {
-  int pair[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
-    return lmr__err_sys(err, LMR_ECONN, errno, "socketpair");
-  size_t n = strlen(host);
-  lookup *l = malloc(sizeof *l + n + 1);
-  if (l == NULL) {
-    close(pair[0]);
-    close(pair[1]);
-    return lmr__err(err, LMR_ENOMEM, "out of memory resolving %s", host);
-  }
-  pthread_mutex_init(&l->mu, NULL);
-  l->refs = 2;
-  l->done = 0;
-  l->gai = 0;
-  l->res = NULL;
-  l->wake_fd = pair[1];
-  snprintf(l->port, sizeof l->port, "%s", port);
-  memcpy(l->host, host, n + 1);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_t thread;
-  int e = pthread_create(&thread, &attr, lookup_main, l);
-  pthread_attr_destroy(&attr);
-  if (e != 0) {
-    close(pair[0]);
-    close(pair[1]);
-    pthread_mutex_destroy(&l->mu);
-    free(l);
-    return lmr__err_sys(err, LMR_ENOMEM, e, "cannot start a thread to resolve %s", host);
-  }
-  *out = l;
-  *wait_fd = pair[0];
-  return LMR_OK;
-}
-
-/* host's addresses for a stream socket to port, by the deadline. */
-static int resolve(const char *host, int port, int64_t deadline, const fd_hook *h,
-                   struct addrinfo **res, lmr_error *err) {
-  char service[8];
-  snprintf(service, sizeof service, "%d", port);
-  /* An address literal is parsed, never looked up: no thread, no wait. */
-  int gai = stream_addrinfo(AI_NUMERICHOST, host, service, res);
-  if (gai == EAI_NONAME) {
-    lookup *l = NULL;
-    int fd = -1;
-    int rc = lookup_start(host, service, &l, &fd, err);
-    if (rc != LMR_OK) return rc;
-    h->hook(h->ctx, fd);
-    char what[sizeof "resolving " + 256];
-    snprintf(what, sizeof what, "resolving %s", host);
-    rc = lmr__net_wait(fd, POLLIN, deadline, what, err);
-    pthread_mutex_lock(&l->mu);
-    int done = l->done;
-    gai = l->gai;
-    if (done) {
-      *res = l->res;
-      l->res = NULL;
-    }
-    pthread_mutex_unlock(&l->mu);
-    close_hooked(fd, h);
-    lookup_release(l);
-    /* Woken while the helper goes on: the hook shut the wait down. */
-    if (!done)
-      return rc != LMR_OK ? rc : lmr__err(err, LMR_ECONN, "resolving %s was interrupted", host);
-  }
-  if (gai != 0) return lmr__err(err, LMR_ECONN, "cannot resolve %s: %s", host, gai_strerror(gai));
-  return LMR_OK;
-}
-
-int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook hook,
-                     void *hook_ctx, int *fd, lmr_error *err) {
+int lmr__net_connect(const lmr_config *cfg, const struct addrinfo *addrs, int64_t deadline,
+                     lmr__net_fd_hook hook, void *hook_ctx, int *fd, lmr_error *err) {
   fd_hook h = {hook, hook_ctx};
   char endpoint[160];
   lmr__net_endpoint(cfg, endpoint, sizeof endpoint);
@@ -264,15 +135,11 @@ int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook h
     strcpy(sa.sun_path, cfg->unix_path);
     return connect_one((struct sockaddr *)&sa, sizeof sa, AF_UNIX, deadline, endpoint, &h, fd, err);
   }
-  struct addrinfo *res = NULL;
-  int rc = resolve(cfg->host, cfg->port, deadline, &h, &res, err);
-  if (rc != LMR_OK) return rc;
-  rc = LMR_ECONN;
-  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+  int rc = lmr__err(err, LMR_ECONN, "%s has no address to connect to", endpoint);
+  for (const struct addrinfo *ai = addrs; ai != NULL; ai = ai->ai_next) {
     rc = connect_one(ai->ai_addr, ai->ai_addrlen, ai->ai_family, deadline, endpoint, &h, fd, err);
     if (rc == LMR_OK || rc == LMR_ETIMEDOUT) break;
   }
-  freeaddrinfo(res);
   return rc;
 }
 

@@ -5,6 +5,7 @@
 #ifndef LMR_NET_H
 #define LMR_NET_H
 
+#include <netdb.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -17,12 +18,13 @@
  * lookup is awaited on; shutting it down ends that wait the same way. */
 typedef void (*lmr__net_fd_hook)(void *ctx, int fd);
 
-/* Connects to cfg's Unix path or host:port by the deadline, which bounds
- * the host name's lookup too; on success *fd is a non-blocking,
+/* Connects to cfg's Unix path, or else to the first of addrs (cfg->host's
+ * addresses for cfg->port, from lmr__resolve) that takes the connection, by
+ * the deadline; on success *fd is a non-blocking,
  * close-on-exec stream socket (TCP_NODELAY for TCP). A Unix socket whose
  * listen backlog is full is tried again until the deadline. */
-int lmr__net_connect(const lmr_config *cfg, int64_t deadline, lmr__net_fd_hook hook,
-                     void *hook_ctx, int *fd, lmr_error *err);
+int lmr__net_connect(const lmr_config *cfg, const struct addrinfo *addrs, int64_t deadline,
+                     lmr__net_fd_hook hook, void *hook_ctx, int *fd, lmr_error *err);
 
 /* Sends every byte of iov[0..iovcnt). The iovec array is consumed (its
  * entries are advanced in place), the bytes they point at are not touched. */

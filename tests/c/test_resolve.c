@@ -5,7 +5,7 @@
  * This program defines its own getaddrinfo: the library (linked in
  * statically) calls it instead of libc's, which it reaches through
  * dlsym(RTLD_NEXT). Names ending in ".test" stand for 127.0.0.1, looked up
- * the long way (on the helper thread net.c starts for names); while
+ * the long way (on the helper thread resolve.c starts for names); while
  * `stalling` is set their lookups wait, at most STALL_MAX_S, then fail
  * with EAI_AGAIN as a dead DNS server's would. Run under ASan and TSan by
  * tools/run-sanitizers: a helper left behind by a connect that gave up
@@ -239,5 +239,141 @@ TEST(cancel_stops_a_stalled_lookup) {
   return 0;
 }
 
+/* A lookup's waiter is woken by the helper closing its end of the socket
+ * pair. A fork() while the lookup runs (multiprocessing's "fork" start
+ * method, os.fork) gives the child a copy of that end: the close is then
+ * not the last, no EOF reaches the waiter, and the connect waits out its
+ * whole connect timeout although the name was found long before. */
+TEST(a_fork_during_a_lookup_does_not_hold_the_connect) {
+  int port = live_free_port();
+  ASSERT(port > 0);
+  pid_t pid = live_start_redis(port);
+  ASSERT(pid > 0);
+  lmr_config cfg;
+  test_config(&cfg, port);
+  cfg.connect_timeout = 2;
+  call k = {0};
+  ASSERT_EQ(live_open(&k.c, &cfg, cfg.host, port), LMR_OK);
+  lmr_error err;
+  ASSERT_EQ(lmr_set(k.c, "k", 1, "v", 1, 0, &err), LMR_OK);
+  /* A restart drops the connection; the server is back at once. */
+  live_stop_redis(pid, SIGKILL);
+  pid = live_start_redis(port);
+  ASSERT(pid > 0);
+  usleep(300 * 1000);  /* it listens */
+  set_stalling(1);
+  pthread_t t;
+  pthread_create(&t, NULL, get_call, &k);
+  ASSERT_EQ(wait_stalled(), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    pause();  /* holds its copies of the process's fds, as a forked worker does */
+    _exit(0);
+  }
+  ASSERT(child > 0);
+  int64_t t0 = lmr__now_ns();
+  set_stalling(0);  /* the name is found now */
+  pthread_join(t, NULL);
+  int64_t took = lmr__now_ns() - t0;
+  kill(child, SIGKILL);
+  waitpid(child, NULL, 0);
+  lmr_client_free(k.c);
+  live_stop_redis(pid, SIGTERM);
+  if (k.rc != LMR_OK || took >= 1000 * MS)
+    TEST_FAIL_("the call after the lookup: rc %d after %lld ms (%s)", k.rc,
+               (long long)(took / MS), k.rc != LMR_OK ? k.err.msg : "");
+  return 0;
+}
+
+/* Each connect that gives up on a stalled lookup leaves its helper thread
+ * behind until getaddrinfo returns (behind a dead DNS server: resolv.conf's
+ * timeout x attempts x servers, 10-30 s). Calls with a short timeout that
+ * keep finding the connection down start one more each: the threads grow
+ * with the call rate, not with the pool, until pthread_create fails for
+ * the whole process (containers often cap pids at 1024..4096). */
+TEST(lookups_given_up_on_do_not_pile_up) {
+  int baseline = baseline_threads();
+  int port = live_free_port();
+  ASSERT(port > 0);
+  pid_t pid = live_start_redis(port);
+  ASSERT(pid > 0);
+  lmr_config cfg;
+  test_config(&cfg, port);
+  cfg.timeout = 0.05;
+  lmr_client *c;
+  ASSERT_EQ(live_open(&c, &cfg, cfg.host, port), LMR_OK);
+  live_stop_redis(pid, SIGKILL);  /* every call now reconnects, looking the name up */
+  set_stalling(1);
+  unsigned char buf[8];
+  int found;
+  size_t n;
+  lmr_error err;
+  for (int i = 0; i < 40; i++) lmr_get(c, "k", 1, buf, sizeof buf, &found, &n, &err);
+  int extra = thread_count() - baseline;
+  set_stalling(0);
+  lmr_client_free(c);
+  ASSERT_EQ(wait_helpers_gone(baseline), 0);
+  /* The pool's one worker, and at most a lookup or so for it. */
+  if (extra > 3) TEST_FAIL_("%d threads beyond the program's after 40 calls", extra);
+  return 0;
+}
+
+/* The connections of a client that reconnect together wait for one shared
+ * lookup: one helper thread, and every waiter woken when it ends, by its
+ * result or by close(). */
+#define SHARED_CALLS 3
+
+static int shared_lookup(int close_it) {
+  int baseline = baseline_threads();
+  int port = live_free_port();
+  ASSERT(port > 0);
+  pid_t pid = live_start_redis(port);
+  ASSERT(pid > 0);
+  lmr_config cfg;
+  test_config(&cfg, port);
+  cfg.connections = SHARED_CALLS;
+  cfg.connect_timeout = 5;
+  lmr_client *c;
+  ASSERT_EQ(live_open(&c, &cfg, cfg.host, port), LMR_OK);
+  live_stop_redis(pid, SIGKILL);  /* every connection reconnects, looking the name up */
+  pid = live_start_redis(port);
+  ASSERT(pid > 0);
+  usleep(300 * 1000);  /* it listens */
+  set_stalling(1);
+  call k[SHARED_CALLS];
+  pthread_t t[SHARED_CALLS];
+  for (int i = 0; i < SHARED_CALLS; i++) {
+    k[i] = (call){.c = c};
+    pthread_create(&t[i], NULL, get_call, &k[i]);
+  }
+  ASSERT_EQ(wait_stalled(), 0);
+  usleep(200 * 1000);  /* the other calls reach the lookup */
+  /* The pool's workers, the callers, and one helper. */
+  int extra = thread_count() - baseline;
+  int64_t t0 = lmr__now_ns();
+  if (close_it) lmr_client_close(c);
+  else set_stalling(0);
+  for (int i = 0; i < SHARED_CALLS; i++) pthread_join(t[i], NULL);
+  int64_t took = lmr__now_ns() - t0;
+  set_stalling(0);
+  lmr_client_free(c);
+  live_stop_redis(pid, SIGTERM);
+  ASSERT_EQ(wait_helpers_gone(baseline), 0);
+  if (extra > 2 * SHARED_CALLS + 1) TEST_FAIL_("%d threads beyond the program's", extra);
+  if (took >= 500 * MS) TEST_FAIL_("the calls ended %lld ms after", (long long)(took / MS));
+  for (int i = 0; i < SHARED_CALLS; i++)
+    if (k[i].rc != (close_it ? LMR_ECLOSED : LMR_OK))
+      TEST_FAIL_("call %d: rc %d (%s)", i, k[i].rc, k[i].err.msg);
+  return 0;
+}
+
+TEST(every_waiter_of_a_shared_lookup_gets_its_result) { return shared_lookup(0); }
+
+TEST(close_stops_every_waiter_of_a_shared_lookup) { return shared_lookup(1); }
+
 TEST_MAIN(TEST_ENTRY(stalled_lookup_times_out), TEST_ENTRY(close_stops_a_stalled_lookup),
-          TEST_ENTRY(cancel_stops_a_stalled_lookup))
+          TEST_ENTRY(cancel_stops_a_stalled_lookup),
+          TEST_ENTRY(a_fork_during_a_lookup_does_not_hold_the_connect),
+          TEST_ENTRY(lookups_given_up_on_do_not_pile_up),
+          TEST_ENTRY(every_waiter_of_a_shared_lookup_gets_its_result),
+          TEST_ENTRY(close_stops_every_waiter_of_a_shared_lookup))
