@@ -196,7 +196,9 @@ static int after_guess(lmr_plan *p, lmr_error *err) {
   for (int i = 0; i < n && whole; i++)
     whole = !parts[i].torn && parts[i].seen_id == parts[0].seen_id;
   lmr_stripe_hdr h;
-  if (whole && classify_head(&p->jobs[0], &h) == H_ENCODED && h.set_id == parts[0].seen_id) {
+  const lmr_stripe_hdr *want = &p->op->layout;
+  if (whole && classify_head(&p->jobs[0], &h) == H_ENCODED && h.set_id == parts[0].seen_id &&
+      h.count == want->count && h.total_len == want->total_len) {
     p->found = 1;
     p->len = p->op->layout.total_len;
     done(p);
