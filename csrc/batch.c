@@ -109,6 +109,8 @@ static void key_finished(key_run *k, int rc) {
   } else if (rc == LMR_ETOOBIG) {
     it->value_len = it->err.needed;
   }
+  if (k->plan.guess != 0 && k->plan.learned != LMR_PLAN_LEARNED_NONE)
+    lmr__client_read_learned(k->sub->c, it->len, k->plan.learned);
   lmr__plan_destroy(&k->plan);
   release(k->sub);
 }
@@ -195,14 +197,17 @@ static int start_key(lmr__sub *s, key_run *k, int64_t ttl_ms) {
   } else if (s->kind == LMR_PLAN_GET) {
     k->op.dst = it->buf;
     k->op.cap = it->len;
+    count = lmr__client_read_guess(c, it->len);
   }
   return lmr__plan_start(&k->plan, s->kind, &k->op, count, set_id, &it->err);
 }
 
-/* Queues every key's first round, QUEUE_CHUNK keys per submission; keys
- * that cannot start, or whose round cannot be queued, finish at once. */
+/* Queues every key's first round, about QUEUE_CHUNK jobs per submission;
+ * keys that cannot start, or whose round cannot be queued, finish at once. */
 static void start_keys(lmr__sub *s, int64_t ttl_ms) {
-  lmr_job *ptrs[QUEUE_CHUNK];
+  /* A first round is one job (HEAD, SET, DEL, PING) or a guessed read's
+   * parts (at most LMR_MAX_STRIPES). */
+  lmr_job *ptrs[QUEUE_CHUNK + LMR_MAX_STRIPES];
   key_run *chunk[QUEUE_CHUNK];
   int nptrs = 0, nkeys = 0;
   for (size_t i = 0; i <= s->n; i++) {
@@ -215,10 +220,9 @@ static void start_keys(lmr__sub *s, int64_t ttl_ms) {
         key_finished(k, rc);
         continue;
       }
-      /* A first round is one job (HEAD, SET, DEL, PING). */
       nptrs += prepare_round(k, ptrs + nptrs);
       chunk[nkeys++] = k;
-      if (nkeys < QUEUE_CHUNK && i + 1 < s->n) continue;
+      if (nkeys < QUEUE_CHUNK && nptrs < QUEUE_CHUNK && i + 1 < s->n) continue;
     }
     if (nkeys == 0) continue;
     int rc = queue_jobs(s, ptrs, nptrs);

@@ -267,6 +267,39 @@ uint32_t lmr__client_stripes_for(const lmr_client *c, uint64_t len) {
                           LMR_MAX_STRIPES);
 }
 
+/* A slot per buffer size (a hash of it): cap << 16 | f << 8 | skips, with
+ * f = count - 1 for a learned part count (2..256), 0 for "no guess", and
+ * skips the reads of that size left to read from HEAD. A learned "no
+ * guess" holds for READ_HINT_SKIPS reads, then guessing is tried again (a
+ * partial chunk met once must not cost every full one later). A size that
+ * shares a slot with another just loses its learning. */
+#define READ_HINT_SKIPS 64u
+#define READ_HINT_MAX_CAP (UINT64_C(1) << 48)
+
+static atomic_uint_fast64_t *read_hint(lmr_client *c, uint64_t cap) {
+  return &c->read_hints[(cap ^ (cap >> 12) ^ (cap >> 24)) % LMR__READ_HINTS];
+}
+
+uint32_t lmr__client_read_guess(lmr_client *c, uint64_t cap) {
+  uint32_t guess = lmr__client_stripes_for(c, cap);
+  if (cap >= READ_HINT_MAX_CAP) return guess;
+  atomic_uint_fast64_t *slot = read_hint(c, cap);
+  uint64_t e = atomic_load_explicit(slot, memory_order_relaxed);
+  if (e >> 16 != cap) return guess;
+  uint32_t f = (uint32_t)(e >> 8) & 0xffu, skips = (uint32_t)e & 0xffu;
+  if (f != 0) return f + 1;
+  if (skips == 0) return guess;
+  atomic_store_explicit(slot, (cap << 16) | (skips - 1), memory_order_relaxed);
+  return 0;
+}
+
+void lmr__client_read_learned(lmr_client *c, uint64_t cap, uint32_t learned) {
+  if (cap >= READ_HINT_MAX_CAP || learned > LMR_MAX_STRIPES) return;
+  uint64_t e = learned >= 2 ? (cap << 16) | ((uint64_t)(learned - 1) << 8)
+                            : (cap << 16) | READ_HINT_SKIPS;
+  atomic_store_explicit(read_hint(c, cap), e, memory_order_relaxed);
+}
+
 /* Reads the server's proto-max-bulk-len once; a server that will not say
  * (no permission for CONFIG) is taken to have Redis's default. A broken
  * connection gets a second try on a fresh one. Not cancellable. */

@@ -217,8 +217,9 @@ static int handle_head(lmr_key_job *job, lmr_conn *conn) {
   size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
   job->head_n = n;
   /* cap >= 32 whenever head_len <= cap; a smaller buffer gets nothing here
-   * (the plan copies from job->head what fits). */
-  job->head_in_dst = op->head_len <= op->cap;
+   * (the plan copies from job->head what fits), nor does one that a guessed
+   * read's parts are landing in. */
+  job->head_in_dst = op->head_len <= op->cap && !op->layout_guessed;
   size_t placed = job->head_in_dst ? (n < op->cap ? n : op->cap) : 0;
   if (placed > 0) {
     size_t copied = 0;
@@ -241,7 +242,8 @@ static int handle_head(lmr_key_job *job, lmr_conn *conn) {
 
 /* PART: the part's header must be the one op->layout promises (same write,
  * this index); only then does its payload go into the buffer. Anything
- * else means the value changed since the layout was read. */
+ * else means the value changed since the layout was read (or, for a
+ * guessed layout, that the guess was wrong). */
 static int handle_part(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
   lmr_op *op = job->op;
   lmr_error *err = &job->base.err;
@@ -255,11 +257,11 @@ static int handle_part(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
   int rc = lmr__conn_read_payload(conn, raw, sizeof raw, NULL, err);
   if (rc != LMR_OK) return rc;
   lmr_stripe_hdr h;
-  if (lmr_stripe_hdr_decode(raw, want->count, &h) != 0 || h.index != job->part ||
-      h.count != want->count || h.total_len != want->total_len || h.set_id != want->set_id) {
+  if (lmr_stripe_hdr_decode(raw, want->count, &h) != 0 || !lmr__part_matches(op, job->part, &h)) {
     job->torn = 1;
     return lmr__conn_end_bulk(conn, err);
   }
+  job->seen_id = h.set_id;
   /* An empty part of an empty value: no pointer into a buffer that may be NULL. */
   unsigned char *dst =
       len > 0 ? op->dst + lmr_stripe_offset(want->total_len, want->count, job->part) : NULL;

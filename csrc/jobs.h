@@ -44,6 +44,8 @@ typedef struct {
   size_t cap;
   size_t head_len;          /* HEAD: the first bytes a read looks at */
   lmr_stripe_hdr layout;
+  int layout_guessed;       /* layout is a guess with no write id: each PART
+                               takes any, and records the one it saw */
 } lmr_op;
 
 typedef struct {
@@ -59,6 +61,7 @@ typedef struct {
   int head_in_dst;     /* HEAD: they were placed at op->dst */
   unsigned char head[LMR_STRIPE_HDR_SIZE]; /* HEAD: the first min(head_n, 32) */
   int torn;            /* PART: not the part of op->layout's write */
+  uint64_t seen_id;    /* PART: the write id in its header (when not torn) */
   int placed;          /* GET: the value is in op->dst */
 } lmr_key_job;
 
@@ -69,6 +72,15 @@ typedef struct {
 static inline int lmr__head_agrees(const lmr_key_job *j) {
   if (j->head_n <= j->op->head_len) return j->stored_len == (int64_t)j->head_n;
   return j->stored_len > (int64_t)j->op->head_len;
+}
+
+/* Whether hdr, read at part `part`'s place, is that part of the value
+ * op->layout describes: its index, count and length, and unless the layout
+ * is a guess, its write. */
+static inline int lmr__part_matches(const lmr_op *op, uint32_t part, const lmr_stripe_hdr *h) {
+  const lmr_stripe_hdr *want = &op->layout;
+  return h->index == part && h->count == want->count && h->total_len == want->total_len &&
+         (op->layout_guessed || h->set_id == want->set_id);
 }
 
 void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,

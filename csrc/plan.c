@@ -6,7 +6,7 @@
 #include "internal.h"
 #include "plan.h"
 
-enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS, S_PING };
+enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS, S_GUESS, S_PING };
 
 /* What a HEAD job found under the key. */
 typedef enum { H_ABSENT, H_OTHER_TYPE, H_CHANGED, H_VERBATIM, H_ENCODED, H_BROKEN } head_kind;
@@ -64,22 +64,54 @@ static int too_big(uint64_t needed, size_t cap, lmr_error *err) {
   return rc;
 }
 
-static int parts_round(lmr_plan *p, const lmr_stripe_hdr *h, lmr_error *err) {
+static int reserve_parts(lmr_plan *p, uint32_t n, lmr_error *err) {
+  if (p->parts_cap >= n) return LMR_OK;  /* a read again may meet a wider value */
+  free(p->parts);
+  p->parts = malloc((size_t)n * sizeof *p->parts);
+  p->parts_cap = p->parts == NULL ? 0 : n;
+  return p->parts == NULL ? lmr__err(err, LMR_ENOMEM, "out of memory for %u jobs", n) : LMR_OK;
+}
+
+/* A round of one GETRANGE per part of layout h, after `first` jobs. */
+static int parts_round(lmr_plan *p, const lmr_stripe_hdr *h, uint32_t first, lmr_error *err) {
+  int rc = reserve_parts(p, first + h->count, err);
+  if (rc != LMR_OK) return rc;
   p->op->layout = *h;
-  if (p->parts_cap < h->count) {  /* a read again may meet a wider value */
-    free(p->parts);
-    p->parts = malloc((size_t)h->count * sizeof *p->parts);
-    p->parts_cap = p->parts == NULL ? 0 : h->count;
-    if (p->parts == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for %u jobs", h->count);
-  }
   for (uint32_t i = 0; i < h->count; i++) {
-    lmr__key_job_init(&p->parts[i], p->op, LMR_JOB_PART);
-    p->parts[i].part = i;
+    lmr__key_job_init(&p->parts[first + i], p->op, LMR_JOB_PART);
+    p->parts[first + i].part = i;
   }
   p->jobs = p->parts;
-  p->njobs = (int)h->count;
+  p->njobs = (int)(first + h->count);
   p->stage = S_PARTS;
   return LMR_OK;
+}
+
+/* The guessed first read: HEAD (of the header alone, and not into the
+ * buffer, where parts land meanwhile) and the parts of `count` for a value
+ * as long as the buffer, all in one round. */
+static int guess_round(lmr_plan *p, uint32_t count, lmr_error *err) {
+  lmr_op *op = p->op;
+  lmr_stripe_hdr h = {.count = count, .total_len = op->cap};
+  int rc = parts_round(p, &h, 1, err);
+  if (rc != LMR_OK) return rc;
+  op->layout_guessed = 1;
+  op->head_len = LMR_STRIPE_HDR_SIZE;
+  lmr__key_job_init(&p->parts[0], op, LMR_JOB_HEAD);
+  p->guess = count;
+  p->attempts = 1;
+  p->stage = S_GUESS;
+  return LMR_OK;
+}
+
+/* What HEAD, after a guess that failed, says about values as long as the
+ * buffer: their part count, or that they are stored otherwise (verbatim,
+ * or another length is what the buffer meets). A miss, another type, a
+ * broken or a changing value say nothing. */
+static void learn(lmr_plan *p, head_kind k, const lmr_stripe_hdr *h) {
+  if (p->guess == 0) return;
+  if (k == H_ENCODED && h->total_len == p->op->cap) p->learned = h->count;
+  else if (k == H_ENCODED || k == H_VERBATIM) p->learned = 0;
 }
 
 static int after_head(lmr_plan *p, lmr_error *err) {
@@ -87,6 +119,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
   const lmr_key_job *j = &p->one;
   lmr_stripe_hdr h;
   head_kind k = classify_head(j, &h);
+  learn(p, k, &h);
   if (k == H_CHANGED) {
     read_again(p);
     return LMR_OK;
@@ -122,7 +155,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
     done(p);
     return LMR_OK;
   }
-  return parts_round(p, &h, err);
+  return parts_round(p, &h, 0, err);
 }
 
 static void after_get(lmr_plan *p) {
@@ -151,6 +184,29 @@ static void after_parts(lmr_plan *p) {
   p->found = 1;
   p->len = p->op->layout.total_len;
   done(p);
+}
+
+/* The guessed read: a hit when every part matched its place, all came
+ * from one write, and HEAD saw that write whole (its hdr(0), and a string
+ * of exactly its length: not one another client grew or cut); otherwise
+ * what HEAD saw decides, as in a read without a guess. */
+static int after_guess(lmr_plan *p, lmr_error *err) {
+  const lmr_key_job *parts = p->jobs + 1;
+  int n = p->njobs - 1, whole = 1;
+  for (int i = 0; i < n && whole; i++)
+    whole = !parts[i].torn && parts[i].seen_id == parts[0].seen_id;
+  lmr_stripe_hdr h;
+  const lmr_stripe_hdr *want = &p->op->layout;
+  if (whole && classify_head(&p->jobs[0], &h) == H_ENCODED && h.set_id == parts[0].seen_id &&
+      h.count == want->count && h.total_len == want->total_len) {
+    p->found = 1;
+    p->len = p->op->layout.total_len;
+    done(p);
+    return LMR_OK;
+  }
+  p->op->layout_guessed = 0;
+  p->one = p->jobs[0];
+  return after_head(p, err);
 }
 
 static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *err) {
@@ -205,6 +261,8 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
     case LMR_PLAN_GET: {
       size_t n = op->cap < LMR_HEAD_MAX ? op->cap : LMR_HEAD_MAX;
       op->head_len = n > LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
+      p->learned = LMR_PLAN_LEARNED_NONE;
+      if (count >= 2 && count <= LMR_MAX_STRIPES && op->cap > 0) return guess_round(p, count, err);
       break;
     }
   }
@@ -224,6 +282,8 @@ int lmr__plan_next(lmr_plan *p, lmr_error *err) {
     case S_PARTS:
       after_parts(p);
       return LMR_OK;
+    case S_GUESS:
+      return after_guess(p, err);
     case S_DEL:
       p->found = p->one.integer > 0;
       break;

@@ -11,6 +11,15 @@
  *           longer verbatim value. A value replaced between the rounds (or
  *           between GETRANGE and STRLEN) is read again: at most
  *           LMR_PLAN_READ_ATTEMPTS reads, then a miss.
+ *           With a guess (a part count for a value exactly as long as the
+ *           buffer: what a writer with the reader's settings stores, as
+ *           LMCache's readers and writers are), the first read skips HEAD:
+ *           it reads the parts of that layout at once, each checked
+ *           against its own header, and it is a hit when every part is
+ *           there and all carry one write id: one round trip instead of
+ *           two. Anything else (a miss, another length, another count, a
+ *           write in between) reads again from HEAD; that guessed read
+ *           counts as one of the reads.
  *   exists  HEAD alone: a whole value of this format (or verbatim) exists.
  *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded.
  *   delete  one DEL.
@@ -42,16 +51,25 @@ typedef struct {
   lmr_key_job *parts;    /* storage for a round of parts, when needed */
   uint32_t parts_cap;    /* jobs it holds */
   unsigned char *hdrs;   /* an encoded SET's headers */
+  uint32_t guess;        /* get: the guessed part count (0: none) */
   /* verdict */
   int found;             /* get: a hit; exists: a whole value; delete: a key went;
                             ping: the server answered */
   uint64_t len;          /* get: the value's length */
+  /* get with a guess that failed: what HEAD then found under the key, for
+   * the caller's next guess at this buffer size. LMR_PLAN_LEARNED_NONE: it
+   * says nothing (a miss, a changed value); 0: no guess fits (a verbatim
+   * value, or another length); else the value's part count. */
+  uint32_t learned;
 } lmr_plan;
+
+#define LMR_PLAN_LEARNED_NONE UINT32_MAX
 
 /* Starts a plan over op (key, deadline, and for get the buffer). For set,
  * op->src/len/ttl_ms are the value; `count` is its part count (1 with a
  * value that does not begin with the magic: verbatim), `set_id` the
- * write's id. Fails with LMR_EINVAL for a value the server cannot take. */
+ * write's id. For get, `count` is the guess (0 or 1: none). Fails with
+ * LMR_EINVAL for a value the server cannot take. */
 int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
                     uint64_t set_id, lmr_error *err);
 /* After every job of the round has run: LMR_OK with p->njobs > 0 (run the

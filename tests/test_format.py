@@ -369,9 +369,20 @@ def test_commands_per_call(srv) -> None:
             result = call()
             return client.stats()["commands"] - before, result
 
+        # A buffer as long as the value: one round trip, with the parts of
+        # the layout this client writes (guessed) and HEAD (2 commands:
+        # STRLEN, GETRANGE of the header) to tell what else is there.
+        exact = np.empty(size, dtype=np.uint8)
+        n, got = cost(lambda: client.get("c", exact))
+        assert got == size and tag_of(exact, size) == tag
+        assert n == 2 + stripe_count(size), n
         huge = np.empty(512 * MiB, dtype=np.uint8)  # untouched: only what is read is paged in
-        # The first round is 2 commands (GETRANGE of the first bytes, STRLEN)
-        # in one round trip.
+        # A buffer of a size not read into before: the guess (a value that
+        # fills it) is wrong, and HEAD in the same round tells the real
+        # layout; learned, so later reads into that size skip the guess.
+        n, got = cost(lambda: client.get("c", huge))
+        assert got == size and tag_of(huge, size) == tag
+        assert n <= 2 + stripe_count(huge.nbytes) + stripe_count(size), n
         n, got = cost(lambda: client.get("c", huge))
         assert got == size and tag_of(huge, size) == tag
         assert n <= 2 + stripe_count(size), n  # the number follows the value, not the buffer

@@ -82,7 +82,7 @@ static void answer(fake_store *s, lmr_key_job *j) {
       }
       n = range(s, 0, op->head_len, &p);
       j->head_n = n;
-      j->head_in_dst = op->head_len <= op->cap;
+      j->head_in_dst = op->head_len <= op->cap && !op->layout_guessed;
       size_t placed = j->head_in_dst ? (n < op->cap ? n : op->cap) : 0;
       if (placed > 0) memcpy(op->dst, p, placed);
       if (n > 0) memcpy(j->head, p, n < 32 ? n : 32);
@@ -101,10 +101,11 @@ static void answer(fake_store *s, lmr_key_job *j) {
       n = range(s, from, from + LMR_STRIPE_HDR_SIZE + len - 1, &p);
       lmr_stripe_hdr g;
       if (n != LMR_STRIPE_HDR_SIZE + len || lmr_stripe_hdr_decode(p, h->count, &g) != 0 ||
-          g.index != j->part || g.set_id != h->set_id || g.total_len != h->total_len) {
+          !lmr__part_matches(op, j->part, &g)) {
         j->torn = 1;
         return;
       }
+      j->seen_id = g.set_id;
       if (len > 0)
         memcpy(op->dst + lmr_stripe_offset(h->total_len, h->count, j->part),
                p + LMR_STRIPE_HDR_SIZE, len);
@@ -131,11 +132,13 @@ static void answer(fake_store *s, lmr_key_job *j) {
   }
 }
 
-/* Runs a plan against the store; returns the call's code. */
-static int drive(fake_store *s, lmr_plan *p, lmr_plan_kind kind, lmr_op *op, lmr_error *err) {
+/* Runs a plan against the store (a get with part count `guess`, or none:
+ * 0); returns the call's code. */
+static int drive_guess(fake_store *s, lmr_plan *p, lmr_plan_kind kind, lmr_op *op,
+                       uint32_t guess, lmr_error *err) {
   s->commands = 0;
   s->rounds = 0;
-  int rc = lmr__plan_start(p, kind, op, 0, 0, err);
+  int rc = lmr__plan_start(p, kind, op, guess, 0, err);
   while (rc == LMR_OK && p->njobs > 0) {
     if (s->next != NULL && s->rounds == s->swap_at) {
       store_put(s, s->next, s->next_len);
@@ -148,6 +151,10 @@ static int drive(fake_store *s, lmr_plan *p, lmr_plan_kind kind, lmr_op *op, lmr
   }
   lmr__plan_destroy(p);
   return rc;
+}
+
+static int drive(fake_store *s, lmr_plan *p, lmr_plan_kind kind, lmr_op *op, lmr_error *err) {
+  return drive_guess(s, p, kind, op, 0, err);
 }
 
 static int do_get(fake_store *s, unsigned char *buf, size_t cap, int *found, uint64_t *len) {
@@ -492,8 +499,132 @@ TEST(ping) {
   return 0;
 }
 
+
+/* A guessed read (plan.h): into a buffer of n bytes, guessing `guess`
+ * parts, of what the store holds. Returns the plan (destroyed) and code. */
+static int guessed_get(fake_store *s, unsigned char *buf, size_t n, uint32_t guess,
+                       lmr_plan *p) {
+  lmr_op op;
+  lmr__op_init(&op, "k", 1, 10.0, 1 << 30, 1);
+  op.dst = buf;
+  op.cap = n;
+  lmr_error err;
+  return drive_guess(s, p, LMR_PLAN_GET, &op, guess, &err);
+}
+
+/* The guess is right: one round (HEAD of the header, and the parts), a
+ * hit, nothing learned. */
+TEST(guess_right_is_one_round) {
+  size_t n = 3u << 20;
+  fake_store s = {0};
+  unsigned char *v = pattern(n, 3), *buf = calloc(n, 1);
+  store_set(&s, v, n, 8, 42);
+  lmr_plan p;
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 1);
+  ASSERT_EQ(p.len, n);
+  ASSERT_MEM_EQ(buf, v, n);
+  ASSERT_EQ(s.rounds, 1);
+  ASSERT_EQ(s.commands, 2 + 8);
+  ASSERT_EQ(p.learned, LMR_PLAN_LEARNED_NONE);
+  free(v);
+  free(buf);
+  free(s.bytes);
+  return 0;
+}
+
+/* The guess is wrong, or the key holds something else: what the round's
+ * HEAD saw decides, as without a guess (no more rounds than that), and it
+ * is learned for values as long as the buffer. */
+TEST(guess_wrong_reads_from_head) {
+  size_t n = 3u << 20;
+  unsigned char *v = pattern(n, 4), *buf = calloc(n + 1, 1);
+  lmr_plan p;
+  /* another part count: found, and the count learned */
+  fake_store s = {0};
+  store_set(&s, v, n, 5, 7);
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 1);
+  ASSERT_MEM_EQ(buf, v, n);
+  ASSERT_EQ(s.rounds, 2);                  /* HEAD and the guess, then the parts */
+  ASSERT_EQ(s.commands, 2 + 8 + 5);
+  ASSERT_EQ(p.learned, 5);
+  /* shorter (a partial chunk): found with its length; guessing is off */
+  store_set(&s, v, n - 100, 8, 8);
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 1);
+  ASSERT_EQ(p.len, n - 100);
+  ASSERT_MEM_EQ(buf, v, n - 100);
+  ASSERT_EQ(p.learned, 0);
+  /* verbatim, as long as the buffer (another client's plain SET) */
+  store_put(&s, v, n);
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 1);
+  ASSERT_EQ(p.len, n);
+  ASSERT_MEM_EQ(buf, v, n);
+  ASSERT_EQ(s.rounds, 2);                  /* HEAD and the guess, then one GET */
+  ASSERT_EQ(p.learned, 0);
+  /* a small value (the guess's HEAD reads only a header): one GET more */
+  store_put(&s, v, 100);
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 1);
+  ASSERT_EQ(p.len, 100);
+  ASSERT_MEM_EQ(buf, v, 100);
+  /* a miss and another type: misses in one round, learning nothing */
+  s.exists = 0;
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  ASSERT_EQ(s.rounds, 1);
+  ASSERT_EQ(p.learned, LMR_PLAN_LEARNED_NONE);
+  s.exists = s.wrongtype = 1;
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  ASSERT_EQ(p.learned, LMR_PLAN_LEARNED_NONE);
+  /* grown by another client (SETRANGE past its end): every part is in its
+   * place, but the string is no whole value: a miss, as without a guess */
+  store_set(&s, v, n, 8, 10);
+  s.bytes = realloc(s.bytes, s.len + 4);
+  memcpy(s.bytes + s.len, "tail", 4);
+  s.len += 4;
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  /* longer than the buffer: too big, as without a guess */
+  store_set(&s, v, n, 8, 9);
+  ASSERT_EQ(guessed_get(&s, buf, n - 1, 8, &p), LMR_ETOOBIG);
+  free(v);
+  free(buf);
+  free(s.bytes);
+  return 0;
+}
+
+/* Parts of two writes, each well formed and in its place (a writer came
+ * between the parts' GETRANGEs): never a hit. Here the store stays mixed,
+ * so the reader gives up after LMR_PLAN_READ_ATTEMPTS reads, the guessed
+ * one included. */
+TEST(guess_of_two_writes_is_no_hit) {
+  size_t n = 3u << 20;
+  unsigned char *v = pattern(n, 5), *w = pattern(n, 6), *buf = calloc(n, 1);
+  fake_store s = {0}, other = {0};
+  store_set(&s, v, n, 8, 1);
+  store_set(&other, w, n, 8, 2);
+  uint64_t at = lmr_stripe_stored_offset(n, 8, 5);
+  uint64_t len = LMR_STRIPE_HDR_SIZE + lmr_stripe_len(n, 8, 5);
+  memcpy(s.bytes + at, other.bytes + at, len);  /* part 5 of the second write */
+  lmr_plan p;
+  ASSERT_EQ(guessed_get(&s, buf, n, 8, &p), LMR_OK);
+  ASSERT_EQ(p.found, 0);
+  ASSERT_EQ(s.rounds, 2 * LMR_PLAN_READ_ATTEMPTS);
+  free(v);
+  free(w);
+  free(buf);
+  free(s.bytes);
+  free(other.bytes);
+  return 0;
+}
+
 TEST_MAIN(TEST_ENTRY(round_trips), TEST_ENTRY(magic_value_is_encoded),
           TEST_ENTRY(miss_and_other_types), TEST_ENTRY(broken_is_a_miss),
           TEST_ENTRY(too_small_buffer), TEST_ENTRY(replaced_between_rounds),
           TEST_ENTRY(gives_up), TEST_ENTRY(head_disagreement_reads_again), TEST_ENTRY(exists_and_delete), TEST_ENTRY(set_limits),
-          TEST_ENTRY(no_buffer), TEST_ENTRY(ping))
+          TEST_ENTRY(no_buffer), TEST_ENTRY(ping), TEST_ENTRY(guess_right_is_one_round),
+          TEST_ENTRY(guess_wrong_reads_from_head), TEST_ENTRY(guess_of_two_writes_is_no_hit))
