@@ -216,14 +216,26 @@ def bench_argv(lmcache_exe: str, adapter: dict, shape: Shape, output: Path) -> l
             "--format", "json", "--output", str(output)]
 
 
+# The bench zeroes every load buffer with torch before each load round,
+# one tensor at a time; with torch's default of one OpenMP thread per core,
+# both threads then spin in libgomp into the timed round, taking a 2-core
+# machine's CPU from the client and the server (perf: most of the bench
+# process's samples during load; its CPU over the load phase 0.47-2.19 s/GB
+# run to run, against 0.38-0.39 for either client with one thread). Neither
+# client uses torch's threads.
+BENCH_THREADS = {"OMP_NUM_THREADS": "1"}
+
+
 def bench_env(base: Optional[dict] = None) -> dict:
     """The bench's environment: LMCache's telemetry off (nothing leaves
     the machine), this repo first on PYTHONPATH (the package built in
-    place), unbuffered output (its phase lines as they happen)."""
+    place), unbuffered output (its phase lines as they happen), and
+    BENCH_THREADS."""
     env = lmcache_venv.env(base)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(BENCH_THREADS)
     env.pop("PYTHONSAFEPATH", None)
     return env
 
@@ -237,7 +249,7 @@ class Outcome:
     stderr_tail: str
     seconds: float
     stopped: str = ""                # why it was killed ("" if it was not)
-    marks: list = field(default_factory=list)   # (phase, server CPU seconds or None)
+    marks: list = field(default_factory=list)   # (phase, server CPU s, bench process CPU s)
     metrics: Optional[dict] = None   # the JSON's "metrics"
 
 
@@ -245,7 +257,7 @@ def run_bench(argv: list[str], env: dict, timeout: float,
               server_cpu: Callable[[], Optional[float]] = lambda: None,
               stop_on_lost_store: bool = False) -> Outcome:
     """Runs the bench; reads its stdout as it comes, reading the server's
-    CPU (``server_cpu()``) at each phase line; kills it after ``timeout``
+    CPU (``server_cpu()``) and its own at each phase line; kills it after ``timeout``
     seconds, or (``stop_on_lost_store``) once a store round missed keys.
     Reads the JSON it wrote to the path after ``--output``."""
     output = Path(argv[argv.index("--output") + 1])
@@ -278,7 +290,7 @@ def run_bench(argv: list[str], env: dict, timeout: float,
                     text = line.strip()
                     for mark, phase in PHASE_MARKS:
                         if text.startswith(mark):
-                            marks.append((phase, server_cpu()))
+                            marks.append((phase, server_cpu(), cpu_seconds_of(proc.pid)))
                     m = ROUND_LINE.search(text)
                     if (stop_on_lost_store and m and m.group(1) == "Store"
                             and (m.group(3) is None or m.group(4) != m.group(5))):
@@ -364,12 +376,15 @@ def problems(outcome: Outcome, shape: Shape, verify: bool = True,
     return out
 
 
-def phase_cpu(marks: list) -> dict[str, Optional[float]]:
-    """Server CPU seconds of each phase: from its line to the next phase's."""
-    out: dict[str, Optional[float]] = {}
-    for (phase, before), (_, after) in zip(marks, marks[1:]):
+def phase_cpu(marks: list) -> dict[str, dict[str, Optional[float]]]:
+    """CPU seconds of each phase, from its line to the next phase's:
+    ``{op: {"server": s, "client": s}}`` (client: the bench process, all
+    its threads: LMCache's harness and the client under test)."""
+    out: dict = {}
+    for (phase, *before), (_, *after) in zip(marks, marks[1:]):
         if phase in OPERATIONS and phase not in out:
-            out[phase] = None if before is None or after is None else after - before
+            out[phase] = {who: None if b is None or a is None else a - b
+                          for who, b, a in zip(("server", "client"), before, after)}
     return out
 
 
@@ -390,8 +405,9 @@ def record(outcome: Outcome, shape: Shape, client: Client, server: str, repeat: 
     if not bad:
         for op in MOVING:
             row[f"{op}_mbps"] = ops[op]["throughput_avg_mbps"]
-            row[f"{op}_server_cpu_s_per_gb"] = (None if cpu.get(op) is None
-                                                 else cpu[op] / (moved / GB))
+            for who in ("server", "client"):
+                used = cpu.get(op, {}).get(who)
+                row[f"{op}_{who}_cpu_s_per_gb"] = None if used is None else used / (moved / GB)
         row["lookup_keys_per_s"] = ops["lookup"]["ops_per_sec_avg"]
     return row
 
@@ -442,8 +458,8 @@ def split_clients(rows: list[dict]) -> tuple[list[Client], Optional[Client]]:
 
 
 def tables(rows: list[dict]) -> list[str]:
-    """The markdown: store and load MB/s with ratios and server CPU, then
-    lookups, then the invalid runs."""
+    """The markdown: store and load MB/s with ratios, then CPU per GB,
+    then lookups, then the invalid runs."""
     servers = [s for s in ("stock", "tuned") if any(r["server"] == s for r in rows)]
     sizes = sorted({r["size"] for r in rows})
     ours, theirs = split_clients(rows)
@@ -452,12 +468,20 @@ def tables(rows: list[dict]) -> list[str]:
     repeats = len({r["repeat"] for r in rows})
     what = "median of the repeats; in brackets the range of the per-repeat ratios" \
         if repeats > 1 else "one run each"
-    lines = [f"**Store and load, MB/s** (2^20 bytes/s, the bench's mean of the rounds; {what}); "
-             "ours / LMCache's client; server CPU s/GB (10^9 bytes; ours / LMCache's).", "",
+
+    def others(server: str, size: int, o: Client) -> str:
+        shares = [r.get("other_cpu_share") for r in rows if r["server"] == server
+                  and r["size"] == size and (r["client"], r["param"]) in
+                  ((o.kind, o.param), (theirs.kind, theirs.param))]
+        shares = [x for x in shares if x is not None]
+        return f"{max(shares):.0%}" if shares else "-"
+
+    lines = [f"**Store and load, MB/s** (2^20 bytes/s, the bench's mean of the rounds; {what}), "
+             "ours / LMCache's client, and the largest share of the machine other processes "
+             "took during one of these runs.", "",
              "| server | value | keys/round | ours | STORE ours | STORE LMCache | ours/LMCache "
-             "| LOAD ours | LOAD LMCache | ours/LMCache | server CPU s/GB store | "
-             "server CPU s/GB load |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| LOAD ours | LOAD LMCache | ours/LMCache | others' CPU |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for server in servers:
         for size in sizes:
             kpr = next((r["keys_per_round"] for r in rows if r["size"] == size), None)
@@ -468,10 +492,21 @@ def tables(rows: list[dict]) -> list[str]:
                     b = cell(rows, server, size, theirs, f"{op}_mbps")
                     spread = per_repeat_ratios(rows, server, size, o, theirs, f"{op}_mbps")
                     cells += [fmt(a), fmt(b), ratio_text(a, b, spread)]
-                cpu = [" / ".join(fmt(cell(rows, server, size, c, f"{op}_server_cpu_s_per_gb"),
-                                      ".2f") for c in (o, theirs)) for op in MOVING]
                 lines.append(f"| {server} | {size // MiB} MiB | {kpr} | {o.param} conn | "
-                             + " | ".join(cells) + " | " + " | ".join(cpu) + " |")
+                             + " | ".join(cells) + f" | {others(server, size, o)} |")
+    lines += ["", "**CPU seconds per GB** (10^9 bytes; medians), ours / LMCache's: the server "
+              "(INFO cpu) and the bench process (all its threads: LMCache's harness and the "
+              "client under test), over each phase (warm-up round included).", "",
+              "| server | value | ours | server store | server load | bench store | "
+              "bench load |", "|---|---:|---|---:|---:|---:|---:|"]
+    for server in servers:
+        for size in sizes:
+            for o in ours:
+                cpu = [" / ".join(fmt(cell(rows, server, size, c, f"{op}_{who}_cpu_s_per_gb"),
+                                      ".2f") for c in (o, theirs))
+                       for who in ("server", "client") for op in MOVING]
+                lines.append(f"| {server} | {size // MiB} MiB | {o.param} conn | "
+                             + " | ".join(cpu) + " |")
     lines += ["", "**Lookup** (EXISTS of every key of a round, all present), thousands of "
               "keys/s:", "",
               "| server | value | ours | lookups ours | lookups LMCache | ours/LMCache |",
@@ -537,22 +572,34 @@ def own_cpu_seconds() -> float:
                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
+def _stat(pid: int) -> Optional[tuple[float, str]]:
+    """(CPU seconds so far: utime + stime of all its threads, name) of a
+    process, from /proc/<pid>/stat; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
+            stat[stat.index("(") + 1:stat.rindex(")")])
+
+
+def cpu_seconds_of(pid: int) -> Optional[float]:
+    found = _stat(pid)
+    return None if found is None else found[0]
+
+
 def process_cpu() -> dict[int, tuple[float, str]]:
-    """CPU seconds and command line of every process now, by pid
-    (/proc/<pid>/stat utime + stime)."""
+    """CPU seconds and command line of every process now, by pid."""
     out = {}
-    tick = os.sysconf("SC_CLK_TCK")
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or (found := _stat(int(entry.name))) is None:
             continue
         try:
-            stat = (entry / "stat").read_text()
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(entry.name)] = ((int(fields[11]) + int(fields[12])) / tick,
-                                cmd.strip() or stat[stat.index("(") + 1:stat.rindex(")")])
+            cmd = ""
+        out[int(entry.name)] = (found[0], cmd.strip() or found[1])
     return out
 
 
@@ -638,7 +685,6 @@ def run(plan: Plan, servers: list[str], connections: list[int], out_dir: Path, f
     commands: list[str] = []
     t0, busy0, own0 = time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()
     procs0, mine = process_cpu(), {os.getpid()}
-    server_cpu_total = 0.0
     total = len(servers) * plan.repeats * len(plan.sizes_mib) * len(clients)
     done = 0
     env = bench_env()
@@ -649,7 +695,6 @@ def run(plan: Plan, servers: list[str], connections: list[int], out_dir: Path, f
                 server_kind, ["--maxmemory", str(limit), "--maxmemory-policy", "noeviction"])
             read_cpu = server_cpu_reader(server.host, server.port)
             mine.add(server.pid)
-            cpu_start = read_cpu()
             try:
                 fill_once(server, max(s.server_bytes for s in shapes.values()))
                 for rep in range(plan.repeats):
@@ -684,9 +729,6 @@ def run(plan: Plan, servers: list[str], connections: list[int], out_dir: Path, f
                                 sys.stderr.write(f"\n  invalid: {'; '.join(row['problems'])}\n")
                 batch_compare.flush(server)
             finally:
-                cpu_end = read_cpu()
-                if cpu_start is not None and cpu_end is not None:
-                    server_cpu_total += cpu_end - cpu_start
                 server.stop()
     sys.stderr.write("\r" + " " * 80 + "\r")
     elapsed = time.monotonic() - t0
@@ -729,7 +771,7 @@ def run(plan: Plan, servers: list[str], connections: list[int], out_dir: Path, f
 
 def command_text(argv: list[str]) -> str:
     """The run's command as one shell line, its environment first."""
-    env = " ".join(f"{k}={v}" for k, v in lmcache_venv.TELEMETRY_OFF.items())
+    env = " ".join(f"{k}={v}" for k, v in {**lmcache_venv.TELEMETRY_OFF, **BENCH_THREADS}.items())
     exe = Path(argv[0])
     shown = (str(exe.relative_to(ROOT)) if exe.is_absolute() and exe.is_relative_to(ROOT)
              else argv[0])

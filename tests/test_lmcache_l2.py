@@ -168,6 +168,7 @@ def test_the_environment_keeps_everything_on_the_machine(l2):
     assert env["LMCACHE_DISABLE_BANNER"] == "1"
     assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/x"]
     assert env["PYTHONUNBUFFERED"] == "1" and "PYTHONSAFEPATH" not in env
+    assert env["OMP_NUM_THREADS"] == "1"  # the bench's torch threads do not spin
 
 
 # ---- reading a run; the validity rules -------------------------------------
@@ -178,12 +179,16 @@ def test_a_good_run_is_valid_and_its_figures_are_read(l2, fake_lmcache, tmp_path
     assert l2.problems(outcome, sh) == []
     assert set(l2.operations(outcome.metrics)) == {"store", "lookup", "load"}
     # the server's CPU, read at each phase line: store, lookup, load, verify, cleanup
-    assert [p for p, _ in outcome.marks] == ["store", "lookup", "load", "verify", "cleanup"]
-    assert l2.phase_cpu(outcome.marks) == {"store": 1.0, "lookup": 1.0, "load": 1.0}
+    assert [m[0] for m in outcome.marks] == ["store", "lookup", "load", "verify", "cleanup"]
+    cpu = l2.phase_cpu(outcome.marks)
+    assert {op: v["server"] for op, v in cpu.items()} == {"store": 1.0, "lookup": 1.0, "load": 1.0}
+    # and the bench process's own (the stand-in's, read from /proc)
+    assert all(v["client"] is not None and v["client"] >= 0 for v in cpu.values())
     row = l2.record(outcome, sh, l2.Client(l2.OURS, 4), "tuned", 0, 0)
     assert row["valid"] and row["store_mbps"] == 700 and row["load_mbps"] == 2100
     moved = (sh.rounds + sh.warmup_rounds) * sh.bytes_per_round
     assert row["store_server_cpu_s_per_gb"] == pytest.approx(1.0 / (moved / 1e9))
+    assert row["load_client_cpu_s_per_gb"] == pytest.approx(cpu["load"]["client"] / (moved / 1e9))
     assert len(row["round_lines"]) == 3 * (sh.rounds + sh.warmup_rounds)
 
 
@@ -257,7 +262,9 @@ def rows_for(l2, figures: dict, server="tuned", valid=True) -> list[dict]:
                             valid=valid, problems=[] if valid else ["exit status 1"],
                             keys_per_round=512 // size, store_mbps=store * scale,
                             load_mbps=load * scale, lookup_keys_per_s=lookup,
-                            store_server_cpu_s_per_gb=0.5, load_server_cpu_s_per_gb=0.25))
+                            store_server_cpu_s_per_gb=0.5, load_server_cpu_s_per_gb=0.25,
+                            store_client_cpu_s_per_gb=0.125, load_client_cpu_s_per_gb=0.0625,
+                            other_cpu_share=rep / 10))
     return out
 
 
@@ -275,7 +282,9 @@ def test_the_table_has_ratios_of_the_medians(l2):
     assert cells[6] == f"{store_o / store_t:.2f}x ({store_o / store_t:.2f}-{store_o / store_t:.2f})"
     assert cells[7:9] == [f"{load_o:.0f}", f"{load_t:.0f}"]
     assert cells[9].startswith(f"{load_o / load_t:.2f}x")
-    assert cells[10:] == ["0.50 / 0.50", "0.25 / 0.25"]
+    assert cells[10] == "20%"   # the largest share of the machine others took
+    assert ("| tuned | 32 MiB | 4 conn | 0.50 / 0.50 | 0.25 / 0.25 | 0.12 / 0.12 "
+            "| 0.06 / 0.06 |") in text
     assert f"| tuned | 32 MiB | 4 conn | 60.0 | 30.0 | {2:.2f}x |" in text
     targets = l2.target_lines(rows)
     assert targets == [f"tuned, ours with 4 connections: load >= {l2.TARGETS['load']:g}x: met "
@@ -318,11 +327,12 @@ def test_a_whole_run_writes_its_tables(l2, fake_lmcache, tmp_path, monkeypatch):
     assert [r["valid"] for r in saved["rows"]] == [True, True]
     assert [r["client"] for r in saved["rows"]] == [l2.OURS, l2.LMCACHE]
     assert saved["rows"][0]["command"].startswith(
-        "LMCACHE_TRACK_USAGE=false DO_NOT_TRACK=1 LMCACHE_DISABLE_BANNER=1 PYTHONPATH=. ")
+        "LMCACHE_TRACK_USAGE=false DO_NOT_TRACK=1 LMCACHE_DISABLE_BANNER=1 OMP_NUM_THREADS=1 "
+        "PYTHONPATH=. ")
     text = "\n".join(said)
     assert "| tuned | 4 MiB | 2 | 4 conn | 1000 | 1000 | 1.00x |" in text
     assert "load average" in text and "machine after:" in text
-    assert path.with_suffix(".md").read_text().count("| tuned | 4 MiB |") == 2
+    assert path.with_suffix(".md").read_text().count("| tuned | 4 MiB |") == 3  # 3 tables
 
 
 def test_no_lmcache_venv_is_one_line(l2, monkeypatch, tmp_path):
