@@ -84,7 +84,6 @@ import lmcache_venv  # noqa: E402
 import local_redis  # noqa: E402
 
 MiB = 1 << 20
-GiB = 1 << 30
 GB = 1e9
 
 OURS, LMCACHE = "ours", "lmcache"
