@@ -44,7 +44,7 @@ much CPU other processes took during the run, and writes JSON and
 markdown to benchmark/results/lmcache-l2-<date>.{json,md}.
 
     python benchmark/lmcache_l2.py                 # quick: 4/8/32/64 MiB, 2 rounds, ~2 min
-    python benchmark/lmcache_l2.py --full          # 5 rounds, 3 repeats (medians), ~8 min
+    python benchmark/lmcache_l2.py --full          # 5 rounds, 3 repeats (medians), ~7 min
     python benchmark/lmcache_l2.py --full --connections 4 8   # ours with each
     python benchmark/lmcache_l2.py --sizes 32 --servers tuned
     python benchmark/lmcache_l2.py --table-from benchmark/results/lmcache-l2-<date>.json
@@ -827,7 +827,7 @@ def main() -> None:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true",
                       help="2 measured rounds, 1 repeat (the default; ~2 min)")
-    mode.add_argument("--full", action="store_true", help="5 measured rounds, 3 repeats (~8 min)")
+    mode.add_argument("--full", action="store_true", help="5 measured rounds, 3 repeats (~7 min)")
     ap.add_argument("--out", type=Path, default=BENCH / "results",
                     help="directory for the JSON and markdown (default benchmark/results)")
     ap.add_argument("--table-from", type=Path, metavar="JSON",
