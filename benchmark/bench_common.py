@@ -190,7 +190,10 @@ def _resp_command(sock: socket.socket, *parts: str) -> Any:
             return None if n < 0 else [read() for _ in range(n)]
         raise RuntimeError(f"unexpected reply {line[:80]!r}")
 
-    return read()
+    # Closed here: an open reader keeps the socket's file descriptor
+    # open after the socket's own close() (a ResourceWarning under pytest).
+    with reader:
+        return read()
 
 
 def describe_server(host: str, port: int, timeout: float = 5.0) -> str:

@@ -17,11 +17,12 @@ untimed, then the timed writes replace them (a full cache's steady state).
 Prints one table, and writes the rows as JSON and two plots (throughput
 against stripe count and against value size) as a PNG.
 
-    python benchmark/compare.py            # quick: about 3 min with the batch rows
+    python benchmark/compare.py            # quick: about 5 min with the batch rows and bench l2
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep (~25 min)
     python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
     python benchmark/compare.py --no-lmcache   # without LMCache's C++ client
     python benchmark/compare.py --no-batches   # without the batch rows
+    python benchmark/compare.py --no-l2        # without `lmcache bench l2`
     python benchmark/compare.py --batches      # the batch rows alone: quick, ~2 min
     python benchmark/compare.py --batches --full   # the whole batch matrix alone, ~13 min
 
@@ -30,6 +31,12 @@ GET, SET and EXISTS of n keys per call, ours (sync ``_many`` and asyncio)
 against LMCache's client's batches and redis-py's pipeline and asyncio, on
 a stock and a tuned server that it starts itself (its docstring says how);
 not with --host/--port.
+
+Last comes LMCache's own benchmark, `lmcache bench l2`, driving ours (its
+native_plugin adapter) and LMCache's client (its resp adapter) on a stock
+and a tuned server (benchmark/lmcache_l2.py, quick or --full); not with
+--host/--port, nor --no-lmcache (it runs in .venv-lmcache); --no-l2 leaves
+it out.
 """
 
 from __future__ import annotations
@@ -57,6 +64,7 @@ import local_redis  # noqa: E402  (tools/, put on the path above)
 sys.path.insert(0, str(BENCH))
 import batch_compare  # noqa: E402  (benchmark/, where this file is)
 import bench_common  # noqa: E402
+import lmcache_l2  # noqa: E402
 import lmcache_venv  # noqa: E402
 
 # LMCache's own C++ RESP client, the peer LMCache users run today.
@@ -731,6 +739,9 @@ def main() -> None:
                               "server")
     batches.add_argument("--no-batches", action="store_true", help="leave the batch rows out")
     batch_compare.add_arguments(batches)
+    ap.add_argument("--no-l2", action="store_true",
+                    help="leave out the last section, LMCache's own `lmcache bench l2` with ours "
+                         "and with LMCache's client (benchmark/lmcache_l2.py; quick: ~2 min)")
     args = ap.parse_args()
     if args.batches and args.no_batches:
         ap.error("--batches runs only the batch rows, --no-batches leaves them out: pick one")
@@ -882,6 +893,10 @@ def main() -> None:
         print("\nbatches: GET/SET/EXISTS of n keys per call (--no-batches leaves them out)",
               flush=True)
         run_batches(args)
+    if not args.no_l2 and not args.host:
+        print("\nLMCache's own benchmark, `lmcache bench l2`: ours against LMCache's client "
+              "(--no-l2 leaves it out)", flush=True)
+        run_l2(args)
 
 
 def run_batches(args: argparse.Namespace) -> None:
@@ -889,6 +904,16 @@ def run_batches(args: argparse.Namespace) -> None:
     clients = [c for c in args.clients if not (args.no_lmcache and c == "lmcache")]
     batch_compare.run(batch_compare.plan_from(args), args.servers, clients, args.out,
                       args.full, timeout=args.batch_timeout, lmcache_workers=args.lmcache_workers)
+
+
+def run_l2(args: argparse.Namespace) -> None:
+    """`lmcache bench l2` (benchmark/lmcache_l2.py), quick or --full, with
+    our default connections; one line and nothing more when it cannot run."""
+    if args.no_lmcache:
+        print("lmcache bench l2: skipped (--no-lmcache: it runs in LMCache's venv)")
+        return
+    lmcache_l2.run(lmcache_l2.FULL if args.full else lmcache_l2.QUICK, ["stock", "tuned"],
+                   [lmcache_l2.DEFAULT_CONNECTIONS], args.out, args.full)
 
 
 if __name__ == "__main__":
