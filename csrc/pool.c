@@ -84,6 +84,7 @@ static void fail_closed(lmr_job *job) {
  * other workers get theirs. Called with mu held. */
 static int take_run(lmr_pool *p, lmr_job **run) {
   int share = (p->queued + p->nthreads - 1) / p->nthreads;
+  if (share < LMR_POOL_RUN_MIN) share = LMR_POOL_RUN_MIN;
   if (share > LMR_POOL_RUN_MAX) share = LMR_POOL_RUN_MAX;
   int n = 0;
   do {
@@ -258,7 +259,17 @@ int lmr_pool_submit(lmr_pool *p, lmr_job **jobs, int n) {
     p->tail = job;
   }
   p->queued += n;
-  for (int i = 0; i < n && p->nidle > 0; i++) {
+  /* A worker per run the new jobs make (take_run's runs, as if none of
+   * them were taken yet): small jobs alike in runs of LMR_POOL_RUN_MIN, any
+   * other job alone. */
+  int runs = 0;
+  for (int i = 0, len = 0; i < n; i++) {
+    int joins = len > 0 && len < LMR_POOL_RUN_MIN && jobs[i]->run_many != NULL &&
+                jobs[i]->run_many == jobs[i - 1]->run_many;
+    len = joins ? len + 1 : 1;
+    runs += !joins;
+  }
+  for (int i = 0; i < runs && p->nidle > 0; i++) {
     int w = p->idle[--p->nidle];
     p->woken[w] = 1;
     pthread_cond_signal(&p->wake_cv[w]);

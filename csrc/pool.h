@@ -28,6 +28,10 @@ typedef struct lmr_pool lmr_pool;
 
 /* Most jobs handed to one worker at once (run_many). */
 #define LMR_POOL_RUN_MAX 64
+/* Fewest, when that many wait: a handful of small jobs is one round trip on
+ * one connection rather than a thread woken per job (on a small machine
+ * the wake-ups cost more than the pipelined commands). */
+#define LMR_POOL_RUN_MIN 16
 
 struct lmr_job {
   lmr_job *next;             /* queue link, owned by the pool */

@@ -505,8 +505,39 @@ TEST(small_jobs_run_together) {
   return 0;
 }
 
+/* A handful of small jobs (fewer than LMR_POOL_RUN_MIN) is one run: one
+ * worker is woken for them and runs them together, one round trip, while
+ * the other workers sleep on (each wake-up costs more than the pipelined
+ * commands save on a small machine). */
+TEST(a_few_small_jobs_are_one_run) {
+  enum { N = 8 };
+  ctx_t ctx;
+  ctx_init(&ctx, 0);
+  lmr_pool *p;
+  lmr_error err;
+  ASSERT_EQ(make_pool(&p, &ctx, 4, &err), LMR_OK);
+  static test_job jobs[N];
+  lmr_job *ptrs[N];
+  for (int i = 0; i < N; i++) {
+    job_init(&jobs[i], run_count, &ctx);
+    jobs[i].base.run_many = run_many_count;
+    ptrs[i] = &jobs[i].base;
+  }
+  atomic_store(&most_together, 0);
+  lmr_group g;
+  lmr_group_init(&g, 0, NULL);
+  lmr_pool_run_group(p, &g, ptrs, N);
+  lmr_group_wait(&g);
+  lmr_group_destroy(&g);
+  for (int i = 0; i < N; i++) ASSERT_EQ(atomic_load(&jobs[i].runs), 1);
+  ASSERT_EQ(atomic_load(&most_together), N);
+  lmr_pool_free(p);
+  ctx_destroy(&ctx);
+  return 0;
+}
+
 TEST_MAIN(TEST_ENTRY(many_batches), TEST_ENTRY(init_failure),
           TEST_ENTRY(shutdown_with_queued_jobs), TEST_ENTRY(submit_after_shutdown),
           TEST_ENTRY(on_done_once), TEST_ENTRY(interrupt_each_worker),
           TEST_ENTRY(second_shutdown_waits_for_the_first),
-          TEST_ENTRY(workers_leave_faults_unblocked), TEST_ENTRY(small_jobs_run_together))
+          TEST_ENTRY(workers_leave_faults_unblocked), TEST_ENTRY(small_jobs_run_together), TEST_ENTRY(a_few_small_jobs_are_one_run))
