@@ -471,18 +471,20 @@ static void run_many_count(lmr_job **jobs, int n, void *state) {
   for (int i = 0; i < n; i++) run_count(jobs[i], state);
 }
 
-/* Small jobs queued together are handed to a worker together, at most its
- * share of the queue; each still runs exactly once. */
-TEST(small_jobs_run_together) {
-  enum { N = 40 };
+/* Runs n small jobs (all with run_many) as one group on a pool of
+ * `workers`: 0 when each ran exactly once and well; the most handed to one
+ * worker at once in *together. */
+static int run_small_jobs(int workers, int n, int *together) {
+  enum { MAX_JOBS = 64 };
+  static test_job jobs[MAX_JOBS];
+  lmr_job *ptrs[MAX_JOBS];
+  ASSERT(n <= MAX_JOBS);
   ctx_t ctx;
   ctx_init(&ctx, 0);
   lmr_pool *p;
   lmr_error err;
-  ASSERT_EQ(make_pool(&p, &ctx, 2, &err), LMR_OK);
-  static test_job jobs[N];
-  lmr_job *ptrs[N];
-  for (int i = 0; i < N; i++) {
+  ASSERT_EQ(make_pool(&p, &ctx, workers, &err), LMR_OK);
+  for (int i = 0; i < n; i++) {
     job_init(&jobs[i], run_count, &ctx);
     jobs[i].base.run_many = run_many_count;
     ptrs[i] = &jobs[i].base;
@@ -490,18 +492,27 @@ TEST(small_jobs_run_together) {
   atomic_store(&most_together, 0);
   lmr_group g;
   lmr_group_init(&g, 0, NULL);
-  lmr_pool_run_group(p, &g, ptrs, N);
+  lmr_pool_run_group(p, &g, ptrs, n);
   lmr_group_wait(&g);
   lmr_group_destroy(&g);
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < n; i++) {
     ASSERT_EQ(atomic_load(&jobs[i].runs), 1);
     ASSERT_EQ(jobs[i].base.status, LMR_OK);
     ASSERT_EQ(jobs[i].bad_state, 0);
   }
-  ASSERT(atomic_load(&most_together) > 1);
-  ASSERT(atomic_load(&most_together) <= N / 2);  /* the other worker's share is left */
+  *together = atomic_load(&most_together);
   lmr_pool_free(p);
   ctx_destroy(&ctx);
+  return 0;
+}
+
+/* Small jobs queued together are handed to a worker together, at most its
+ * share of the queue; each still runs exactly once. */
+TEST(small_jobs_run_together) {
+  int together;
+  ASSERT_EQ(run_small_jobs(2, 40, &together), 0);
+  ASSERT(together > 1);
+  ASSERT(together <= 20);  /* the other worker's share is left */
   return 0;
 }
 
@@ -510,29 +521,9 @@ TEST(small_jobs_run_together) {
  * the other workers sleep on (each wake-up costs more than the pipelined
  * commands save on a small machine). */
 TEST(a_few_small_jobs_are_one_run) {
-  enum { N = 8 };
-  ctx_t ctx;
-  ctx_init(&ctx, 0);
-  lmr_pool *p;
-  lmr_error err;
-  ASSERT_EQ(make_pool(&p, &ctx, 4, &err), LMR_OK);
-  static test_job jobs[N];
-  lmr_job *ptrs[N];
-  for (int i = 0; i < N; i++) {
-    job_init(&jobs[i], run_count, &ctx);
-    jobs[i].base.run_many = run_many_count;
-    ptrs[i] = &jobs[i].base;
-  }
-  atomic_store(&most_together, 0);
-  lmr_group g;
-  lmr_group_init(&g, 0, NULL);
-  lmr_pool_run_group(p, &g, ptrs, N);
-  lmr_group_wait(&g);
-  lmr_group_destroy(&g);
-  for (int i = 0; i < N; i++) ASSERT_EQ(atomic_load(&jobs[i].runs), 1);
-  ASSERT_EQ(atomic_load(&most_together), N);
-  lmr_pool_free(p);
-  ctx_destroy(&ctx);
+  int together;
+  ASSERT_EQ(run_small_jobs(4, 8, &together), 0);
+  ASSERT_EQ(together, 8);
   return 0;
 }
 
@@ -540,4 +531,5 @@ TEST_MAIN(TEST_ENTRY(many_batches), TEST_ENTRY(init_failure),
           TEST_ENTRY(shutdown_with_queued_jobs), TEST_ENTRY(submit_after_shutdown),
           TEST_ENTRY(on_done_once), TEST_ENTRY(interrupt_each_worker),
           TEST_ENTRY(second_shutdown_waits_for_the_first),
-          TEST_ENTRY(workers_leave_faults_unblocked), TEST_ENTRY(small_jobs_run_together), TEST_ENTRY(a_few_small_jobs_are_one_run))
+          TEST_ENTRY(workers_leave_faults_unblocked), TEST_ENTRY(small_jobs_run_together),
+          TEST_ENTRY(a_few_small_jobs_are_one_run))
