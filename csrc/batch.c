@@ -206,7 +206,9 @@ static int start_key(lmr__sub *s, key_run *k, int64_t ttl_ms) {
  * keys that cannot start, or whose round cannot be queued, finish at once. */
 static void start_keys(lmr__sub *s, int64_t ttl_ms) {
   /* A first round is one job (HEAD, SET, DEL, PING) or a guessed read's
-   * parts (at most LMR_MAX_STRIPES). */
+   * HEAD and parts (at most 1 + LMR_MAX_STRIPES). A key is added while
+   * fewer than QUEUE_CHUNK wait, so at most QUEUE_CHUNK - 1 + 1 +
+   * LMR_MAX_STRIPES are ever held. */
   lmr_job *ptrs[QUEUE_CHUNK + LMR_MAX_STRIPES];
   key_run *chunk[QUEUE_CHUNK];
   int nptrs = 0, nkeys = 0;
