@@ -85,6 +85,17 @@ static int check_config(const lmr_config *cfg, lmr_error *err) {
     return lmr__err(err, LMR_EINVAL,
                     "ssl_server_name (tls_server_name) must not be empty: leave it None to "
                     "verify the host name");
+  if (!cfg->cluster && (cfg->cluster_seeds != NULL || cfg->read_from_replicas))
+    return lmr__err(err, LMR_EINVAL,
+                    "%s is for a Redis Cluster: add cluster=True or use a redis-cluster:// URL",
+                    cfg->cluster_seeds != NULL ? "cluster_seeds" : "read_from_replicas");
+  if (cfg->cluster && cfg->unix_path != NULL)
+    return lmr__err(err, LMR_EINVAL,
+                    "cluster=True needs TCP seed nodes (host, port), not unix_socket_path "
+                    "(unix_path): cluster nodes announce TCP addresses");
+  if (cfg->cluster && cfg->db != 0)
+    return lmr__err(err, LMR_EINVAL,
+                    "a Redis Cluster has only database 0, got db=%d: drop db", cfg->db);
   return LMR_OK;
 }
 

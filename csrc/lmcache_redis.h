@@ -86,6 +86,13 @@ typedef struct {
   int tls_verify;              /* 1 (default): verify as above; 0: accept any
                                   certificate (no protection from a
                                   man in the middle) */
+  /* Redis Cluster (TCP only, database 0). host:port and cluster_seeds are
+   * seed nodes: the slot map is read from the first that answers, and
+   * every master gets its own `connections` workers. A value's parts are
+   * spread over the masters (stripe.h, "In a cluster"). */
+  int cluster;                 /* 1: the server is a Redis Cluster */
+  const char *cluster_seeds;   /* more seeds, "host:port,host:port", or NULL */
+  int read_from_replicas;      /* cluster: reads may be served by replicas */
 } lmr_config;
 
 /* Fills a config with the defaults (localhost:6379, stripes of at most
