@@ -21,7 +21,7 @@ typedef struct {
   int peer;  /* the "server" end */
 } sock_conn;
 
-static int sock_conn_open(sock_conn *s) {
+static inline int sock_conn_open(sock_conn *s) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return -1;
   fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);  /* as net.c makes them */
@@ -34,22 +34,22 @@ static int sock_conn_open(sock_conn *s) {
   return 0;
 }
 
-static void sock_conn_close(sock_conn *s) {
+static inline void sock_conn_close(sock_conn *s) {
   lmr__conn_destroy(&s->conn);
   close(s->peer);
 }
 
 /* The server sends n bytes (small: they must fit the socket's buffer). */
-static int sock_conn_feed(sock_conn *s, const void *p, size_t n) {
+static inline int sock_conn_feed(sock_conn *s, const void *p, size_t n) {
   return write(s->peer, p, n) == (ssize_t)n ? 0 : -1;
 }
-static int sock_conn_feed_str(sock_conn *s, const char *p) { return sock_conn_feed(s, p, strlen(p)); }
+static inline int sock_conn_feed_str(sock_conn *s, const char *p) { return sock_conn_feed(s, p, strlen(p)); }
 
 /* RESP2 written by a tiny format: 'a' an array (int count follows), 's' a
  * bulk string (const char *), 'i' an integer (long long), 'n' a nil bulk,
  * 'e' an error line (const char *). Appends to buf (cap bytes, a NUL kept
  * after); returns the new length, or -1 when it does not fit. */
-static long resp_build(char *buf, size_t cap, size_t len, const char *fmt, ...) {
+static inline long resp_build(char *buf, size_t cap, size_t len, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   for (const char *f = fmt; *f != '\0' && len < cap; f++) {
