@@ -867,6 +867,19 @@ class RedisCluster:
             if cursor == b"0":
                 return keys
 
+    def error_replies(self) -> dict[str, int]:
+        """Error replies the live nodes sent, by their first word, summed
+        (INFO errorstats): "MOVED" and "ASK" count the redirections clients
+        were given, "TRYAGAIN", "CLUSTERDOWN", "OOM", ... the rest."""
+        totals: dict[str, int] = {}
+        for node in self.live_nodes():
+            for name, value in _info_fields(node.command("INFO", "errorstats")).items():
+                if name.startswith("errorstat_"):
+                    count = int(value.split(",")[0].split("=")[1])
+                    kind = name[len("errorstat_"):]
+                    totals[kind] = totals.get(kind, 0) + count
+        return totals
+
     # -- waiting ---------------------------------------------------------------------
 
     def _unsettled(self) -> Optional[str]:
