@@ -889,6 +889,7 @@ class RedisCluster:
             return "no node is running"
         live_ports = {n.port for n in live}
         owners_seen = None
+        roles_seen = None
         for node in live:
             try:
                 state = _info_fields(node.command("CLUSTER", "INFO")).get("cluster_state")
@@ -903,6 +904,14 @@ class RedisCluster:
                 elif owners != owners_seen:
                     moved = sum(1 for s in owners if owners[s] != owners_seen[s])
                     return f"{node.address} disagrees with {live[0].address} on {moved} slots"
+                # Who follows whom, as every node sees it: a failover is
+                # over only once the news reached them all.
+                roles = {(v.port, v.is_master, v.master_id) for v in views
+                         if v.port in live_ports}
+                if roles_seen is None:
+                    roles_seen = roles
+                elif roles != roles_seen:
+                    return f"{node.address} disagrees with {live[0].address} on the roles"
                 healthy = {v.port for v in views if not v.failing}
                 if not live_ports <= healthy:
                     return (f"{node.address} does not yet see "
