@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from lmcache_redis._testing import RedisServer
+from lmcache_redis._testing import RedisCluster, RedisServer
 
 # Before anything imports lmcache: LMCache sends usage reports off the
 # machine unless told not to, and no test traffic may leave it (either
@@ -107,3 +107,28 @@ def make_own_server():
 def own_server(make_own_server) -> RedisServer:
     """A plain server of the test's own (see make_own_server)."""
     return make_own_server()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master, 3-replica cluster shared by a test module; a test may
+    reshard it but must leave every node running (one that kills or fails
+    over nodes makes its own with make_own_cluster)."""
+    with RedisCluster(masters=3, replicas=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def make_own_cluster():
+    """make_own_cluster(**RedisCluster options): a started cluster of the
+    test's own, free to kill, stop, fail over or fill; stopped after the
+    test (stopped nodes continued first)."""
+    made: list[RedisCluster] = []
+
+    def make(**options) -> RedisCluster:
+        made.append(RedisCluster(**options).start())
+        return made[-1]
+
+    yield make
+    for cluster in made:
+        cluster.stop()
