@@ -21,6 +21,7 @@
  * lmr_pool_cancel, by the batch's id as tag, finds its jobs) or not at all.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -129,33 +130,110 @@ static int prepare_round(key_run *k, lmr_job **ptrs) {
   return k->plan.njobs;
 }
 
-/* Queues ptrs[0..n) unless the batch was cancelled or the pool is closing.
- * It holds the batch meanwhile: once queued, the jobs may run and finish
- * the whole batch (and a drainer free it) before the unlock below. */
-static int queue_jobs(lmr__sub *s, lmr_job **ptrs, int n) {
+/* Most jobs queued by one call: a chunk of first rounds (start_keys). */
+#define QUEUE_MAX (QUEUE_CHUNK + LMR_MAX_STRIPES)
+
+/* Queues ptrs[0..n), each to its node's pool (route.h), all of one pool in
+ * one submission. A job that cannot be queued (the batch was cancelled,
+ * the client is closing, no node serves its slot) finishes at once with
+ * why, and its round ends as if it had run. The batch is held meanwhile:
+ * once queued, the jobs may run and finish the whole batch (and a drainer
+ * free it) before the unlock below. */
+static void queue_jobs(lmr__sub *s, lmr_job **ptrs, int n) {
+  lmr_pool *pools[QUEUE_MAX];
+  lmr_job *mine[QUEUE_MAX], *unqueued[QUEUE_MAX];
+  int nunqueued = 0;
   atomic_fetch_add_explicit(&s->left, 1, memory_order_relaxed);
   pthread_mutex_lock(&s->mu);
-  int rc = s->cancelled ? LMR_ECANCELED : lmr_pool_submit(s->c->pool, ptrs, n);
+  for (int i = 0; i < n; i++) {
+    lmr_job *job = ptrs[i];
+    pools[i] = NULL;
+    if (s->cancelled) job->status = lmr__err(&job->err, LMR_ECANCELED, "call was cancelled");
+    else if ((pools[i] = lmr__route_job(s->c, (lmr_key_job *)job, &job->err)) == NULL)
+      job->status = job->err.code;
+    if (pools[i] == NULL) unqueued[nunqueued++] = job;
+  }
+  for (int i = 0; i < n; i++) {
+    lmr_pool *pool = pools[i];
+    if (pool == NULL) continue;
+    int m = 0;
+    for (int j = i; j < n; j++)
+      if (pools[j] == pool) {
+        mine[m++] = ptrs[j];
+        pools[j] = NULL;
+      }
+    if (lmr_pool_submit(pool, mine, m) == LMR_OK) continue;
+    for (int j = 0; j < m; j++) {
+      mine[j]->status = lmr__err(&mine[j]->err, LMR_ECLOSED, "client is closed");
+      unqueued[nunqueued++] = mine[j];
+    }
+  }
   pthread_mutex_unlock(&s->mu);
+  /* After the unlock: finishing a round may queue the key's next one. */
+  for (int i = 0; i < nunqueued; i++) lmr_job_complete(unqueued[i]);
   release(s);
-  return rc;
-}
-
-static int not_queued(key_run *k, int rc) {
-  return rc == LMR_ECANCELED ? lmr__err(&k->item->err, rc, "call was cancelled")
-                             : lmr__err(&k->item->err, rc, "client is closed");
 }
 
 static void queue_round(key_run *k) {
-  lmr_job *ptrs[LMR_MAX_STRIPES];
+  lmr_job *ptrs[LMR_MAX_STRIPES + 1];
   int n = prepare_round(k, ptrs);
-  int rc = queue_jobs(k->sub, ptrs, n);
-  if (rc != LMR_OK) key_finished(k, not_queued(k, rc));
+  queue_jobs(k->sub, ptrs, n);
+}
+
+/* Waits before a job asked to come back later (TRYAGAIN, CLUSTERDOWN)
+ * goes again: 10 ms, doubling up to 160 ms, never past the deadline. */
+static void pause_before_retry(const lmr_key_job *job) {
+  int64_t ns = (int64_t)10000000 << (job->redirects < 4 ? job->redirects : 4);
+  int64_t left = job->op->deadline - lmr__now_ns();
+  if (ns > left) ns = left;
+  if (ns <= 0) return;
+  struct timespec t = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
+  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
+  }
+}
+
+/* In a cluster, the jobs of a round that a node sent elsewhere (MOVED,
+ * ASK) or asked to send again (TRYAGAIN, CLUSTERDOWN) go again, before
+ * the plan sees the round: no command of theirs ran, so writes go again
+ * too. At most LMR__MAX_REDIRECTS times each, and never past the call's
+ * deadline (a job past it fails as timed out where it is sent). A
+ * connection that failed asks for a fresh slot map: a master may have
+ * died and its replica taken over. Returns 1 when jobs went again (the
+ * round then ends when they are done). */
+static int redirect_round(key_run *k) {
+  lmr_client *c = k->sub->c;
+  lmr_job *ptrs[LMR_MAX_STRIPES + 1];
+  int m = 0;
+  const lmr_key_job *later = NULL;
+  for (int i = 0; i < k->plan.njobs; i++) {
+    lmr_key_job *job = &k->plan.jobs[i];
+    int st = job->base.status;
+    if (st == LMR_ECONN || st == LMR_ETIMEDOUT || st == LMR_EPROTO) lmr__route_refresh_soon(c);
+    if (st == LMR_OK || job->redirect == LMR_REDIRECT_NONE) continue;
+    if (job->redirects >= LMR__MAX_REDIRECTS) {
+      size_t n = strlen(job->base.err.msg);
+      snprintf(job->base.err.msg + n, sizeof job->base.err.msg - n,
+               " (after %d redirections)", job->redirects);
+      continue;
+    }
+    lmr__route_redirected(c, job);
+    if (job->redirect == LMR_REDIRECT_RETRY) later = job;
+    job->redirects++;
+    lmr__key_job_reset(job);
+    ptrs[m++] = &job->base;
+  }
+  if (m == 0) return 0;
+  if (later != NULL) pause_before_retry(later);
+  lmr_group_init(&k->group, k->sub->id, round_done);
+  for (int i = 0; i < m; i++) lmr_group_add(&k->group, ptrs[i]);
+  queue_jobs(k->sub, ptrs, m);
+  return 1;
 }
 
 /* A round's last job finished: the plan decides what comes next. */
 static void round_done(lmr_group *g) {
   key_run *k = (key_run *)((char *)g - offsetof(key_run, group));
+  if (k->sub->c->cfg.cluster && redirect_round(k)) return;
   int rc = lmr__plan_next(&k->plan, &k->item->err);
   if (rc == LMR_OK && k->plan.njobs > 0) queue_round(k);
   else key_finished(k, rc);
@@ -186,6 +264,7 @@ static int start_key(lmr__sub *s, key_run *k, int64_t ttl_ms) {
   int rc = check_item(s->kind, it, &it->err);
   if (rc != LMR_OK) return rc;
   lmr__op_init(&k->op, it->key, it->key_len, c->cfg.timeout, c->max_bulk, c->max_bulk_read);
+  k->op.split = c->cfg.cluster;
   uint32_t count = 0;
   uint64_t set_id = 0;
   if (s->kind == LMR_PLAN_SET) {
@@ -203,14 +282,13 @@ static int start_key(lmr__sub *s, key_run *k, int64_t ttl_ms) {
 }
 
 /* Queues every key's first round, about QUEUE_CHUNK jobs per submission;
- * keys that cannot start, or whose round cannot be queued, finish at once. */
+ * keys that cannot start finish at once. */
 static void start_keys(lmr__sub *s, int64_t ttl_ms) {
   /* A first round is one job (HEAD, SET, DEL, PING) or a guessed read's
-   * HEAD and parts (at most 1 + LMR_MAX_STRIPES). A key is added while
-   * fewer than QUEUE_CHUNK wait, so at most QUEUE_CHUNK - 1 + 1 +
-   * LMR_MAX_STRIPES are ever held. */
-  lmr_job *ptrs[QUEUE_CHUNK + LMR_MAX_STRIPES];
-  key_run *chunk[QUEUE_CHUNK];
+   * HEAD and parts (at most 1 + LMR_MAX_STRIPES; a cluster's split SET:
+   * LMR_MAX_STRIPES). A key is added while fewer than QUEUE_CHUNK wait,
+   * so at most QUEUE_CHUNK - 1 + 1 + LMR_MAX_STRIPES are ever held. */
+  lmr_job *ptrs[QUEUE_MAX];
   int nptrs = 0, nkeys = 0;
   for (size_t i = 0; i <= s->n; i++) {
     if (i < s->n) {
@@ -223,12 +301,11 @@ static void start_keys(lmr__sub *s, int64_t ttl_ms) {
         continue;
       }
       nptrs += prepare_round(k, ptrs + nptrs);
-      chunk[nkeys++] = k;
+      nkeys++;
       if (nkeys < QUEUE_CHUNK && nptrs < QUEUE_CHUNK && i + 1 < s->n) continue;
     }
     if (nkeys == 0) continue;
-    int rc = queue_jobs(s, ptrs, nptrs);
-    for (int j = 0; rc != LMR_OK && j < nkeys; j++) key_finished(chunk[j], not_queued(chunk[j], rc));
+    queue_jobs(s, ptrs, nptrs);
     nptrs = nkeys = 0;
   }
 }
@@ -295,7 +372,7 @@ static void cancel_sub(lmr__sub *s) {
   pthread_mutex_lock(&s->mu);
   s->cancelled = 1;
   pthread_mutex_unlock(&s->mu);
-  lmr_pool_cancel(s->c->pool, s->id);
+  lmr__route_cancel(s->c, s->id);
 }
 
 /* ---- waiting: the synchronous API ---- */
@@ -457,7 +534,7 @@ int lmr_batch_cancel(lmr_client *c, uint64_t id) {
   s->cancelled = 1;
   pthread_mutex_unlock(&s->mu);
   pthread_mutex_unlock(&c->cq_mu);
-  lmr_pool_cancel(c->pool, id);  /* by tag: s itself may be gone already */
+  lmr__route_cancel(c, id);  /* by tag: s itself may be gone already */
   pthread_mutex_lock(&c->cq_mu);
   while (is_running(c, id, NULL)) pthread_cond_wait(&c->cq_cv, &c->cq_mu);
   pthread_mutex_unlock(&c->cq_mu);

@@ -99,40 +99,6 @@ static int check_config(const lmr_config *cfg, lmr_error *err) {
   return LMR_OK;
 }
 
-/* ---- the pool's workers: one connection each ---- */
-
-static int worker_init(void *ctx, int index, void **state, lmr_error *err) {
-  (void)index;
-  lmr_client *c = ctx;
-  lmr_conn *conn = malloc(sizeof *conn);
-  if (conn == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for a connection");
-  lmr__conn_init(conn, &c->cfg, c->tls, &c->resolver, &c->stats);
-  int rc = lmr__conn_ensure(conn, err);
-  if (rc != LMR_OK) {
-    lmr__conn_destroy(conn);
-    free(conn);
-    return rc;
-  }
-  *state = conn;
-  return LMR_OK;
-}
-
-static void worker_fini(void *ctx, void *state) {
-  (void)ctx;
-  lmr__conn_destroy(state);
-  free(state);
-}
-
-static void worker_interrupt(void *ctx, void *state) {
-  (void)ctx;
-  lmr__conn_interrupt(state);
-}
-
-static void worker_cancel(void *ctx, void *state) {
-  (void)ctx;
-  lmr__conn_cancel(state);
-}
-
 static char *dup_or_null(const char *s, int *failed) {
   if (s == NULL) return NULL;
   char *d = strdup(s);
@@ -164,7 +130,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   if (c == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for the client");
   pthread_mutex_init(&c->cq_mu, NULL);
   pthread_cond_init(&c->cq_cv, NULL);
-  lmr__resolver_init(&c->resolver);
+  lmr__router_init(&c->router);
   c->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (c->event_fd < 0) {
     rc = lmr__err_sys(err, LMR_ENOMEM, errno, "cannot create the completion event fd");
@@ -181,6 +147,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
   c->cfg.tls_cert_file = c->tls_cert_file = dup_or_null(cfg->tls_cert_file, &failed);
   c->cfg.tls_key_file = c->tls_key_file = dup_or_null(cfg->tls_key_file, &failed);
   c->cfg.tls_server_name = c->tls_server_name = dup_or_null(cfg->tls_server_name, &failed);
+  c->cfg.cluster_seeds = c->cluster_seeds = dup_or_null(cfg->cluster_seeds, &failed);
   /* Random seed: set ids of different clients must not collide. */
   if (getrandom(&c->id_seed, sizeof c->id_seed, 0) != (ssize_t)sizeof c->id_seed)
     c->id_seed = (uint64_t)lmr__now_ns() ^ (uint64_t)(uintptr_t)c;
@@ -197,13 +164,7 @@ int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err) {
     lmr_client_free(c);
     return rc;
   }
-  lmr_pool_config pc = {.workers = cfg->connections,
-                        .worker_init = worker_init,
-                        .worker_fini = worker_fini,
-                        .worker_interrupt = worker_interrupt,
-                        .worker_cancel = worker_cancel,
-                        .ctx = c};
-  rc = lmr_pool_create(&c->pool, &pc, err);
+  rc = lmr__router_open(c, err);
   if (rc != LMR_OK) {
     lmr_client_free(c);
     return rc;
@@ -220,7 +181,7 @@ int lmr__client_in_opening_process(const lmr_client *c) { return getpid() == c->
 
 void lmr_client_close(lmr_client *c) {
   atomic_store(&c->closed, 1);
-  if (c->pool != NULL && lmr__client_in_opening_process(c)) lmr_pool_shutdown(c->pool);
+  if (lmr__client_in_opening_process(c)) lmr__router_close(c);
 }
 
 int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
@@ -228,13 +189,9 @@ int lmr_client_closed(const lmr_client *c) { return atomic_load(&c->closed); }
 void lmr_client_free(lmr_client *c) {
   if (c == NULL) return;
   lmr_client_close(c);
-  /* The pool's workers, the resolver's only users, are gone now. In a
-   * forked child the resolver is left alone like the pool: its locks may
-   * be copies taken by the parent's threads. */
-  if (lmr__client_in_opening_process(c)) {
-    lmr_pool_free(c->pool);
-    lmr__resolver_destroy(&c->resolver);
-  }
+  /* The workers are gone now. In a forked child the router is left alone:
+   * its threads are the parent's, its locks may be copies taken by them. */
+  if (lmr__client_in_opening_process(c)) lmr__router_free(c);
   lmr__batch_free_done(c);
   if (c->event_fd >= 0) close(c->event_fd);
   pthread_mutex_destroy(&c->cq_mu);
@@ -248,6 +205,7 @@ void lmr_client_free(lmr_client *c) {
   free(c->tls_cert_file);
   free(c->tls_key_file);
   free(c->tls_server_name);
+  free(c->cluster_seeds);
   lmr__tls_ctx_free(c->tls);
   free(c);
 }
@@ -324,9 +282,12 @@ static void read_server_limits(lmr_client *c) {
     lmr_key_job job;
     lmr__key_job_init(&job, &op, LMR_JOB_CONFIG);
     lmr_job *ptr = &job.base;
+    lmr_error err;
+    lmr_pool *pool = lmr__route_job(c, &job, &err);
+    if (pool == NULL) return;
     lmr_group g;
     lmr_group_init(&g, 0, NULL);
-    lmr_pool_run_group(c->pool, &g, &ptr, 1);
+    lmr_pool_run_group(pool, &g, &ptr, 1);
     lmr_group_wait(&g);
     lmr_group_destroy(&g);
     if (job.base.status == LMR_OK) {

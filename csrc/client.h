@@ -9,7 +9,7 @@
 
 #include "internal.h"
 #include "pool.h"
-#include "resolve.h"
+#include "route.h"
 #include "tls.h"
 
 typedef struct lmr__sub lmr__sub;
@@ -20,9 +20,9 @@ struct lmr_client {
   lmr_config cfg;    /* its strings point at the copies below */
   char *host, *unix_path, *username, *password;
   char *tls_ca_file, *tls_cert_file, *tls_key_file, *tls_server_name;
+  char *cluster_seeds;
   lmr__tls_ctx *tls; /* shared by all connections; NULL without TLS */
-  lmr__resolver resolver; /* shared by all connections: one lookup of host at a time */
-  lmr_pool *pool;
+  lmr__router router; /* the nodes and their pools of workers */
   lmr__stats stats;
   uint64_t id_seed;
   atomic_uint_fast64_t id_next;   /* set ids (mixed with id_seed) */

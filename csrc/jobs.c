@@ -33,6 +33,8 @@ static int is_small(const lmr_key_job *job) {
     case LMR_JOB_PING:
       return 1;
     case LMR_JOB_SET:  /* one piece of value (verbatim, or one header and part) */
+      if (op->split && op->count >= 2)
+        return lmr_stripe_len(op->len, op->count, job->part) <= LMR_PIPELINE_BYTES;
       return op->count <= 1 && op->len <= LMR_PIPELINE_BYTES;
     case LMR_JOB_PART:
     case LMR_JOB_GET:
@@ -41,17 +43,34 @@ static int is_small(const lmr_key_job *job) {
   return 0;
 }
 
+static void clear_results(lmr_key_job *job) {
+  job->base.status = LMR_OK;
+  lmr__err_clear(&job->base.err);
+  job->redirect = LMR_REDIRECT_NONE;
+  job->wrongtype = 0;
+  job->integer = -1;
+  job->stored_len = -1;
+  job->head_n = 0;
+  job->head_in_dst = 0;
+  job->torn = 0;
+  job->seen_id = 0;
+  job->placed = 0;
+}
+
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind) {
   memset(job, 0, sizeof *job);
   job->base.run = lmr__key_job_run;
   job->op = op;
   job->kind = kind;
-  job->integer = -1;
-  job->stored_len = -1;
+  job->key = op->key;
+  job->key_len = op->key_len;
+  clear_results(job);
   if (is_small(job))
     job->base.run_many = kind == LMR_JOB_SET || kind == LMR_JOB_DEL ? lmr__key_writes_run_many
                                                                    : lmr__key_reads_run_many;
 }
+
+void lmr__key_job_reset(lmr_key_job *job) { clear_results(job); }
 
 static const char *kind_name(lmr_job_kind kind) {
   switch (kind) {
@@ -67,14 +86,17 @@ static const char *kind_name(lmr_job_kind kind) {
 }
 
 /* The value argument of a SET: the bytes as they are, or the encoding's
- * headers and parts interleaved, each part referenced where it lies. */
-static int value_parts(const lmr_op *op, struct iovec *v) {
+ * headers and parts interleaved, each part referenced where it lies (a
+ * split value's SET: its one part's header and part). */
+static int value_parts(const lmr_key_job *job, struct iovec *v) {
+  const lmr_op *op = job->op;
   if (op->count == 0) {
     v[0] = (struct iovec){(void *)op->src, op->len};
     return 1;
   }
   int n = 0;
-  for (uint32_t i = 0; i < op->count; i++) {
+  int split = op->split && op->count >= 2;
+  for (uint32_t i = split ? job->part : 0; i < (split ? job->part + 1 : op->count); i++) {
     v[n++] = (struct iovec){(void *)(op->hdrs + (size_t)i * LMR_STRIPE_HDR_SIZE),
                             LMR_STRIPE_HDR_SIZE};
     uint64_t len = lmr_stripe_len(op->len, op->count, i);
@@ -85,10 +107,22 @@ static int value_parts(const lmr_op *op, struct iovec *v) {
   return n;
 }
 
-/* Starts a command in cmd: the first one, or one more after what cmd holds. */
-static void start(lmr_cmd *cmd, int append, int argc) {
+/* Starts a command in cmd: the first one, or one more after what cmd holds;
+ * after an ASK, each of the job's commands goes after an ASKING of its own
+ * (the flag it sets lasts one command). */
+static void start_cmd(lmr_cmd *cmd, int append, int argc) {
   if (append) lmr_cmd_next(cmd, argc);
   else lmr_cmd_init(cmd, argc);
+}
+
+static void begin(const lmr_key_job *job, lmr_cmd *cmd, int *append, int argc) {
+  if (job->asking) {
+    start_cmd(cmd, *append, 1);
+    lmr_cmd_arg_copy(cmd, "ASKING");
+    *append = 1;
+  }
+  start_cmd(cmd, *append, argc);
+  *append = 1;
 }
 
 /* Encodes the job's commands into cmd, after what it holds if append. */
@@ -100,10 +134,10 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd, int append) {
        * argument, so that Redis can keep the bulk it read as the value
        * instead of copying it out of a query buffer that holds more. */
       struct iovec v[2 * LMR_MAX_STRIPES];
-      int nv = value_parts(op, v);
-      start(cmd, append, op->ttl_ms > 0 ? 4 : 3);
+      int nv = value_parts(job, v);
+      begin(job, cmd, &append, op->ttl_ms > 0 ? 4 : 3);
       lmr_cmd_arg_copy(cmd, op->ttl_ms > 0 ? "PSETEX" : "SET");
-      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_arg(cmd, job->key, job->key_len);
       if (op->ttl_ms > 0) lmr_cmd_arg_int(cmd, op->ttl_ms);
       lmr_cmd_arg_parts(cmd, v, nv);
       return;
@@ -112,41 +146,43 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd, int append) {
       /* GETRANGE asks one byte more than the plan looks at: a reply of at
        * most head_len bytes is then the whole string as it was when
        * GETRANGE ran, whatever other clients did since STRLEN. */
-      start(cmd, append, 2);
+      begin(job, cmd, &append, 2);
       lmr_cmd_arg_copy(cmd, "STRLEN");
-      lmr_cmd_arg(cmd, op->key, op->key_len);
-      lmr_cmd_next(cmd, 4);
+      lmr_cmd_arg(cmd, job->key, job->key_len);
+      begin(job, cmd, &append, 4);
       lmr_cmd_arg_copy(cmd, "GETRANGE");
-      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_arg(cmd, job->key, job->key_len);
       lmr_cmd_arg_copy(cmd, "0");
       lmr_cmd_arg_int(cmd, (int64_t)op->head_len);
       return;
     case LMR_JOB_PART: {
       const lmr_stripe_hdr *h = &op->layout;
-      uint64_t from = lmr_stripe_stored_offset(h->total_len, h->count, job->part);
+      /* A split value's part is the whole string under its own key. */
+      uint64_t from =
+          op->split ? 0 : lmr_stripe_stored_offset(h->total_len, h->count, job->part);
       uint64_t n = LMR_STRIPE_HDR_SIZE + lmr_stripe_len(h->total_len, h->count, job->part);
-      start(cmd, append, 4);
+      begin(job, cmd, &append, 4);
       lmr_cmd_arg_copy(cmd, "GETRANGE");
-      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_arg(cmd, job->key, job->key_len);
       lmr_cmd_arg_int(cmd, (int64_t)from);
       lmr_cmd_arg_int(cmd, (int64_t)(from + n - 1));
       return;
     }
     case LMR_JOB_CONFIG:
-      start(cmd, append, 3);
+      begin(job, cmd, &append, 3);
       lmr_cmd_arg_copy(cmd, "CONFIG");
       lmr_cmd_arg_copy(cmd, "GET");
       lmr_cmd_arg(cmd, op->key, op->key_len);
       return;
     case LMR_JOB_PING:
-      start(cmd, append, 1);
+      begin(job, cmd, &append, 1);
       lmr_cmd_arg_copy(cmd, "PING");
       return;
     case LMR_JOB_GET:
     case LMR_JOB_DEL:
-      start(cmd, append, 2);
+      begin(job, cmd, &append, 2);
       lmr_cmd_arg_copy(cmd, kind_name(job->kind));
-      lmr_cmd_arg(cmd, op->key, op->key_len);
+      lmr_cmd_arg(cmd, job->key, job->key_len);
       return;
   }
 }
@@ -173,13 +209,57 @@ static int take_bulk(lmr_conn *conn, void *dst, size_t n, lmr_error *err) {
   return lmr__conn_end_bulk(conn, err);
 }
 
+/* A cluster node's answer that the job belongs elsewhere, or later:
+ * "MOVED <slot> <host:port>", "ASK <slot> <host:port>", "TRYAGAIN ...",
+ * "CLUSTERDOWN ...". Noted in the job (the first one only); the caller
+ * still reports the error, which stands if nobody acts on it. */
+static void note_redirect(lmr_key_job *job, const char *text) {
+  if (job->redirect != LMR_REDIRECT_NONE) return;
+  if (strncmp(text, "TRYAGAIN", 8) == 0 || strncmp(text, "CLUSTERDOWN", 11) == 0) {
+    job->redirect = LMR_REDIRECT_RETRY;
+    return;
+  }
+  lmr_redirect_kind kind = strncmp(text, "MOVED ", 6) == 0 ? LMR_REDIRECT_MOVED
+                           : strncmp(text, "ASK ", 4) == 0 ? LMR_REDIRECT_ASK
+                                                           : LMR_REDIRECT_NONE;
+  if (kind == LMR_REDIRECT_NONE) return;
+  const char *p = strchr(text, ' ') + 1;
+  char *end;
+  long slot = strtol(p, &end, 10);
+  if (end == p || *end != ' ' || slot < 0 || slot > 16383) return;
+  size_t n = strlen(end + 1);
+  if (n == 0 || n >= sizeof job->redirect_to) return;
+  memcpy(job->redirect_to, end + 1, n + 1);
+  job->redirect_slot = (uint16_t)slot;
+  job->redirect = kind;
+}
+
+static int server_error(lmr_key_job *job, const lmr_reply *r, const char *context,
+                        lmr_error *err) {
+  note_redirect(job, r->str);
+  return lmr__conn_server_error(r, context, err);
+}
+
 /* An error reply to one command of a pipelined round: kept (the first one
  * only) while the round's other replies are still read, so that the
  * connection stays in step and usable. */
-static void note_error(int *first, lmr_error *err, const lmr_reply *r, const char *context) {
+static void note_error(lmr_key_job *job, int *first, lmr_error *err, const lmr_reply *r,
+                       const char *context) {
   lmr_error later;
-  if (*first == LMR_OK) *first = lmr__conn_server_error(r, context, err);
+  if (*first == LMR_OK) *first = server_error(job, r, context, err);
   else lmr__conn_server_error(r, context, &later);
+}
+
+/* The next reply to one of the job's commands, after the +OK to the
+ * ASKING before it, if any. */
+static int read_reply(lmr_key_job *job, lmr_conn *conn, lmr_reply *r, lmr_error *err) {
+  int rc;
+  if (job->asking) {
+    if ((rc = lmr__conn_read_reply(conn, r, err)) != LMR_OK) return rc;
+    if (r->type != LMR_REPLY_STATUS || strcmp(r->str, "OK") != 0)
+      return unexpected(job, conn, "ASKING");
+  }
+  return lmr__conn_read_reply(conn, r, err);
 }
 
 /* HEAD: STRLEN, then GETRANGE's bytes. A key of another type answers both
@@ -191,19 +271,19 @@ static int handle_head(lmr_key_job *job, lmr_conn *conn) {
   lmr_error *err = &job->base.err;
   int first = LMR_OK;
   lmr_reply r;
-  int rc = lmr__conn_read_reply(conn, &r, err);
+  int rc = read_reply(job, conn, &r, err);
   if (rc != LMR_OK) return rc;
   if (is_wrongtype(&r)) job->stored_len = -1;  /* another type then; GETRANGE says now */
-  else if (r.type == LMR_REPLY_ERROR) note_error(&first, err, &r, "STRLEN");
+  else if (r.type == LMR_REPLY_ERROR) note_error(job, &first, err, &r, "STRLEN");
   else if (r.type != LMR_REPLY_INTEGER) return unexpected(job, conn, "STRLEN");
   else job->stored_len = r.integer;
-  if ((rc = lmr__conn_read_reply(conn, &r, err)) != LMR_OK) return rc;
+  if ((rc = read_reply(job, conn, &r, err)) != LMR_OK) return rc;
   if (is_wrongtype(&r)) {
     job->wrongtype = 1;
     return first;
   }
   if (r.type == LMR_REPLY_ERROR) {
-    note_error(&first, err, &r, "GETRANGE");
+    note_error(job, &first, err, &r, "GETRANGE");
     return first;
   }
   if (r.type != LMR_REPLY_BULK) return unexpected(job, conn, "GETRANGE");
@@ -307,7 +387,7 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
   if (job->kind == LMR_JOB_HEAD) return handle_head(job, conn);
   lmr_error *err = &job->base.err;
   lmr_reply r;
-  int rc = lmr__conn_read_reply(conn, &r, err);
+  int rc = read_reply(job, conn, &r, err);
   if (rc != LMR_OK) return rc;
   if (job->kind == LMR_JOB_CONFIG) return handle_config(job, conn, &r);
   if (is_wrongtype(&r) && (job->kind == LMR_JOB_GET || job->kind == LMR_JOB_PART)) {
@@ -315,7 +395,7 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
     job->torn = 1;
     return LMR_OK;
   }
-  if (r.type == LMR_REPLY_ERROR) return lmr__conn_server_error(&r, kind_name(job->kind), err);
+  if (r.type == LMR_REPLY_ERROR) return server_error(job, &r, kind_name(job->kind), err);
   switch (job->kind) {
     case LMR_JOB_SET:
       if (r.type == LMR_REPLY_STATUS && strcmp(r.str, "OK") == 0) return LMR_OK;
@@ -396,8 +476,8 @@ void lmr__key_job_run(lmr_job *base, void *worker_state) {
 
 /* Room one small job's commands may take in a lmr_cmd (HEAD, the largest:
  * two commands, the key twice, two numbers). */
-#define SMALL_JOB_SCRATCH 128
-#define SMALL_JOB_IOV 12
+#define SMALL_JOB_SCRATCH 192  /* with an ASKING before each command */
+#define SMALL_JOB_IOV 16
 
 /* Sends the jobs' commands, as few sends as the command buffer allows. */
 static int send_all(lmr_key_job **jobs, int n, lmr_conn *conn, lmr_error *err) {

@@ -46,13 +46,35 @@ typedef struct {
   lmr_stripe_hdr layout;
   int layout_guessed;       /* layout is a guess with no write id: each PART
                                takes any, and records the one it saw */
+  int split;                /* a cluster's: parts >= 1 under part keys (stripe.h) */
 } lmr_op;
+
+/* What a cluster node answered instead of running a job's command. */
+typedef enum {
+  LMR_REDIRECT_NONE,
+  LMR_REDIRECT_MOVED,  /* the slot lives elsewhere now: ask there, and remap */
+  LMR_REDIRECT_ASK,    /* the key is being migrated: ask there once (ASKING) */
+  LMR_REDIRECT_RETRY,  /* TRYAGAIN, CLUSTERDOWN: the same again, a moment later */
+} lmr_redirect_kind;
+
+/* Longest "host:port" a redirection may name (a DNS name, a port). */
+#define LMR_REDIRECT_ADDR_MAX 272
 
 typedef struct {
   lmr_job base;        /* first, so a lmr_job* is a lmr_key_job* */
   lmr_op *op;
   lmr_job_kind kind;
-  uint32_t part;       /* PART: the part's index */
+  uint32_t part;       /* PART, and a split SET: the part's index */
+  const char *key;     /* the Redis key its commands name: op's, or a part key */
+  size_t key_len;
+  /* cluster: where the job goes (route.c) */
+  void *node;          /* the node it was last queued to (route.c) */
+  int pinned;          /* go to `node` again, not to its slot's (after an ASK) */
+  int asking;          /* each command is preceded by ASKING (after an ASK) */
+  int redirects;       /* times it was sent elsewhere */
+  lmr_redirect_kind redirect;       /* what the node answered instead */
+  uint16_t redirect_slot;
+  char redirect_to[LMR_REDIRECT_ADDR_MAX]; /* MOVED/ASK's "host:port" */
   /* results */
   int wrongtype;       /* the key holds another type than a string */
   int64_t integer;     /* DEL, HEAD's EXISTS, CONFIG's value (-1: not known) */
@@ -86,6 +108,9 @@ static inline int lmr__part_matches(const lmr_op *op, uint32_t part, const lmr_s
 void lmr__op_init(lmr_op *op, const void *key, size_t key_len, double timeout,
                   int64_t max_bulk, int max_bulk_read);
 void lmr__key_job_init(lmr_key_job *job, lmr_op *op, lmr_job_kind kind);
+/* Makes a job that ran ready to run again, elsewhere after a redirection:
+ * its results cleared, its command (kind, part, key) and routing kept. */
+void lmr__key_job_reset(lmr_key_job *job);
 /* The pool's run() for key jobs; worker_state is the worker's lmr_conn. */
 void lmr__key_job_run(lmr_job *job, void *worker_state);
 /* The pool's run_many() for small key jobs, pipelined on one connection:

@@ -5,8 +5,9 @@
 
 #include "internal.h"
 #include "plan.h"
+#include "slot.h"
 
-enum { S_DONE, S_SET, S_DEL, S_HEAD, S_GET, S_PARTS, S_GUESS, S_PING };
+enum { S_DONE, S_SET, S_DEL, S_DEL_HEAD, S_HEAD, S_GET, S_PARTS, S_GUESS, S_PING };
 
 /* What a HEAD job found under the key. */
 typedef enum { H_ABSENT, H_OTHER_TYPE, H_CHANGED, H_VERBATIM, H_ENCODED, H_BROKEN } head_kind;
@@ -49,7 +50,8 @@ static head_kind classify_head(const lmr_key_job *j, lmr_stripe_hdr *h) {
   if (j->head_n == 0) return lmr__head_agrees(j) ? H_ABSENT : H_CHANGED;
   if (!lmr__head_agrees(j)) return H_CHANGED;
   size_t n = j->head_n < LMR_STRIPE_HDR_SIZE ? j->head_n : LMR_STRIPE_HDR_SIZE;
-  switch (lmr_stripe_classify(j->head, n, (uint64_t)j->stored_len, LMR_MAX_STRIPES, h)) {
+  switch (lmr_stripe_classify(j->head, n, (uint64_t)j->stored_len, LMR_MAX_STRIPES, j->op->split,
+                              h)) {
     case LMR_STORED_VERBATIM: return H_VERBATIM;
     case LMR_STORED_ENCODED: return H_ENCODED;
     case LMR_STORED_BROKEN: break;
@@ -72,14 +74,40 @@ static int reserve_parts(lmr_plan *p, uint32_t n, lmr_error *err) {
   return p->parts == NULL ? lmr__err(err, LMR_ENOMEM, "out of memory for %u jobs", n) : LMR_OK;
 }
 
+/* Whether the op's value of `count` parts is split over part keys. */
+static int is_split(const lmr_plan *p, uint32_t count) { return p->op->split && count >= 2; }
+
+/* The part keys of a split value of `count` parts (1..count-1; part 0 is
+ * the key itself), made once per count. */
+static int make_part_keys(lmr_plan *p, uint32_t count, lmr_error *err) {
+  if (p->names != NULL && p->names_count == count) return LMR_OK;
+  free(p->names);
+  p->name_stride = p->op->key_len + LMR__PART_KEY_EXTRA;
+  p->names = malloc(p->name_stride * count);
+  p->names_count = p->names == NULL ? 0 : count;
+  if (p->names == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for %u part keys", count);
+  return LMR_OK;
+}
+
+/* Points job (part `part` of `count`) at its key: the op's for part 0 or
+ * a value not split, else its part key. */
+static void aim_at_part(lmr_plan *p, lmr_key_job *job, uint32_t part, uint32_t count) {
+  job->part = part;
+  if (!is_split(p, count) || part == 0) return;
+  char *name = p->names + p->name_stride * part;
+  job->key = name;
+  job->key_len = lmr__part_key(p->op->key, p->op->key_len, part, count, name);
+}
+
 /* A round of one GETRANGE per part of layout h, after `first` jobs. */
 static int parts_round(lmr_plan *p, const lmr_stripe_hdr *h, uint32_t first, lmr_error *err) {
   int rc = reserve_parts(p, first + h->count, err);
+  if (rc == LMR_OK && is_split(p, h->count)) rc = make_part_keys(p, h->count, err);
   if (rc != LMR_OK) return rc;
   p->op->layout = *h;
   for (uint32_t i = 0; i < h->count; i++) {
     lmr__key_job_init(&p->parts[first + i], p->op, LMR_JOB_PART);
-    p->parts[first + i].part = i;
+    aim_at_part(p, &p->parts[first + i], i, h->count);
   }
   p->jobs = p->parts;
   p->njobs = (int)(first + h->count);
@@ -144,7 +172,7 @@ static int after_head(lmr_plan *p, lmr_error *err) {
     return LMR_OK;
   }
   if (h.total_len > op->cap) return too_big(h.total_len, op->cap, err);
-  if (whole && j->head_in_dst) {
+  if (whole && j->head_in_dst && !is_split(p, h.count)) {
     /* A small encoded value came whole: take its headers out in place. */
     if (lmr_stripe_decode_in_place(op->dst, &h) != 0) {
       read_again(p);
@@ -216,7 +244,11 @@ static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *er
    * so that a reader tells "no value" from "empty value" by one GETRANGE. */
   if (op->len == 0) count = 1;  /* one header: nothing to read in parallel */
   else if (count == 1 && !lmr_stripe_has_magic(op->src, op->len)) count = 0;
-  uint64_t stored = count == 0 ? op->len : lmr_stripe_stored_len(op->len, count);
+  /* What one key holds: the whole value, or a split value's first part
+   * (its longest). */
+  uint64_t stored = count == 0          ? op->len
+                    : is_split(p, count) ? LMR_STRIPE_HDR_SIZE + lmr_stripe_len(op->len, count, 0)
+                                         : lmr_stripe_stored_len(op->len, count);
   if (stored > (uint64_t)op->max_bulk)
     return lmr__err(err, LMR_EINVAL,
                     "value is %llu bytes (%llu stored) but the server's proto-max-bulk-len is "
@@ -235,7 +267,42 @@ static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *er
     }
     op->hdrs = p->hdrs;
   }
-  one_job(p, S_SET, LMR_JOB_SET);
+  if (!is_split(p, count)) {
+    one_job(p, S_SET, LMR_JOB_SET);
+    return LMR_OK;
+  }
+  int rc = reserve_parts(p, count, err);
+  if (rc == LMR_OK) rc = make_part_keys(p, count, err);
+  if (rc != LMR_OK) return rc;
+  for (uint32_t i = 0; i < count; i++) {
+    lmr__key_job_init(&p->parts[i], op, LMR_JOB_SET);
+    aim_at_part(p, &p->parts[i], i, count);
+  }
+  p->jobs = p->parts;
+  p->njobs = (int)count;
+  p->stage = S_SET;
+  return LMR_OK;
+}
+
+/* A cluster's delete, after HEAD: the key, and the part keys of the split
+ * value HEAD found (a value written meanwhile may leave its parts behind,
+ * unreadable without its part 0, until evicted or expired). */
+static int after_del_head(lmr_plan *p, lmr_error *err) {
+  lmr_stripe_hdr h;
+  if (classify_head(&p->one, &h) != H_ENCODED || !is_split(p, h.count)) {
+    one_job(p, S_DEL, LMR_JOB_DEL);
+    return LMR_OK;
+  }
+  int rc = reserve_parts(p, h.count, err);
+  if (rc == LMR_OK) rc = make_part_keys(p, h.count, err);
+  if (rc != LMR_OK) return rc;
+  for (uint32_t i = 0; i < h.count; i++) {
+    lmr__key_job_init(&p->parts[i], p->op, LMR_JOB_DEL);
+    aim_at_part(p, &p->parts[i], i, h.count);
+  }
+  p->jobs = p->parts;
+  p->njobs = (int)h.count;
+  p->stage = S_DEL;
   return LMR_OK;
 }
 
@@ -248,7 +315,12 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
     case LMR_PLAN_SET:
       return start_set(p, count, set_id, err);
     case LMR_PLAN_DELETE:
-      one_job(p, S_DEL, LMR_JOB_DEL);
+      if (!op->split) {
+        one_job(p, S_DEL, LMR_JOB_DEL);
+        return LMR_OK;
+      }
+      op->head_len = LMR_STRIPE_HDR_SIZE;
+      one_job(p, S_DEL_HEAD, LMR_JOB_HEAD);
       return LMR_OK;
     case LMR_PLAN_PING:
       one_job(p, S_PING, LMR_JOB_PING);
@@ -284,8 +356,10 @@ int lmr__plan_next(lmr_plan *p, lmr_error *err) {
       return LMR_OK;
     case S_GUESS:
       return after_guess(p, err);
+    case S_DEL_HEAD:
+      return after_del_head(p, err);
     case S_DEL:
-      p->found = p->one.integer > 0;
+      p->found = p->jobs[0].integer > 0;
       break;
     case S_PING:
       p->found = 1;
@@ -300,6 +374,8 @@ int lmr__plan_next(lmr_plan *p, lmr_error *err) {
 void lmr__plan_destroy(lmr_plan *p) {
   free(p->parts);
   free(p->hdrs);
+  free(p->names);
+  p->names = NULL;
   p->parts = NULL;
   p->parts_cap = 0;
   p->hdrs = NULL;

@@ -21,8 +21,12 @@
  *           write in between) reads again from HEAD; that guessed read
  *           counts as one of the reads.
  *   exists  HEAD alone: a whole value of this format (or verbatim) exists.
- *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded.
- *   delete  one DEL.
+ *           In a cluster, of a split value: its part 0 (the others are
+ *           only read by get).
+ *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded;
+ *           in a cluster, one per part key of a split value.
+ *   delete  one DEL; in a cluster, HEAD first, then a DEL of the key and of
+ *           every part key of the split value HEAD found.
  *   ping    one PING (no key).
  */
 #ifndef LMR_PLAN_H
@@ -51,6 +55,9 @@ typedef struct {
   lmr_key_job *parts;    /* storage for a round of parts, when needed */
   uint32_t parts_cap;    /* jobs it holds */
   unsigned char *hdrs;   /* an encoded SET's headers */
+  char *names;           /* split: the part keys of names_count parts */
+  uint32_t names_count;
+  size_t name_stride;    /* bytes between two of them */
   uint32_t guess;        /* get: the guessed part count (0: none) */
   /* verdict */
   int found;             /* get: a hit; exists: a whole value; delete: a key went;

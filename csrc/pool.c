@@ -69,6 +69,8 @@ static void complete(lmr_job *job) {
   if (atomic_fetch_sub_explicit(&g->pending, 1, memory_order_acq_rel) == 1) group_finished(g);
 }
 
+void lmr_job_complete(lmr_job *job) { complete(job); }
+
 static void fail_cancelled(lmr_job *job) {
   job->status = lmr__err(&job->err, LMR_ECANCELED, "call was cancelled");
   complete(job);

@@ -84,6 +84,9 @@ void lmr_group_add(lmr_group *g, lmr_job *job);
  * LMR_ECLOSED, with nothing queued or completed, when the pool is shutting
  * down: the jobs are still the caller's. */
 int lmr_pool_submit(lmr_pool *p, lmr_job **jobs, int n);
+/* Finishes a job added to its group but never queued (its status and err
+ * set by the caller), as if a worker had run it. */
+void lmr_job_complete(lmr_job *job);
 /* Adds n jobs to g and submits them; if the pool is shutting down they
  * complete at once with LMR_ECLOSED. */
 void lmr_pool_run_group(lmr_pool *p, lmr_group *g, lmr_job **jobs, int n);

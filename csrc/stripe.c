@@ -101,13 +101,15 @@ int lmr_stripe_has_magic(const void *p, size_t n) {
 }
 
 lmr_stored_kind lmr_stripe_classify(const unsigned char *head, size_t n, uint64_t stored_len,
-                                    uint32_t max_count, lmr_stripe_hdr *h) {
+                                    uint32_t max_count, int split, lmr_stripe_hdr *h) {
   if (!lmr_stripe_has_magic(head, n)) return LMR_STORED_VERBATIM;
   if (n < LMR_STRIPE_HDR_SIZE || lmr_stripe_hdr_decode(head, max_count, h) != 0 ||
-      h->index != 0 || h->total_len > UINT64_MAX - (uint64_t)h->count * LMR_STRIPE_HDR_SIZE ||
-      lmr_stripe_stored_len(h->total_len, h->count) != stored_len)
+      h->index != 0 || h->total_len > UINT64_MAX - (uint64_t)h->count * LMR_STRIPE_HDR_SIZE)
     return LMR_STORED_BROKEN;
-  return LMR_STORED_ENCODED;
+  uint64_t want = split && h->count >= 2
+                      ? LMR_STRIPE_HDR_SIZE + lmr_stripe_len(h->total_len, h->count, 0)
+                      : lmr_stripe_stored_len(h->total_len, h->count);
+  return want == stored_len ? LMR_STORED_ENCODED : LMR_STORED_BROKEN;
 }
 
 int lmr_stripe_decode_in_place(unsigned char *buf, const lmr_stripe_hdr *h) {

@@ -21,6 +21,21 @@
  * the first bytes tell the two apart. The parts exist for readers: each is
  * one GETRANGE, so a value's parts are read over all connections at once,
  * while the value stays one key that Redis evicts, expires and replaces whole.
+ *
+ * In a cluster ("split"): one key is one slot, served by one master, so a
+ * value of C >= 2 parts is C keys, to be read from every master at once.
+ * The key itself holds hdr(0) part(0); part i >= 1 is the string
+ * hdr(i) part(i) under its part key (slot.h, lmr__part_key: the key, then
+ * "#lmr{tag}", the tag placing it at a slot i/C of the way round the slot
+ * space from the key's own, so the parts spread over masters that serve
+ * ranges of slots; a key with its own hash tag keeps every part in its
+ * slot). The headers are the same, so a reader still takes only the parts
+ * of one write: a part missing (evicted, expired, on a failed master) or
+ * of another write is a miss, never wrong data. What no longer holds is
+ * "replaced and evicted whole": a replace writes C keys (readers still see
+ * the old value or the new one, never a mix), an eviction may take one
+ * part (the value then reads as a miss), and parts of a longer earlier
+ * value than the last written stay behind until evicted or expired.
  */
 #ifndef LMR_STRIPE_H
 #define LMR_STRIPE_H
@@ -74,14 +89,15 @@ int lmr_stripe_hdr_decode(const unsigned char in[LMR_STRIPE_HDR_SIZE],
 int lmr_stripe_has_magic(const void *p, size_t n);
 
 /* What the first bytes of a stored string (head, n = min(its length, 32))
- * and its length say it holds. */
+ * and its length say it holds. split: the key is a cluster's (its string
+ * is hdr(0) part(0) alone when the value has more parts). */
 typedef enum {
   LMR_STORED_VERBATIM,  /* no magic: the value is the string itself */
   LMR_STORED_ENCODED,   /* hdr(0) decoded into *h and the length matches */
   LMR_STORED_BROKEN,    /* begins with the magic but is no whole encoding */
 } lmr_stored_kind;
 lmr_stored_kind lmr_stripe_classify(const unsigned char *head, size_t n, uint64_t stored_len,
-                                    uint32_t max_count, lmr_stripe_hdr *h);
+                                    uint32_t max_count, int split, lmr_stripe_hdr *h);
 
 /* Decodes an encoded string held whole in buf (stored_len bytes, h its
  * hdr(0)) into the value, in place: buf[0..h->total_len). 0 when every

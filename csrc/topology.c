@@ -193,9 +193,9 @@ static int shards_parse(builder *b, const lmr__value *v, const char *asked_host,
       const lmr__value *node = &nodes->elems[k];
       const lmr__value *health = lmr__value_field(node, "health");
       if (is_master(node) || (health != NULL && !lmr__value_is(health, "online"))) continue;
-      const char *host;
-      size_t len;
-      int port, index;
+      const char *host = NULL;
+      size_t len = 0;
+      int port = 0, index;
       int rc = shards_node_addr(b, node, asked_host, tls, &host, &len, &port, err);
       if (rc < 0) return rc;
       if (rc == HOST_SKIP || find_node(b->t, host, len, port) >= 0) continue;
@@ -236,9 +236,9 @@ static int slots_parse(builder *b, const lmr__value *v, const char *asked_host, 
   for (size_t i = 0; i < v->n; i++) {
     const lmr__value *r = &v->elems[i];
     if (r->type != LMR__VALUE_ARRAY || r->n < 3) return malformed(b, err, "a slot range");
-    const char *host;
-    size_t len;
-    int port;
+    const char *host = NULL;
+    size_t len = 0;
+    int port = 0;
     range_master[i] = -1;
     int rc = slots_node_addr(b, &r->elems[2], asked_host, &host, &len, &port, err);
     if (rc < 0) return rc;
@@ -252,9 +252,9 @@ static int slots_parse(builder *b, const lmr__value *v, const char *asked_host, 
     if (range_master[i] < 0) continue;
     const lmr__value *r = &v->elems[i];
     for (size_t k = 3; k < r->n; k++) {
-      const char *host;
-      size_t len;
-      int port, index;
+      const char *host = NULL;
+      size_t len = 0;
+      int port = 0, index;
       int rc = slots_node_addr(b, &r->elems[k], asked_host, &host, &len, &port, err);
       if (rc < 0) return rc;
       if (rc == HOST_SKIP || find_node(b->t, host, len, port) >= 0) continue;

@@ -147,13 +147,13 @@ static int check_classify_and_decode(uint64_t L, uint32_t C) {
   unsigned char *enc = encode_value(value, L, C, 42);
   uint64_t S = lmr_stripe_stored_len(L, C);
   lmr_stripe_hdr h;
-  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S, 256, &h), LMR_STORED_ENCODED);
+  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S, 256, 0, &h), LMR_STORED_ENCODED);
   ASSERT_EQ(h.count, C);
   ASSERT_EQ(h.total_len, L);
   ASSERT_EQ(h.set_id, 42);
   /* Cut short or appended to by another client: broken, not data. */
-  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S - 1, 256, &h), LMR_STORED_BROKEN);
-  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S + 1, 256, &h), LMR_STORED_BROKEN);
+  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S - 1, 256, 0, &h), LMR_STORED_BROKEN);
+  ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S + 1, 256, 0, &h), LMR_STORED_BROKEN);
   ASSERT_EQ(lmr_stripe_decode_in_place(enc, &h), 0);
   ASSERT_MEM_EQ(enc, value, L);
   free(enc);
@@ -161,7 +161,7 @@ static int check_classify_and_decode(uint64_t L, uint32_t C) {
   if (C > 1) {
     enc = encode_value(value, L, C, 42);
     enc[lmr_stripe_stored_offset(L, C, C - 1) + 24] ^= 1;  /* its write id */
-    ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S, 256, &h), LMR_STORED_ENCODED);
+    ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, S, 256, 0, &h), LMR_STORED_ENCODED);
     ASSERT_EQ(lmr_stripe_decode_in_place(enc, &h), -1);
     free(enc);
   }
@@ -177,15 +177,15 @@ TEST(classify) {
   ASSERT_EQ(check_classify_and_decode(3, 8), 0);  /* empty parts */
   lmr_stripe_hdr h;
   /* No magic: verbatim, whatever follows; a prefix of the magic too. */
-  ASSERT_EQ(lmr_stripe_classify((const unsigned char *)"hello", 5, 5, 256, &h),
+  ASSERT_EQ(lmr_stripe_classify((const unsigned char *)"hello", 5, 5, 256, 0, &h),
             LMR_STORED_VERBATIM);
-  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 3, 3, 256, &h), LMR_STORED_VERBATIM);
-  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 0, 0, 256, &h), LMR_STORED_VERBATIM);
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 3, 3, 256, 0, &h), LMR_STORED_VERBATIM);
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 0, 0, 256, 0, &h), LMR_STORED_VERBATIM);
   /* The magic and less than a header, or a header not of part 0: broken. */
-  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 4, 4, 256, &h), LMR_STORED_BROKEN);
-  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 32, 8 + 32 * 8, 256, &h), LMR_STORED_BROKEN);
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 4, 4, 256, 0, &h), LMR_STORED_BROKEN);
+  ASSERT_EQ(lmr_stripe_classify(expected_hdr, 32, 8 + 32 * 8, 256, 0, &h), LMR_STORED_BROKEN);
   /* A format 1 header is no magic of format 2: verbatim bytes. */
-  ASSERT_EQ(lmr_stripe_classify((const unsigned char *)"LMRS\x01", 5, 5, 256, &h),
+  ASSERT_EQ(lmr_stripe_classify((const unsigned char *)"LMRS\x01", 5, 5, 256, 0, &h),
             LMR_STORED_VERBATIM);
   ASSERT_EQ(lmr_stripe_has_magic("\x89LMR", 4), 1);
   ASSERT_EQ(lmr_stripe_has_magic("\x89LM", 3), 0);
