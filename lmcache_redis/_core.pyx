@@ -678,8 +678,9 @@ cdef class RedisClient:
         cfg.cluster = c_cluster
         cfg.cluster_seeds = NULL if b_seeds is None else <const char *>b_seeds
         cfg.read_from_replicas = c_replicas
-        # Kept before the open: the C config points into it (lmr_client_open
-        # copies its strings, but this costs nothing and outlives the client).
+        # Kept for the client's life, not only for lmr_client_open: the C
+        # config points into it (the core copies host and the other strings;
+        # this holds whether or not it copies cluster_seeds too).
         self._b_cluster_seeds = b_seeds
         cdef lmr_error err
         cdef int rc
