@@ -32,7 +32,7 @@ _DESCRIPTION = """\
 Operator tool for values stored by lmcache_redis (README: "Stored format
 (version 2)" and "Operator tool"). URL: what RedisClient.from_url accepts,
 e.g. redis://[[user]:password@]host[:port][/db], rediss://host:port?ssl_ca_certs=/ca.pem,
-unix:///run/redis.sock?db=1."""
+unix:///run/redis.sock?db=1. Not for a Redis Cluster (redis-cluster://) yet."""
 
 _EPILOG = """\
 exit status:

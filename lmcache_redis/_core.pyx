@@ -20,7 +20,7 @@ import time
 
 from lmcache_redis.exceptions import (ClientClosedError, TimeoutError, batch_error,
                                       error_from_code)
-from lmcache_redis._url import parse_url
+from lmcache_redis._url import cluster_seeds_text, parse_url
 
 MAX_STRIPES = LMR_MAX_STRIPES
 MAX_CONNECTIONS = LMR_MAX_CONNECTIONS
@@ -220,6 +220,13 @@ cdef bytes c_text(object value, str name):
     return b
 
 
+cdef bint c_bool(object value, str name) except -1:
+    """A bool option: True or False only (not 1, "yes" or None)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}")
+    return value
+
+
 cdef object path_or_none(object value, str name):
     if value is None:
         return None
@@ -236,7 +243,7 @@ cdef lmr_client *open_client(lmr_client *c) except NULL:
     return c
 
 
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_URL_SCHEMES = ("redis://", "rediss://", "unix://", "redis-cluster://", "rediss-cluster://")
 # How many times get(key) without a buffer reads again when the value's
 # length changed between learning it and reading it.
 _GET_ATTEMPTS = 4
@@ -482,7 +489,7 @@ def _uninitialized_bytes(Py_ssize_t n):
 
 
 cdef class RedisClient:
-    """RedisClient(host='localhost', port=6379, *, stripes=None, stripe_size=2097152, connections=4, timeout=10.0, connect_timeout=None, username=None, password=None, db=0, unix_socket_path=None, ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None, ssl_verify=True, ssl_server_name=None)
+    """RedisClient(host='localhost', port=6379, *, stripes=None, stripe_size=2097152, connections=4, timeout=10.0, connect_timeout=None, username=None, password=None, db=0, unix_socket_path=None, ssl=False, ssl_ca_certs=None, ssl_certfile=None, ssl_keyfile=None, ssl_verify=True, ssl_server_name=None, cluster=False, read_from_replicas=False, cluster_seeds=None)
 --
 
     A Redis client for huge values (KV-cache chunks of 4-80 MB).
@@ -549,6 +556,21 @@ cdef class RedisClient:
         ssl_server_name: the name the certificate must carry, also sent as
             SNI (default: host). For connecting by address to a server whose
             certificate names it by DNS name.
+        cluster: True: the server is a Redis Cluster and host:port one of
+            its nodes (a seed: the slot map is read from it). Each master
+            gets ``connections`` connections; a value's parts are spread
+            over the masters. TCP only, database 0 (no unix_socket_path, no
+            db). More seeds, tried when host:port does not answer: use
+            ``RedisClient.from_url("redis-cluster://h1:p1,h2:p2,...")``
+            (``rediss-cluster://`` with TLS).
+        read_from_replicas: with cluster=True, reads may be served by
+            replicas (which may lag behind their master; a stale or partial
+            value reads as a miss, never as wrong data).
+
+    ``cluster_seeds`` (keyword, mostly for from_url): the seeds beyond
+    host:port, a str "host:port,host:port" or a list of (host, port)
+    tuples or "host:port" strs; ports default to 6379, an IPv6 address
+    in a str goes in brackets ("[fd00::2]:7000"). Needs cluster=True.
     """
 
     cdef lmr_client *_c
@@ -572,6 +594,10 @@ cdef class RedisClient:
     cdef object _ssl_keyfile
     cdef bint _ssl_verify
     cdef object _ssl_server_name
+    cdef bint _cluster
+    cdef object _cluster_seeds
+    cdef bytes _b_cluster_seeds  # the C string cluster_seeds, kept for the client's life
+    cdef bint _read_from_replicas
 
     def __cinit__(self, *args, **kwargs):
         self._c = NULL
@@ -583,7 +609,8 @@ cdef class RedisClient:
                  stripe_size=LMR_DEFAULT_STRIPE_SIZE, connections=4, timeout=10.0,
                  connect_timeout=None, username=None, password=None, db=0,
                  unix_socket_path=None, ssl=False, ssl_ca_certs=None, ssl_certfile=None,
-                 ssl_keyfile=None, ssl_verify=True, ssl_server_name=None):
+                 ssl_keyfile=None, ssl_verify=True, ssl_server_name=None, cluster=False,
+                 read_from_replicas=False, cluster_seeds=None):
         """Connects every connection; see help(RedisClient) for the arguments."""
         if self._c != NULL:
             raise RuntimeError("RedisClient is already initialised")
@@ -621,6 +648,10 @@ cdef class RedisClient:
         cdef bytes b_cert = None if ssl_certfile is None else os.fsencode(ssl_certfile)
         cdef bytes b_key = None if ssl_keyfile is None else os.fsencode(ssl_keyfile)
         cdef bytes b_sni = c_text(ssl_server_name, "ssl_server_name")
+        cdef bint c_cluster = c_bool(cluster, "cluster")
+        cdef bint c_replicas = c_bool(read_from_replicas, "read_from_replicas")
+        seeds = cluster_seeds_text(cluster_seeds)
+        cdef bytes b_seeds = None if seeds is None else (<str>seeds).encode("utf-8")
         for name, b in (("unix_socket_path", b_unix), ("ssl_ca_certs", b_ca),
                         ("ssl_certfile", b_cert), ("ssl_keyfile", b_key)):
             if b is not None and b"\0" in b:
@@ -644,6 +675,13 @@ cdef class RedisClient:
         cfg.tls_key_file = NULL if b_key is None else <const char *>b_key
         cfg.tls_server_name = NULL if b_sni is None else <const char *>b_sni
         cfg.tls_verify = bool(ssl_verify)
+        cfg.cluster = c_cluster
+        cfg.cluster_seeds = NULL if b_seeds is None else <const char *>b_seeds
+        cfg.read_from_replicas = c_replicas
+        # Kept for the client's life, not only for lmr_client_open: the C
+        # config points into it (the core copies host and the other strings;
+        # this holds whether or not it copies cluster_seeds too).
+        self._b_cluster_seeds = b_seeds
         cdef lmr_error err
         cdef int rc
         with nogil:
@@ -666,17 +704,25 @@ cdef class RedisClient:
         self._ssl_keyfile = ssl_keyfile
         self._ssl_verify = bool(ssl_verify)
         self._ssl_server_name = ssl_server_name
+        self._cluster = c_cluster
+        self._cluster_seeds = seeds
+        self._read_from_replicas = c_replicas
 
     @classmethod
     def from_url(cls, url, **kwargs):
         """Makes a client from ``redis://[[user]:password@]host[:port][/db]``,
-        ``rediss://...`` (the same with ssl=True: TLS, certificate verified)
-        or ``unix:///path/to/redis.sock[?db=N]``. Query parameters
-        (``stripes``, ``stripe_size``, ``connections``, ``timeout``,
-        ``connect_timeout``, ``db``, and with rediss:// ``ssl_ca_certs``,
-        ``ssl_certfile``, ``ssl_keyfile``, ``ssl_server_name``,
-        ``ssl_verify=false``) and keyword arguments set the other options;
-        keywords win.
+        ``rediss://...`` (the same with ssl=True: TLS, certificate verified),
+        ``unix:///path/to/redis.sock[?db=N]``, or for a Redis Cluster
+        ``redis-cluster://[[user]:password@]host1[:port1][,host2[:port2]...]``
+        (cluster=True; host:port is the first seed node, the others go to
+        cluster_seeds; ports default to 6379, IPv6 as ``[fd00::1]:7000``; no
+        database path but ``/0``) or ``rediss-cluster://...`` (with TLS).
+        Query parameters (``stripes``, ``stripe_size``, ``connections``,
+        ``timeout``, ``connect_timeout``, ``db``, with rediss:// and
+        rediss-cluster:// ``ssl_ca_certs``, ``ssl_certfile``,
+        ``ssl_keyfile``, ``ssl_server_name``, ``ssl_verify=false``, and with
+        the cluster schemes ``read_from_replicas=true``) and keyword
+        arguments set the other options; keywords win.
         """
         options = parse_url(url)
         options.update(kwargs)
@@ -768,6 +814,22 @@ cdef class RedisClient:
         """The name the server's certificate must carry (str), or None: host."""
         return self._ssl_server_name
 
+    @property
+    def cluster(self):
+        """True when the server is a Redis Cluster (host:port: a seed node)."""
+        return self._cluster
+
+    @property
+    def cluster_seeds(self):
+        """The seed nodes beyond host:port, as "host:port,host:port" (every
+        port given, IPv6 in brackets), or None."""
+        return self._cluster_seeds
+
+    @property
+    def read_from_replicas(self):
+        """True when a cluster's replicas may serve reads."""
+        return self._read_from_replicas
+
     def __dealloc__(self):
         # lmr_client_free joins the workers first: only then are the views
         # of batches whose completions were never drained released.
@@ -818,6 +880,12 @@ cdef class RedisClient:
         user = f", username={self._username!r}" if self._username is not None else ""
         if self._ssl:
             user += ", ssl=True" + ("" if self._ssl_verify else ", ssl_verify=False")
+        if self._cluster:
+            user += ", cluster=True"
+            if self._cluster_seeds is not None:
+                user += f", cluster_seeds={self._cluster_seeds!r}"
+            if self._read_from_replicas:
+                user += ", read_from_replicas=True"
         striping = (f"stripes={self._stripes}" if self._stripes is not None
                     else f"stripe_size={self._stripe_size}")
         return (f"RedisClient({where}, db={self._db}{user}, {striping}, "

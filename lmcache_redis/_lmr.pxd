@@ -49,6 +49,9 @@ cdef extern from "lmcache_redis.h" nogil:
         const char *tls_key_file
         const char *tls_server_name
         int tls_verify
+        int cluster
+        const char *cluster_seeds
+        int read_from_replicas
 
     void lmr_config_init(lmr_config *cfg)
 

@@ -59,7 +59,14 @@ class AdminConnection:
     def connect(cls, options: dict) -> "AdminConnection":
         """Connects, authenticates and selects the database, from
         ``parse_url``'s options. Raises ValueError for options that
-        RedisClient would refuse too."""
+        RedisClient would refuse too, and for a Redis Cluster (cluster
+        URLs), which this tool does not handle yet: it would scan one node,
+        and take the parts a cluster stores under their own keys for broken
+        values."""
+        if options.get("cluster"):
+            raise ValueError("the operator tool does not handle a Redis Cluster yet "
+                             "(redis-cluster:// and rediss-cluster:// URLs): it reads one "
+                             "server, and a cluster stores a value's parts under several keys")
         timeout = float(options.get("timeout", _DEFAULT_TIMEOUT))
         connect_timeout = options.get("connect_timeout")
         if connect_timeout is None:

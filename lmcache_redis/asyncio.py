@@ -149,9 +149,10 @@ class RedisClient:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> "RedisClient":
-        """Makes a client from a ``redis://``, ``rediss://`` or ``unix://``
-        URL, as ``lmcache_redis.RedisClient.from_url`` does; keyword
-        arguments win over the URL's options."""
+        """Makes a client from a ``redis://``, ``rediss://``, ``unix://``,
+        ``redis-cluster://`` or ``rediss-cluster://`` URL, as
+        ``lmcache_redis.RedisClient.from_url`` does; keyword arguments win
+        over the URL's options."""
         options = parse_url(url)
         options.update(kwargs)
         return cls(**options)

@@ -60,7 +60,9 @@ _NUM = (int, float)
 # name: (accepted JSON types, what it is). Every other RedisClient option
 # can also go into the URL's query string (RedisClient.from_url).
 SETTINGS: dict = {
-    "url": ((str,), "redis://[user@]host:port[/db][?option=value...], rediss:// or unix://"),
+    "url": ((str,), "redis://[user@]host:port[/db][?option=value...], rediss://, unix://, "
+                    "or for a Redis Cluster redis-cluster://host1:port1,host2:port2[?...] "
+                    "or rediss-cluster://"),
     "connections": ((int,), f"connections and worker threads (default {DEFAULT_CONNECTIONS})"),
     "stripe_size": ((int,), "bytes per stored part (default 2 MiB)"),
     "stripes": ((int, type(None)), "parts per value, or null: by stripe_size (default)"),
@@ -76,6 +78,8 @@ SETTINGS: dict = {
     "ssl_keyfile": ((str, type(None)), "client certificate's key (PEM)"),
     "ssl_server_name": ((str, type(None)), "name the server's certificate must carry"),
     "ssl_verify": ((bool,), "false: accept any server certificate (tests only)"),
+    "read_from_replicas": ((bool,), "true: a cluster's replicas may serve reads "
+                                    "(redis-cluster:// and rediss-cluster:// URLs only)"),
 }
 
 
@@ -119,6 +123,14 @@ def client_settings(params: Mapping[str, Any], where: str) -> tuple[dict, Option
         if name in from_url:  # the URL's query string beats our defaults
             kwargs.pop(name)
     kwargs.update((k, v) for k, v in params.items() if k not in ("url", "ttl", "password_env"))
+    if from_url.get("cluster") and params.get("db", 0) != 0:
+        raise ValueError(f"{where}: setting 'db' must be 0 (or left out) with a "
+                         f"{url.partition('://')[0]}:// URL: a Redis Cluster has only "
+                         f"database 0, got {params['db']!r}")
+    if params.get("read_from_replicas") and not from_url.get("cluster"):
+        raise ValueError(f"{where}: setting 'read_from_replicas' is for a Redis Cluster: "
+                         f"give a redis-cluster:// (or rediss-cluster://) 'url', e.g. "
+                         f"\"redis-cluster://10.0.0.1:7000,10.0.0.2:7000\"")
     timeout = kwargs.get("timeout", from_url.get("timeout"))
     if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
         raise ValueError(f"{where}: setting 'timeout' must be in (0, {MAX_TIMEOUT:g}] seconds, "

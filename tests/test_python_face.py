@@ -300,7 +300,8 @@ def test_no_tls_hint_for_a_refused_connection() -> None:
 
 SETTINGS = ["host", "port", "unix_socket_path", "username", "db", "stripes", "stripe_size",
             "connections", "timeout", "connect_timeout", "ssl", "ssl_ca_certs",
-            "ssl_certfile", "ssl_keyfile", "ssl_verify", "ssl_server_name"]
+            "ssl_certfile", "ssl_keyfile", "ssl_verify", "ssl_server_name", "cluster",
+            "read_from_replicas", "cluster_seeds"]
 
 
 def test_signature() -> None:
@@ -308,7 +309,11 @@ def test_signature() -> None:
     assert list(sig.parameters) == SETTINGS[:2] + [
         "stripes", "stripe_size", "connections", "timeout", "connect_timeout", "username",
         "password", "db", "unix_socket_path", "ssl", "ssl_ca_certs", "ssl_certfile",
-        "ssl_keyfile", "ssl_verify", "ssl_server_name"]
+        "ssl_keyfile", "ssl_verify", "ssl_server_name", "cluster", "read_from_replicas",
+        "cluster_seeds"]
+    assert sig.parameters["cluster"].default is False
+    assert sig.parameters["read_from_replicas"].default is False
+    assert sig.parameters["cluster"].kind is inspect.Parameter.KEYWORD_ONLY
     assert sig.parameters["host"].default == "localhost"
     assert sig.parameters["port"].default == 6379
     assert sig.parameters["stripe_size"].default == lmcache_redis.DEFAULT_STRIPE_SIZE
@@ -335,6 +340,8 @@ def test_settings_are_documented_properties(redis_server) -> None:
             redis_server.host, redis_server.port, 4, 2, 3.0, 3.0)
         assert c.stripe_size == lmcache_redis.DEFAULT_STRIPE_SIZE and c.db == 0
         assert c.ssl is False and c.ssl_verify is True and c.unix_socket_path is None
+        assert c.cluster is False and c.read_from_replicas is False
+        assert c.cluster_seeds is None and "cluster" not in repr(c)
         with pytest.raises(AttributeError):
             c.host = "elsewhere"
 
