@@ -430,7 +430,11 @@ static int64_t reply_limit(const lmr_key_job *job) {
 }
 
 static void count_sent(const lmr_key_job *job, lmr_conn *conn) {
-  if (job->kind == LMR_JOB_SET) LMR__COUNT(conn->stats, bytes_sent, job->op->len);
+  if (job->kind != LMR_JOB_SET) return;
+  const lmr_op *op = job->op;
+  LMR__COUNT(conn->stats, bytes_sent,
+             op->split && op->count >= 2 ? lmr_stripe_len(op->len, op->count, job->part)
+                                         : op->len);
 }
 
 /* Whether the job may still be sent: not cancelled, not past its deadline.

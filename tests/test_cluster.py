@@ -65,9 +65,11 @@ def _part_pattern(key: str) -> str:
 def _keys_of_value(cluster: RedisCluster, key: str) -> dict:
     """master -> the keys of key's value it holds (part 0 and part keys)."""
     found = {}
+    owner = cluster.node_for_key(key)
     for master in cluster.masters():
         keys = set(cluster.keys_on(master, _part_pattern(key)))
-        if master.command("EXISTS", key):
+        # EXISTS only where the key's slot lives: any other master answers MOVED.
+        if master.port == owner.port and master.command("EXISTS", key):
             keys.add(key.encode())
         found[master] = keys
     return found

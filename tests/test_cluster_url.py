@@ -285,19 +285,19 @@ def test_cluster_settings_are_documented() -> None:
         assert getattr(RedisClient, name).__doc__, name
 
 
-def test_cluster_properties_on_a_client(redis_server) -> None:
-    # Until the core speaks Redis Cluster, cluster=True connects to
-    # host:port as to one node; once it does, a plain server is refused.
-    try:
-        client = RedisClient(redis_server.host, redis_server.port, cluster=True,
-                             read_from_replicas=True, cluster_seeds=[("::1", 7001)],
-                             connect_timeout=2)
-    except lmcache_redis.RedisError as exc:
-        pytest.skip(f"the core refuses a plain server as a cluster: {exc}")
-    with client:
+def test_cluster_properties_on_a_client(redis_cluster) -> None:
+    seed = redis_cluster.masters()[1]
+    with RedisClient(redis_cluster.masters()[0].host, redis_cluster.masters()[0].port,
+                     cluster=True, read_from_replicas=True,
+                     cluster_seeds=[(seed.host, seed.port)], connect_timeout=2) as client:
         assert client.cluster is True and client.read_from_replicas is True
-        assert client.cluster_seeds == "[::1]:7001" and client.db == 0
+        assert client.cluster_seeds == f"{seed.host}:{seed.port}" and client.db == 0
         assert "cluster=True" in repr(client) and "read_from_replicas=True" in repr(client)
+
+
+def test_cluster_true_on_a_plain_server_says_so(redis_server) -> None:
+    with pytest.raises(ValueError, match="not a Redis Cluster node.*drop cluster=True"):
+        RedisClient(redis_server.host, redis_server.port, cluster=True, connect_timeout=2)
 
 
 # ---- everything that takes a URL -----------------------------------------------
