@@ -181,6 +181,13 @@ int lmr__conn_ensure(lmr_conn *c, lmr_error *err) {
     lmr_cmd_arg_int(&cmd, c->cfg->db);
     rc = handshake_step(c, &cmd, "SELECT failed", LMR_ERESPONSE, &replied, err);
   }
+  if (rc == LMR_OK && c->readonly) {
+    /* A replica then serves reads of its master's slots (a master takes
+     * the flag and serves everything, as before). */
+    lmr_cmd_init(&cmd, 1);
+    lmr_cmd_arg_copy(&cmd, "READONLY");
+    rc = handshake_step(c, &cmd, "READONLY failed", LMR_ERESPONSE, &replied, err);
+  }
   if (rc == LMR_OK) {
     /* PING proves the connection usable now, and reports NOAUTH at once
      * when the server wants a password that was not given. */

@@ -41,6 +41,7 @@ typedef struct {
   int64_t deadline;           /* of the operation being served */
   int ever_connected;
   int server_closes;          /* it sent a protocol error: re-made before reuse */
+  int readonly;               /* cluster, reads from replicas: READONLY once connected */
   size_t rpos, rlen;          /* unread bytes: rbuf[rpos..rlen) */
   lmr_resp_parser parser;
   char rbuf[LMR_RBUF_SIZE];

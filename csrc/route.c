@@ -19,6 +19,11 @@ struct lmr__node {
   lmr__resolver resolver;    /* its connections share lookups of its host */
   lmr_pool *pool;            /* NULL until a job first goes there */
   struct lmr_client *c;
+  /* A master's replicas (read_from_replicas), as the last map said, and
+   * the turn of the next read among it and them. */
+  int replicas[LMR__MAX_REPLICAS];
+  int nreplicas;
+  unsigned turn;
 };
 
 /* ---- a node's workers: one connection each ---- */
@@ -29,6 +34,7 @@ static int worker_init(void *ctx, int index, void **state, lmr_error *err) {
   lmr_conn *conn = malloc(sizeof *conn);
   if (conn == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for a connection");
   lmr__conn_init(conn, &n->cfg, n->c->tls, &n->resolver, &n->c->stats);
+  conn->readonly = n->c->cfg.read_from_replicas;
   /* A single server's workers connect now, so that open fails on a server
    * that cannot be reached; a cluster's connect on their first job (a
    * master met through MOVED is made on a worker's thread, and may be one
@@ -144,16 +150,27 @@ static int split_addr(const char *s, size_t n, const char **host, size_t *host_l
 
 /* ---- the slot map ---- */
 
-/* Takes a topology in: its masters become nodes and serve their slots. */
+/* Takes a topology in: its masters become nodes and serve their slots;
+ * with read_from_replicas, their replicas become nodes too, listed with
+ * their masters. */
 static int apply_topology(lmr__router *r, struct lmr_client *c, const lmr__topology *t) {
   int *index = calloc((size_t)(t->nnodes > 0 ? t->nnodes : 1), sizeof *index);
   if (index == NULL) return -1;
   int rc = 0;
+  for (int i = 0; i < r->nnodes; i++) r->nodes[i]->nreplicas = 0;
+  /* Masters first (topology.h): a replica's master has its index already. */
   for (int i = 0; i < t->nnodes && rc == 0; i++) {
+    int m = t->nodes[i].master;
     index[i] = -1;
-    if (t->nodes[i].master != -1) continue;
+    if (m != -1 && (!c->cfg.read_from_replicas || m < 0 || m >= i || index[m] < 0)) continue;
     index[i] = node_index(r, c, t->nodes[i].host, strlen(t->nodes[i].host), t->nodes[i].port);
-    if (index[i] < 0) rc = -1;
+    if (index[i] < 0) {
+      rc = -1;
+      break;
+    }
+    lmr__node *master = m == -1 ? NULL : r->nodes[index[m]];
+    if (master != NULL && master->nreplicas < LMR__MAX_REPLICAS)
+      master->replicas[master->nreplicas++] = index[i];
   }
   for (int s = 0; s < LMR__SLOTS && rc == 0; s++) {
     int m = t->owner[s];
@@ -353,6 +370,12 @@ lmr_pool *lmr__route_job(struct lmr_client *c, lmr_key_job *job, lmr_error *err)
     if (i >= 0) n = r->nodes[i];
     else lmr__err(err, LMR_ECONN, "no master serves slot %u (the cluster is down or being "
                   "resharded)", slot);
+    /* Reads take turns over the master and its replicas; writes stay. */
+    int read = job->kind == LMR_JOB_HEAD || job->kind == LMR_JOB_PART || job->kind == LMR_JOB_GET;
+    if (n != NULL && read && n->nreplicas > 0) {
+      unsigned k = n->turn++ % (unsigned)(n->nreplicas + 1);
+      if (k > 0) n = r->nodes[n->replicas[k - 1]];
+    }
   }
   if (n != NULL) {
     job->node = n;

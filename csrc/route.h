@@ -10,6 +10,12 @@
  * pool is made when a job first goes there (its workers connect on their
  * first job). A node, once known, lives as long as the client: a node that
  * left the cluster keeps idle workers, a few per node ever met.
+ *
+ * read_from_replicas: every connection says READONLY, and a read's jobs
+ * (HEAD, parts, GET) take turns over its slot's master and the replicas
+ * the last map listed; writes go to the master. A replica that lags shows
+ * a part of an older write: the read is read again or misses, as for a
+ * racing writer, never wrong data.
  */
 #ifndef LMR_ROUTE_H
 #define LMR_ROUTE_H
@@ -31,6 +37,8 @@ typedef struct lmr__node lmr__node;
 /* Most times one job is sent elsewhere (MOVED, ASK) or again (TRYAGAIN,
  * CLUSTERDOWN) before its error stands. */
 #define LMR__MAX_REDIRECTS 16
+/* Most replicas of one master that reads take turns over. */
+#define LMR__MAX_REPLICAS 8
 
 typedef struct {
   pthread_mutex_t mu;     /* guards everything below */
