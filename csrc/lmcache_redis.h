@@ -5,6 +5,8 @@
  * written by one command sent straight from the caller's memory, and read
  * in `stripes` parts by a pool of `connections` worker threads in
  * parallel, each part landing directly in its place in the caller's memory.
+ * On a Redis Cluster (lmr_config.cluster) a value's parts are keys of their
+ * own, spread over the masters, each master with its own `connections`.
  *
  * Every call is thread-safe: many threads may share one client.
  * Functions return LMR_OK (0) or a negative lmr_code; the error object,

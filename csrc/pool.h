@@ -10,8 +10,9 @@
  * last job (batch.c advances the key's plan there); without one, the
  * group's waiter wakes (lmr_group_wait). Small jobs that may share a round
  * trip (run_many) are handed to one worker together, so that a batch of a
- * thousand EXISTS costs a few round trips, not a thousand. Routing jobs to
- * per-node queues (Redis Cluster) would replace the single queue.
+ * thousand EXISTS costs a few round trips, not a thousand. A client has
+ * one pool per server node (route.h): a Redis Cluster's masters each get
+ * their own.
  */
 #ifndef LMR_POOL_H
 #define LMR_POOL_H
