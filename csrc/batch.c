@@ -180,16 +180,23 @@ static void queue_round(key_run *k) {
   queue_jobs(k->sub, ptrs, n);
 }
 
-/* Waits before a job asked to come back later (TRYAGAIN, CLUSTERDOWN)
- * goes again: 10 ms, doubling up to 160 ms, never past the deadline. */
-static void pause_before_retry(const lmr_key_job *job) {
-  int64_t ns = (int64_t)10000000 << (job->redirects < 4 ? job->redirects : 4);
-  int64_t left = job->op->deadline - lmr__now_ns();
-  if (ns > left) ns = left;
-  if (ns <= 0) return;
+/* How long a job asked to come back later (TRYAGAIN, CLUSTERDOWN) waits
+ * before it goes again: 10 ms, doubling up to 160 ms; others go at once. */
+static int64_t redirect_pause_ns(const lmr_key_job *job) {
+  if (job->redirect != LMR_REDIRECT_RETRY) return 0;
+  return (int64_t)10000000 << (job->redirects < 4 ? job->redirects : 4);
+}
+
+static void pause_ns(int64_t ns) {
   struct timespec t = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
   while (nanosleep(&t, &t) != 0 && errno == EINTR) {
   }
+}
+
+/* Appends why a redirected job's error stands to its message. */
+static void gave_up(lmr_key_job *job, const char *why) {
+  size_t n = strlen(job->base.err.msg);
+  snprintf(job->base.err.msg + n, sizeof job->base.err.msg - n, " (%s)", why);
 }
 
 /* In a cluster, the jobs of a round that a node sent elsewhere (MOVED,
@@ -204,26 +211,30 @@ static int redirect_round(key_run *k) {
   lmr_client *c = k->sub->c;
   lmr_job *ptrs[LMR_MAX_STRIPES + 1];
   int m = 0;
-  const lmr_key_job *later = NULL;
+  int64_t pause = 0;
   for (int i = 0; i < k->plan.njobs; i++) {
     lmr_key_job *job = &k->plan.jobs[i];
     int st = job->base.status;
     if (st == LMR_ECONN || st == LMR_ETIMEDOUT || st == LMR_EPROTO) lmr__route_refresh_soon(c);
     if (st == LMR_OK || job->redirect == LMR_REDIRECT_NONE) continue;
     if (job->redirects >= LMR__MAX_REDIRECTS) {
-      size_t n = strlen(job->base.err.msg);
-      snprintf(job->base.err.msg + n, sizeof job->base.err.msg - n,
-               " (after %d redirections)", job->redirects);
+      gave_up(job, "too many redirections");
       continue;
     }
+    /* The server's answer is a better error than "timed out" later. */
+    int64_t wait = redirect_pause_ns(job);
+    if (job->op->deadline - lmr__now_ns() <= wait) {
+      gave_up(job, "the call's timeout ran out");
+      continue;
+    }
+    if (wait > pause) pause = wait;
     lmr__route_redirected(c, job);
-    if (job->redirect == LMR_REDIRECT_RETRY) later = job;
     job->redirects++;
     lmr__key_job_reset(job);
     ptrs[m++] = &job->base;
   }
   if (m == 0) return 0;
-  if (later != NULL) pause_before_retry(later);
+  if (pause > 0) pause_ns(pause);
   lmr_group_init(&k->group, k->sub->id, round_done);
   for (int i = 0; i < m; i++) lmr_group_add(&k->group, ptrs[i]);
   queue_jobs(k->sub, ptrs, m);

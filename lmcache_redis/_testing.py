@@ -1038,6 +1038,31 @@ class RedisCluster:
         self.wait_settled(f"restarted node {node.address}")
         return time.monotonic() - begun
 
+    def add_master(self) -> ClusterNode:
+        """Start one more node and join it as a master with no slots
+        (``redis-cli --cluster add-node``), as an operator growing the
+        cluster does before resharding slots to it; returns it once every
+        node knows it."""
+        node = ClusterNode(self._node_timeout_ms, self._extra_args)
+        self._nodes.append(node)
+        node.start()
+        self._redis_cli("--cluster", "add-node", node.address, self.masters()[0].address,
+                        timeout=self._wait_timeout)
+        self.wait_settled(f"the new master {node.address}")
+        return node
+
+    def remove_node(self, node: ClusterNode) -> None:
+        """Take a node that serves no slots out of the cluster
+        (``redis-cli --cluster del-node``, which also shuts it down)."""
+        if self.slots_of(node):
+            raise RuntimeError(f"{node.address} still serves slots: reshard them away first")
+        self._redis_cli("--cluster", "del-node", self.masters()[0].address, node.node_id,
+                        timeout=self._wait_timeout)
+        node.kill()
+        node.stop()
+        self._nodes.remove(node)
+        self.wait_settled(f"the cluster without {node.address}")
+
     def stop_node(self, node: ClusterNode) -> None:
         """SIGSTOP ``node``: it stays connected but answers nothing, like a
         stalled host. Past ``node_timeout`` the others mark it failed (and

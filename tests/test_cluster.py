@@ -329,6 +329,72 @@ def test_resharding_1200_slots_under_load(redis_cluster, key) -> None:
             assert got is not None and load.written[k].get(tag_of(buf, got)) == got, k
 
 
+def test_a_master_added_then_removed_under_load(make_own_cluster, key) -> None:
+    cluster = make_own_cluster(replicas=0)
+    src = cluster.masters()[0]
+    moving = set(cluster.slots_of(src)[:2000])
+    keys = [k for k in (f"{key}:{i}" for i in range(40000)) if keyslot(k) in moving][:12]
+    before = cluster.error_replies()
+    with RedisClient.from_url(cluster.url, connections=2, timeout=20.0) as client:
+        load = _Load(client, keys, threads=2).start()
+        try:
+            time.sleep(0.5)
+            new = cluster.add_master()
+            cluster.reshard(src, new, 2000)  # the client meets a node it never knew
+            time.sleep(0.5)
+            assert cluster.dbsize(new) > 0
+            cluster.reshard(new, src, 2000)  # and back, before the node leaves
+            cluster.remove_node(new)
+            time.sleep(0.5)
+        finally:
+            load.finish()
+        redirections = _redirections(before, cluster.error_replies())
+        print(load.report("a master added, 2000 slots resharded to it and back, removed",
+                          redirections))
+        assert load.counts["torn"] == 0, load.counts
+        assert not load.errors, (load.errors, load.last_error)
+        assert redirections.get("MOVED", 0) + redirections.get("ASK", 0) > 0
+        buf = np.empty(max(_Load.SIZES), dtype=np.uint8)
+        for k in keys:
+            got = client.get(k, buf)
+            assert got is not None and load.written[k].get(tag_of(buf, got)) == got, k
+
+
+def test_a_cluster_without_a_master_for_a_slot_fails_calls_within_the_timeout(
+        make_own_cluster, key) -> None:
+    # A master with no replica dies: its slots have no owner, the others
+    # say CLUSTERDOWN (cluster-require-full-coverage yes, Redis's default)
+    # and every call ends with a clear error by its timeout.
+    cluster = make_own_cluster(replicas=0)
+    victim = cluster.masters()[1]
+    on_victim = _key_on(cluster, victim, f"{key}:victim")
+    elsewhere = _key_on(cluster, cluster.masters()[0], f"{key}:alive")
+    buf = np.empty(MiB, dtype=np.uint8)
+    with RedisClient.from_url(cluster.url, timeout=1.0, connect_timeout=0.5) as client:
+        client.set(elsewhere, np.ones(MiB, dtype=np.uint8))
+        victim.kill()
+        # Past the node timeout the others mark it failed and the cluster down.
+        deadline = time.monotonic() + 10 * cluster.node_timeout + 10
+        while True:
+            begun = time.monotonic()
+            try:
+                client.get(elsewhere, buf)  # served until the cluster is marked down
+                error = None
+            except FAULT_ERRORS as exc:
+                error = exc
+            took = time.monotonic() - begun
+            assert took < 1.0 + 1.0, took
+            if error is not None and "CLUSTERDOWN" in str(error):
+                break
+            assert time.monotonic() < deadline, f"never CLUSTERDOWN: {error}"
+            time.sleep(0.2)
+        print(f"a call on a down cluster: {type(error).__name__}: {error} after {took:.2f} s")
+        begun = time.monotonic()
+        with pytest.raises(FAULT_ERRORS):
+            client.set(on_victim, buf)
+        assert time.monotonic() - begun < 1.0 + 1.0
+
+
 def _spread_keys(cluster: RedisCluster, prefix: str, per_master: int) -> list:
     return [_key_on(cluster, m, f"{prefix}:{m.port}:{i}")
             for m in cluster.masters() for i in range(per_master)]
