@@ -229,6 +229,7 @@ static int redirect_round(key_run *k) {
     }
     if (wait > pause) pause = wait;
     lmr__route_redirected(c, job);
+    LMR__COUNT(&c->stats, redirections, 1);
     job->redirects++;
     lmr__key_job_reset(job);
     ptrs[m++] = &job->base;

@@ -217,6 +217,7 @@ void lmr_client_stats(const lmr_client *c, lmr_stats *out) {
   out->bytes_copied = atomic_load(&s->bytes_copied);
   out->commands = atomic_load(&s->commands);
   out->reconnects = atomic_load(&s->reconnects);
+  out->redirections = atomic_load(&s->redirections);
 }
 
 /* ---- what batch.c needs ---- */

@@ -33,6 +33,7 @@ typedef struct {
   atomic_uint_fast64_t bytes_copied;
   atomic_uint_fast64_t commands;
   atomic_uint_fast64_t reconnects;
+  atomic_uint_fast64_t redirections;
 } lmr__stats;
 
 #define LMR__COUNT(stats, field, n) \

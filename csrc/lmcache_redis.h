@@ -111,6 +111,8 @@ typedef struct {
                                    read-ahead buffer (header read spill-over) */
   uint64_t commands;            /* commands sent */
   uint64_t reconnects;          /* connections re-established after an error */
+  uint64_t redirections;        /* cluster: commands sent again elsewhere (MOVED,
+                                   ASK) or later (TRYAGAIN, CLUSTERDOWN) */
 } lmr_stats;
 
 /* Connects all `connections` connections (AUTH, SELECT) before returning. */

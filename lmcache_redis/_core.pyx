@@ -1079,13 +1079,15 @@ cdef class RedisClient:
         """Counters since the client was made: ``bytes_sent`` and
         ``bytes_received`` (value bytes moved from/to your memory),
         ``bytes_copied`` (of those received, the few that passed through a
-        read-ahead buffer rather than landing directly), ``commands`` and
-        ``reconnects``."""
+        read-ahead buffer rather than landing directly), ``commands``,
+        ``reconnects`` and, on a cluster, ``redirections`` (commands a node
+        sent elsewhere, MOVED or ASK, or asked to send again later,
+        TRYAGAIN or CLUSTERDOWN, that the client followed)."""
         cdef lmr_stats s
         lmr_client_stats(open_client(self._c), &s)
         return {"bytes_sent": s.bytes_sent, "bytes_received": s.bytes_received,
                 "bytes_copied": s.bytes_copied, "commands": s.commands,
-                "reconnects": s.reconnects}
+                "reconnects": s.reconnects, "redirections": s.redirections}
 
     # ---- batches: many keys per call ------------------------------------------
 

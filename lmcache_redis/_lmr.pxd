@@ -64,6 +64,7 @@ cdef extern from "lmcache_redis.h" nogil:
         uint64_t bytes_copied
         uint64_t commands
         uint64_t reconnects
+        uint64_t redirections
 
     int lmr_client_open(lmr_client **out, const lmr_config *cfg, lmr_error *err)
     void lmr_client_close(lmr_client *c)

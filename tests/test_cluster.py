@@ -322,6 +322,7 @@ def test_resharding_1200_slots_under_load(redis_cluster, key) -> None:
         assert not load.errors, (load.errors, load.last_error)
         assert load.counts["hits"] > 0 and load.counts["sets"] > 0
         assert redirections.get("MOVED", 0) + redirections.get("ASK", 0) > 0
+        assert client.stats()["redirections"] > 0  # followed by the client
         # Everything written is still readable and whole afterwards.
         buf = np.empty(max(_Load.SIZES), dtype=np.uint8)
         for k in keys:

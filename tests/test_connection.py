@@ -24,7 +24,8 @@ from lmcache_redis._testing import RedisServer
 from selfcheck import decode
 
 PASSWORD = "s3cr3t:P@ss/word"  # needs quoting in a URL
-STATS_KEYS = {"bytes_sent", "bytes_received", "bytes_copied", "commands", "reconnects"}
+STATS_KEYS = {"bytes_sent", "bytes_received", "bytes_copied", "commands", "reconnects",
+              "redirections"}
 
 
 @pytest.fixture(scope="module")
