@@ -187,16 +187,40 @@ static int64_t redirect_pause_ns(const lmr_key_job *job) {
   return (int64_t)10000000 << (job->redirects < 4 ? job->redirects : 4);
 }
 
-static void pause_ns(int64_t ns) {
-  struct timespec t = {.tv_sec = (time_t)(ns / 1000000000), .tv_nsec = (long)(ns % 1000000000)};
-  while (nanosleep(&t, &t) != 0 && errno == EINTR) {
-  }
+/* A round's jobs to queue again after a pause (route.h's lmr__later). */
+typedef struct {
+  lmr__later later;
+  lmr__sub *sub;
+  int n;
+  lmr_job *jobs[];
+} paused_jobs;
+
+static void queue_paused(lmr__later *l) {
+  paused_jobs *p = (paused_jobs *)l;
+  queue_jobs(p->sub, p->jobs, p->n);
+  free(p);
 }
 
-/* Appends why a redirected job's error stands to its message. */
+/* Queues jobs[0..n) after `pause` ns, on the refresher's thread; without
+ * the memory for that, at once (the next answer pauses again). */
+static void queue_after(lmr__sub *s, lmr_job **jobs, int n, int64_t pause) {
+  paused_jobs *p = pause > 0 ? malloc(sizeof *p + (size_t)n * sizeof *jobs) : NULL;
+  if (p == NULL) {
+    queue_jobs(s, jobs, n);
+    return;
+  }
+  p->later = (lmr__later){.due = lmr__now_ns() + pause, .tag = s->id, .fire = queue_paused};
+  p->sub = s;
+  p->n = n;
+  memcpy(p->jobs, jobs, (size_t)n * sizeof *jobs);
+  lmr__route_later(s->c, &p->later);
+}
+
+/* Ends a redirected job's story: its error stands, saying why. */
 static void gave_up(lmr_key_job *job, const char *why) {
   size_t n = strlen(job->base.err.msg);
   snprintf(job->base.err.msg + n, sizeof job->base.err.msg - n, " (%s)", why);
+  job->redirect = LMR_REDIRECT_NONE;  /* not met again by a later pass */
 }
 
 /* In a cluster, the jobs of a round that a node sent elsewhere (MOVED,
@@ -235,10 +259,9 @@ static int redirect_round(key_run *k) {
     ptrs[m++] = &job->base;
   }
   if (m == 0) return 0;
-  if (pause > 0) pause_ns(pause);
   lmr_group_init(&k->group, k->sub->id, round_done);
   for (int i = 0; i < m; i++) lmr_group_add(&k->group, ptrs[i]);
-  queue_jobs(k->sub, ptrs, m);
+  queue_after(k->sub, ptrs, m, pause);
   return 1;
 }
 

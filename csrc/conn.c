@@ -24,6 +24,7 @@ void lmr__conn_init(lmr_conn *c, const lmr_config *cfg, lmr__tls_ctx *tls_ctx,
   c->deadline = 0;
   c->ever_connected = 0;
   c->server_closes = 0;
+  c->readonly = 0;
   c->rpos = c->rlen = 0;
   lmr_resp_parser_init(&c->parser);
 }

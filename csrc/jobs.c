@@ -213,12 +213,22 @@ static int take_bulk(lmr_conn *conn, void *dst, size_t n, lmr_error *err) {
  * "MOVED <slot> <host:port>", "ASK <slot> <host:port>", "TRYAGAIN ...",
  * "CLUSTERDOWN ...". Noted in the job (the first one only); the caller
  * still reports the error, which stands if nobody acts on it. */
-static void note_redirect(lmr_key_job *job, const char *text) {
+static void note_redirect(lmr_key_job *job, const lmr_reply *r) {
+  const char *text = r->str;
   if (job->redirect != LMR_REDIRECT_NONE) return;
   if (strncmp(text, "TRYAGAIN", 8) == 0 || strncmp(text, "CLUSTERDOWN", 11) == 0) {
     job->redirect = LMR_REDIRECT_RETRY;
     return;
   }
+  /* A replica still loading, or cut off from its master: its master
+   * serves the read instead (read_from_replicas). */
+  if (strncmp(text, "LOADING", 7) == 0 || strncmp(text, "MASTERDOWN", 10) == 0) {
+    job->redirect = LMR_REDIRECT_RETRY;
+    job->master_only = 1;
+    return;
+  }
+  /* A line cut at the parser's limit may have lost the port's last digits. */
+  if (r->len >= LMR_RESP_LINE_MAX - 1) return;
   lmr_redirect_kind kind = strncmp(text, "MOVED ", 6) == 0 ? LMR_REDIRECT_MOVED
                            : strncmp(text, "ASK ", 4) == 0 ? LMR_REDIRECT_ASK
                                                            : LMR_REDIRECT_NONE;
@@ -236,7 +246,7 @@ static void note_redirect(lmr_key_job *job, const char *text) {
 
 static int server_error(lmr_key_job *job, const lmr_reply *r, const char *context,
                         lmr_error *err) {
-  note_redirect(job, r->str);
+  note_redirect(job, r);
   return lmr__conn_server_error(r, context, err);
 }
 

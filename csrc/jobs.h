@@ -70,6 +70,8 @@ typedef struct {
   /* cluster: where the job goes (route.c) */
   void *node;          /* the node it was last queued to (route.c) */
   int pinned;          /* go to `node` again, not to its slot's (after an ASK) */
+  int master_only;     /* never to a replica (read_from_replicas): a delete's
+                          HEAD, or after a replica could not serve it */
   int asking;          /* each command is preceded by ASKING (after an ASK) */
   int redirects;       /* times it was sent elsewhere */
   lmr_redirect_kind redirect;       /* what the node answered instead */

@@ -321,6 +321,9 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
       }
       op->head_len = LMR_STRIPE_HDR_SIZE;
       one_job(p, S_DEL_HEAD, LMR_JOB_HEAD);
+      /* A replica may not have the value's last write yet: its parts
+       * would be missed, and left behind for good. */
+      p->one.master_only = 1;
       return LMR_OK;
     case LMR_PLAN_PING:
       one_job(p, S_PING, LMR_JOB_PING);

@@ -83,6 +83,7 @@ static int node_index(lmr__router *r, struct lmr_client *c, const char *host, si
     if (r->nodes[i]->port == port && strlen(r->nodes[i]->host) == host_len &&
         memcmp(r->nodes[i]->host, host, host_len) == 0)
       return i;
+  if (r->nnodes == LMR__MAX_NODES) return -1;  /* owner[] holds int16_t */
   if (r->nnodes == r->cap) {
     int cap = r->cap == 0 ? 8 : 2 * r->cap;
     lmr__node **grown = realloc(r->nodes, (size_t)cap * sizeof *grown);
@@ -172,9 +173,12 @@ static int apply_topology(lmr__router *r, struct lmr_client *c, const lmr__topol
     if (master != NULL && master->nreplicas < LMR__MAX_REPLICAS)
       master->replicas[master->nreplicas++] = index[i];
   }
+  /* A slot the map leaves without a master keeps the one it had: a map
+   * read from a node that knows little (just added, reset, cut off) must
+   * not take slots away; MOVED corrects an owner that is wrong. */
   for (int s = 0; s < LMR__SLOTS && rc == 0; s++) {
     int m = t->owner[s];
-    r->owner[s] = (int16_t)(m >= 0 && m < t->nnodes ? index[m] : -1);
+    if (m >= 0 && m < t->nnodes && index[m] >= 0) r->owner[s] = (int16_t)index[m];
   }
   free(index);
   return rc;
@@ -185,6 +189,8 @@ static int read_map_from(lmr__router *r, struct lmr_client *c, lmr__node *n, lmr
   lmr_conn *conn = malloc(sizeof *conn);
   if (conn == NULL) return lmr__err(err, LMR_ENOMEM, "out of memory for a connection");
   lmr__conn_init(conn, &n->cfg, c->tls, &n->resolver, &c->stats);
+  /* (Without READONLY: a server that is no cluster node is then told
+   * apart by CLUSTER SHARDS's answer, not READONLY's.) */
   conn->deadline = lmr__deadline(c->cfg.connect_timeout);
   pthread_mutex_lock(&r->mu);
   int rc = r->closed ? lmr__err(err, LMR_ECLOSED, "client is closed") : LMR_OK;
@@ -225,14 +231,61 @@ static int read_map(lmr__router *r, struct lmr_client *c, lmr_error *err) {
   return rc;
 }
 
+/* Takes out of r->later those with tag (any: every one) or due by `now`
+ * (0: none by time). Called with mu held. */
+static lmr__later *take_later(lmr__router *r, int any, uint64_t tag, int64_t now) {
+  lmr__later *taken = NULL, **link = &r->later;
+  while (*link != NULL) {
+    lmr__later *l = *link;
+    if (any || l->tag == tag || (now != 0 && l->due <= now)) {
+      *link = l->next;
+      l->next = taken;
+      taken = l;
+    } else {
+      link = &l->next;
+    }
+  }
+  return taken;
+}
+
+static void fire_all(lmr__later *l) {
+  while (l != NULL) {
+    lmr__later *next = l->next;
+    l->fire(l);  /* may free l */
+    l = next;
+  }
+}
+
+void lmr__route_later(struct lmr_client *c, lmr__later *l) {
+  lmr__router *r = &c->router;
+  pthread_mutex_lock(&r->mu);
+  int now = r->stopping || !r->thread_started;
+  if (!now) {
+    l->next = r->later;
+    r->later = l;
+    pthread_cond_signal(&r->cv);
+  }
+  pthread_mutex_unlock(&r->mu);
+  if (now) l->fire(l);
+}
+
 static void *refresher_main(void *arg) {
   struct lmr_client *c = arg;
   lmr__router *r = &c->router;
   pthread_mutex_lock(&r->mu);
   while (!r->stopping) {
     int64_t now = lmr__now_ns();
+    lmr__later *ready = take_later(r, 0, 0, now);
+    if (ready != NULL) {
+      pthread_mutex_unlock(&r->mu);
+      fire_all(ready);
+      pthread_mutex_lock(&r->mu);
+      continue;
+    }
     int64_t due = r->requested ? r->last_ns + (int64_t)LMR__REFRESH_GAP_MS * 1000000
                                : r->last_ns + (int64_t)LMR__REFRESH_PERIOD_S * 1000000000;
+    for (lmr__later *l = r->later; l != NULL; l = l->next)
+      if (l->due < due) due = l->due;
     if (now < due) {
       struct timespec until;
       clock_gettime(CLOCK_MONOTONIC, &until);
@@ -263,7 +316,8 @@ static int add_seeds(lmr__router *r, struct lmr_client *c, lmr_error *err) {
     const char *host;
     size_t host_len;
     int port;
-    if (split_addr(s, n, &host, &host_len, &port) != 0 || host_len == 0)
+    if (split_addr(s, n, &host, &host_len, &port) != 0 || host_len == 0 ||
+        (memchr(host, ':', host_len) != NULL && host == s))  /* IPv6 unbracketed */
       return lmr__err(err, LMR_EINVAL,
                       "cluster_seeds: %.*s is not host:port (e.g. 10.0.0.2:7000, [::1]:7000)",
                       (int)(n < 100 ? n : 100), s);
@@ -323,7 +377,9 @@ void lmr__router_close(struct lmr_client *c) {
   r->stopping = 1;
   if (r->reading != NULL) lmr__conn_interrupt(r->reading);
   pthread_cond_broadcast(&r->cv);
+  lmr__later *waiting = take_later(r, 1, 0, 0);
   pthread_mutex_unlock(&r->mu);
+  fire_all(waiting);  /* their jobs find the router closed */
   lmr_pool *pool;
   for (int i = 0; pool_at(r, i, &pool); i++)
     if (pool != NULL) lmr_pool_shutdown(pool);
@@ -360,19 +416,16 @@ lmr_pool *lmr__route_job(struct lmr_client *c, lmr_key_job *job, lmr_error *err)
     n = job->node;
   } else if (r->owner == NULL) {
     n = r->nodes[0];
-  } else if (job->key_len == 0) {  /* no key (PING, CONFIG): any master */
-    for (int s = 0; s < LMR__SLOTS && n == NULL; s++)
-      if (r->owner[s] >= 0) n = r->nodes[r->owner[s]];
-    if (n == NULL) lmr__err(err, LMR_ECONN, "no master serves any slot (the cluster is down)");
   } else {
-    uint16_t slot = lmr__key_slot(job->key, job->key_len);
-    int i = r->owner[slot];
+    int i = job->key_len == 0 ? -1 : r->owner[lmr__key_slot(job->key, job->key_len)];
+    /* No key (PING, CONFIG), or a slot the map gives no master: any
+     * master, whose MOVED (or CLUSTERDOWN) then says more. */
+    for (int s = 0; s < LMR__SLOTS && i < 0; s++) i = r->owner[s];
     if (i >= 0) n = r->nodes[i];
-    else lmr__err(err, LMR_ECONN, "no master serves slot %u (the cluster is down or being "
-                  "resharded)", slot);
+    else lmr__err(err, LMR_ECONN, "no master serves any slot (the cluster is down)");
     /* Reads take turns over the master and its replicas; writes stay. */
     int read = job->kind == LMR_JOB_HEAD || job->kind == LMR_JOB_PART || job->kind == LMR_JOB_GET;
-    if (n != NULL && read && n->nreplicas > 0) {
+    if (n != NULL && read && !job->master_only && n->nreplicas > 0) {
       unsigned k = n->turn++ % (unsigned)(n->nreplicas + 1);
       if (k > 0) n = r->nodes[n->replicas[k - 1]];
     }
@@ -415,7 +468,8 @@ void lmr__route_redirected(struct lmr_client *c, lmr_key_job *job) {
       host = from->host;
       host_len = strlen(from->host);
     }
-    if (host_len > 0) i = node_index(r, c, host, host_len, port);
+    /* "?": the node is to be reached by a hostname it does not have. */
+    if (host_len > 0 && !(host_len == 1 && host[0] == '?')) i = node_index(r, c, host, host_len, port);
   }
   if (i >= 0 && job->redirect == LMR_REDIRECT_MOVED) r->owner[job->redirect_slot] = (int16_t)i;
   int ask = i >= 0 && job->redirect == LMR_REDIRECT_ASK;
@@ -428,7 +482,12 @@ void lmr__route_redirected(struct lmr_client *c, lmr_key_job *job) {
 void lmr__route_cancel(struct lmr_client *c, uint64_t tag) {
   /* Not under mu: a cancelled job's round ends at once, and its next
    * round is routed (under mu) by this very thread. */
+  lmr__router *r = &c->router;
   lmr_pool *pool;
-  for (int i = 0; pool_at(&c->router, i, &pool); i++)
+  for (int i = 0; pool_at(r, i, &pool); i++)
     if (pool != NULL) lmr_pool_cancel(pool, tag);
+  pthread_mutex_lock(&r->mu);
+  lmr__later *waiting = take_later(r, 0, tag, 0);
+  pthread_mutex_unlock(&r->mu);
+  fire_all(waiting);
 }

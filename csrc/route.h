@@ -30,6 +30,17 @@
 
 typedef struct lmr__node lmr__node;
 
+/* Something to do later on the refresher's thread (a round's jobs that a
+ * node asked to send again after a pause): never on a worker, which would
+ * hold up every other job of its pool meanwhile. */
+typedef struct lmr__later lmr__later;
+struct lmr__later {
+  lmr__later *next;
+  int64_t due;                    /* lmr__now_ns() time */
+  uint64_t tag;                   /* the batch's id (lmr__route_cancel) */
+  void (*fire)(lmr__later *l);    /* called once, with no router lock held */
+};
+
 /* Seconds between two readings of the slot map when nothing asks sooner. */
 #define LMR__REFRESH_PERIOD_S 10
 /* Least time between two readings: a burst of MOVED replies is one. */
@@ -39,6 +50,8 @@ typedef struct lmr__node lmr__node;
 #define LMR__MAX_REDIRECTS 16
 /* Most replicas of one master that reads take turns over. */
 #define LMR__MAX_REPLICAS 8
+/* Most nodes a client keeps (the slot map holds their indices in int16_t). */
+#define LMR__MAX_NODES 32767
 
 typedef struct {
   pthread_mutex_t mu;     /* guards everything below */
@@ -53,6 +66,7 @@ typedef struct {
   int requested, stopping;
   lmr_conn *reading;      /* its connection while it reads the map */
   int64_t last_ns;        /* when the map was last read */
+  lmr__later *later;      /* what lmr__route_later holds, unordered */
   uint64_t refreshes;     /* readings done (tests, stats) */
 } lmr__router;
 
@@ -80,7 +94,11 @@ lmr_pool *lmr__route_job(struct lmr_client *c, lmr_key_job *job, lmr_error *err)
 void lmr__route_redirected(struct lmr_client *c, lmr_key_job *job);
 /* Asks the refresher to read the slot map again soon (cluster only). */
 void lmr__route_refresh_soon(struct lmr_client *c);
-/* lmr_pool_cancel on every node's pool. */
+/* lmr_pool_cancel on every node's pool, and what waits in lmr__route_later
+ * for that tag fired at once (to find its batch cancelled). */
 void lmr__route_cancel(struct lmr_client *c, uint64_t tag);
+/* Fires l at l->due on the refresher's thread, or at once when the router
+ * is closing (or closed, or has no refresher: a single node). */
+void lmr__route_later(struct lmr_client *c, lmr__later *l);
 
 #endif

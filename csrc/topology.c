@@ -167,17 +167,23 @@ static int shards_parse(builder *b, const lmr__value *v, const char *asked_host,
       return malformed(b, err, "a shard's slots");
     if (nodes == NULL || nodes->type != LMR__VALUE_ARRAY) return malformed(b, err, "a shard's nodes");
     shard_master[i] = -1;
-    for (size_t k = 0; k < nodes->n && shard_master[i] < 0; k++) {
-      const lmr__value *node = &nodes->elems[k];
-      if (node->type != LMR__VALUE_ARRAY) return malformed(b, err, "a node is not an array");
-      if (!is_master(node)) continue;
-      const char *host;
-      size_t len;
-      int port;
-      int rc = shards_node_addr(b, node, asked_host, tls, &host, &len, &port, err);
-      if (rc < 0) return rc;
-      if (rc == HOST_SKIP) break;  /* the shard's one master cannot be reached */
-      if ((rc = add_node(b, host, len, port, -1, &shard_master[i], err)) != LMR_OK) return rc;
+    /* An online master first: some servers (Redis 7.2 before its fix,
+     * redis#13414) list a failed old master ahead of the promoted one. */
+    for (int pass = 0; pass < 2 && shard_master[i] < 0; pass++) {
+      for (size_t k = 0; k < nodes->n && shard_master[i] < 0; k++) {
+        const lmr__value *node = &nodes->elems[k];
+        if (node->type != LMR__VALUE_ARRAY) return malformed(b, err, "a node is not an array");
+        if (!is_master(node)) continue;
+        const lmr__value *health = lmr__value_field(node, "health");
+        if (pass == 0 && health != NULL && !lmr__value_is(health, "online")) continue;
+        const char *host;
+        size_t len;
+        int port;
+        int rc = shards_node_addr(b, node, asked_host, tls, &host, &len, &port, err);
+        if (rc < 0) return rc;
+        if (rc == HOST_SKIP) break;  /* that master cannot be reached */
+        if ((rc = add_node(b, host, len, port, -1, &shard_master[i], err)) != LMR_OK) return rc;
+      }
     }
     for (size_t k = 0; k < slots->n; k += 2) {
       int rc = own_range(b, &slots->elems[k], &slots->elems[k + 1], shard_master[i], err);

@@ -639,3 +639,45 @@ def test_read_from_replicas_reads_there_and_writes_stay_on_masters(redis_cluster
         print(f"GETRANGEs served by replicas over 6 reads of 8 parts: {after - before}")
         assert after > before
         assert client.delete(key)
+
+
+def _cluster_state(node) -> str:
+    text = node.command("CLUSTER", "INFO")
+    text = text.decode() if isinstance(text, bytes) else text
+    return next(line.split(":")[1].strip() for line in text.splitlines()
+                if line.startswith("cluster_state"))
+
+
+def test_cancel_and_close_are_prompt_while_a_down_cluster_is_retried(make_own_cluster) -> None:
+    # While the cluster is down, every answer is CLUSTERDOWN and each key's
+    # jobs wait a little before they go again. That wait happens off the
+    # workers: once a worker slept it per key, a batch of 128 keys on one
+    # connection held a cancel (and every other job of the pool) for seconds.
+    cluster = make_own_cluster(replicas=0, node_timeout_ms=500)
+    stalled, live = cluster.masters()[0], cluster.masters()[1]
+    keys = [_key_on(cluster, live, f"down:{i}") for i in range(128)]
+    buffers = [bytearray(1000) for _ in keys]
+    with RedisClient.from_url(cluster.url, connections=1, timeout=30.0) as client:
+        cluster.stop_node(stalled)
+        try:
+            deadline = time.monotonic() + 30
+            while _cluster_state(live) != "fail":
+                assert time.monotonic() < deadline, "the cluster never went down"
+                time.sleep(0.05)
+            batch = client.submit_batch_get(keys, buffers)
+            time.sleep(2.0)  # well into the retries
+            begun = time.monotonic()
+            assert client.cancel_batch(batch)
+            took = time.monotonic() - begun
+            print(f"cancel of 128 keys being retried: {took:.3f} s")
+            assert took < 5.0, took  # a guard far below the old 128 x 160 ms
+            (done_id, results), = client.drain_completions()
+            assert done_id == batch
+            assert all(isinstance(r, lmcache_redis.RedisError) for r in results), results[:3]
+            client.submit_batch_get(keys, buffers)
+            time.sleep(1.0)
+            begun = time.monotonic()
+            client.close()
+            assert time.monotonic() - begun < 5.0
+        finally:
+            cluster.cont_node(stalled, wait=False)
