@@ -1,6 +1,7 @@
 /* For the C tests that talk to a real redis-server: a free port, a server
  * started there (Debian's redis-server, on PATH), and a client opened once
- * it listens. Header-only: each test is one executable. */
+ * it listens. Header-only (static inline: a test need not use them all):
+ * each test is one executable. */
 #ifndef LMR_LIVE_SERVER_H
 #define LMR_LIVE_SERVER_H
 
@@ -8,14 +9,16 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "lmcache_redis.h"
 
-static int live_free_port(void) {
+static inline int live_free_port(void) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t n = sizeof a;
@@ -26,7 +29,7 @@ static int live_free_port(void) {
   return ntohs(a.sin_port);
 }
 
-static pid_t live_start_redis(int port) {
+static inline pid_t live_start_redis(int port) {
   char p[16];
   snprintf(p, sizeof p, "%d", port);
   pid_t pid = fork();
@@ -43,14 +46,14 @@ static pid_t live_start_redis(int port) {
   return pid;
 }
 
-static void live_stop_redis(pid_t pid, int sig) {
+static inline void live_stop_redis(pid_t pid, int sig) {
   kill(pid, sig);
   waitpid(pid, NULL, 0);
 }
 
 /* Opens a client of cfg at host:port (127.0.0.1, or a name standing for
  * it), retrying for up to 5 s while the server starts. */
-static int live_open(lmr_client **c, lmr_config *cfg, const char *host, int port) {
+static inline int live_open(lmr_client **c, lmr_config *cfg, const char *host, int port) {
   cfg->host = host;
   cfg->port = port;
   lmr_error err;
@@ -60,6 +63,24 @@ static int live_open(lmr_client **c, lmr_config *cfg, const char *host, int port
     if (rc != LMR_OK) usleep(50 * 1000);
   }
   return rc;
+}
+
+/* Self-verifying values: a value of n bytes named by tag, 8-byte words
+ * tag*(i+1) ^ n, so a read that mixes two writes, or lands shifted or cut,
+ * cannot pass for one. */
+static inline void live_fill(unsigned char *v, size_t n, uint64_t tag) {
+  for (size_t i = 0; i < n; i++) v[i] = (unsigned char)((tag * (i / 8 + 1) ^ n) >> (8 * (i % 8)));
+}
+
+/* The tag a value of n bytes was made from, or 0 when it is no such value
+ * (scratch: room for n bytes). */
+static inline uint64_t live_tag_of(const unsigned char *v, size_t n, unsigned char *scratch) {
+  if (n < 8) return 0;
+  uint64_t w = 0;
+  for (int k = 0; k < 8; k++) w |= (uint64_t)v[k] << (8 * k);
+  uint64_t tag = w ^ n;
+  live_fill(scratch, n, tag);
+  return memcmp(scratch, v, n) == 0 ? tag : 0;
 }
 
 #endif

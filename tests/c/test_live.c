@@ -37,22 +37,6 @@ static int open_client(lmr_client **c, int port, int stripes) {
   return live_open(c, &cfg, "127.0.0.1", port);
 }
 
-/* A value of n bytes named by tag: 8-byte words tag*(i+1) ^ n. */
-static void fill(unsigned char *v, size_t n, uint64_t tag) {
-  for (size_t i = 0; i < n; i++) v[i] = (unsigned char)((tag * (i / 8 + 1) ^ n) >> (8 * (i % 8)));
-}
-
-/* The tag a value of n bytes was made from, or 0 when it is no such value
- * (scratch: room for n bytes). */
-static uint64_t tag_of(const unsigned char *v, size_t n, unsigned char *scratch) {
-  if (n < 8) return 0;
-  uint64_t w = 0;
-  for (int k = 0; k < 8; k++) w |= (uint64_t)v[k] << (8 * k);
-  uint64_t tag = w ^ n;
-  fill(scratch, n, tag);
-  return memcmp(scratch, v, n) == 0 ? tag : 0;
-}
-
 typedef struct {
   lmr_client *clients[3];  /* stripes 0 (by size), 1 (verbatim), 7 */
   atomic_int writers_left;
@@ -68,7 +52,7 @@ static void *writer(void *arg) {
   for (int r = 0; r < ROUNDS; r++) {
     uint64_t tag = atomic_fetch_add(&s->next_tag, 1) * 2 + 1;
     size_t n = 8 + (size_t)(tag * 2654435761u % (MAX_VALUE - 8));
-    fill(v, n, tag);
+    live_fill(v, n, tag);
     lmr_error err;
     if (lmr_set(s->clients[tag % 3], keys[tag % KEYS], 6, v, n, 0, &err) != LMR_OK)
       atomic_fetch_add(&s->failures, 1);
@@ -88,7 +72,7 @@ static void *reader(void *arg) {
     lmr_error err;
     int rc = lmr_get(s->clients[i % 3], keys[i % KEYS], 6, buf, cap, &found, &n, &err);
     if (rc != LMR_OK) atomic_fetch_add(&s->failures, 1);
-    else if (found && tag_of(buf, n, scratch) == 0) atomic_fetch_add(&s->torn, 1);
+    else if (found && live_tag_of(buf, n, scratch) == 0) atomic_fetch_add(&s->torn, 1);
     else if (found) atomic_fetch_add(&s->hits, 1);
   }
   free(buf);
@@ -126,7 +110,7 @@ TEST(racing_writers_and_readers) {
       lmr_error err;
       ASSERT_EQ(lmr_get(s.clients[c], keys[k], 6, buf, MAX_VALUE, &found, &n, &err), LMR_OK);
       ASSERT_EQ(found, 1);
-      uint64_t tag = tag_of(buf, n, scratch);
+      uint64_t tag = live_tag_of(buf, n, scratch);
       ASSERT_NE(tag, 0);
       if (c == 0) seen = tag;
       ASSERT_EQ(tag, seen);
