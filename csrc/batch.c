@@ -180,10 +180,12 @@ static void queue_round(key_run *k) {
   queue_jobs(k->sub, ptrs, n);
 }
 
-/* How long a job asked to come back later (TRYAGAIN, CLUSTERDOWN) waits
- * before it goes again: 10 ms, doubling up to 160 ms; others go at once. */
+/* How long a job waits before it goes again: 10 ms, doubling up to 160
+ * ms, when it was asked to come back later (TRYAGAIN, CLUSTERDOWN) or was
+ * sent elsewhere again and again (two nodes that disagree about a slot for
+ * a moment, in a failover); a first MOVED or ASK is followed at once. */
 static int64_t redirect_pause_ns(const lmr_key_job *job) {
-  if (job->redirect != LMR_REDIRECT_RETRY) return 0;
+  if (job->redirect != LMR_REDIRECT_RETRY && job->redirects < 3) return 0;
   return (int64_t)10000000 << (job->redirects < 4 ? job->redirects : 4);
 }
 
@@ -311,7 +313,9 @@ static int start_key(lmr__sub *s, key_run *k, int64_t ttl_ms) {
   } else if (s->kind == LMR_PLAN_GET) {
     k->op.dst = it->buf;
     k->op.cap = it->len;
-    count = lmr__client_read_guess(c, it->len);
+    /* A cluster's parts are named by their write's id, which only HEAD
+     * tells: no guessing them. */
+    count = c->cfg.cluster ? 0 : lmr__client_read_guess(c, it->len);
   }
   return lmr__plan_start(&k->plan, s->kind, &k->op, count, set_id, &it->err);
 }

@@ -90,6 +90,10 @@ static const char *kind_name(lmr_job_kind kind) {
  * split value's SET: its one part's header and part). */
 static int value_parts(const lmr_key_job *job, struct iovec *v) {
   const lmr_op *op = job->op;
+  if (job->commit) {  /* hdr(0) alone */
+    v[0] = (struct iovec){(void *)op->hdrs, LMR_STRIPE_HDR_SIZE};
+    return 1;
+  }
   if (op->count == 0) {
     v[0] = (struct iovec){(void *)op->src, op->len};
     return 1;
@@ -135,6 +139,18 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd, int append) {
        * instead of copying it out of a query buffer that holds more. */
       struct iovec v[2 * LMR_MAX_STRIPES];
       int nv = value_parts(job, v);
+      if (job->swap) {  /* SET key value [PX ms] GET: the value is copied, once */
+        begin(job, cmd, &append, op->ttl_ms > 0 ? 6 : 4);
+        lmr_cmd_arg_copy(cmd, "SET");
+        lmr_cmd_arg(cmd, job->key, job->key_len);
+        lmr_cmd_arg_parts(cmd, v, nv);
+        if (op->ttl_ms > 0) {
+          lmr_cmd_arg_copy(cmd, "PX");
+          lmr_cmd_arg_int(cmd, op->ttl_ms);
+        }
+        lmr_cmd_arg_copy(cmd, "GET");
+        return;
+      }
       begin(job, cmd, &append, op->ttl_ms > 0 ? 4 : 3);
       lmr_cmd_arg_copy(cmd, op->ttl_ms > 0 ? "PSETEX" : "SET");
       lmr_cmd_arg(cmd, job->key, job->key_len);
@@ -181,7 +197,8 @@ static void encode(const lmr_key_job *job, lmr_cmd *cmd, int append) {
     case LMR_JOB_GET:
     case LMR_JOB_DEL:
       begin(job, cmd, &append, 2);
-      lmr_cmd_arg_copy(cmd, kind_name(job->kind));
+      /* GETDEL: a DEL that says what it deleted, as a swap does */
+      lmr_cmd_arg_copy(cmd, job->swap ? "GETDEL" : kind_name(job->kind));
       lmr_cmd_arg(cmd, job->key, job->key_len);
       return;
   }
@@ -358,6 +375,18 @@ static int handle_part(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
   return take_bulk(conn, dst, (size_t)len, err);
 }
 
+/* SET ... GET's reply: the string it replaced, kept as a HEAD keeps one
+ * (its first bytes, its length; nil: none). Its other bytes are skipped. */
+static int handle_swap(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
+  if (r->type == LMR_REPLY_NIL) return LMR_OK;
+  size_t n = (size_t)r->integer;
+  size_t keep = n < LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
+  job->stored_len = r->integer;
+  job->head_n = n;
+  int rc = lmr__conn_read_payload(conn, job->head, keep, NULL, &job->base.err);
+  return rc == LMR_OK ? lmr__conn_end_bulk(conn, &job->base.err) : rc;
+}
+
 /* GET of a verbatim value: into the buffer when it fits; a longer one is
  * skipped (the plan learns its length and decides). */
 static int handle_get(lmr_key_job *job, lmr_conn *conn, const lmr_reply *r) {
@@ -400,6 +429,10 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
   int rc = read_reply(job, conn, &r, err);
   if (rc != LMR_OK) return rc;
   if (job->kind == LMR_JOB_CONFIG) return handle_config(job, conn, &r);
+  if (is_wrongtype(&r) && job->kind == LMR_JOB_DEL && job->swap) {
+    job->wrongtype = 1;  /* GETDEL of another type: the plan DELs it */
+    return LMR_OK;
+  }
   if (is_wrongtype(&r) && (job->kind == LMR_JOB_GET || job->kind == LMR_JOB_PART)) {
     job->wrongtype = 1;
     job->torn = 1;
@@ -408,13 +441,19 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
   if (r.type == LMR_REPLY_ERROR) return server_error(job, &r, kind_name(job->kind), err);
   switch (job->kind) {
     case LMR_JOB_SET:
-      if (r.type == LMR_REPLY_STATUS && strcmp(r.str, "OK") == 0) return LMR_OK;
+      if (job->swap && (r.type == LMR_REPLY_NIL || r.type == LMR_REPLY_BULK))
+        return handle_swap(job, conn, &r);
+      if (!job->swap && r.type == LMR_REPLY_STATUS && strcmp(r.str, "OK") == 0) return LMR_OK;
       break;
     case LMR_JOB_PING:
       if (r.type == LMR_REPLY_STATUS && strcmp(r.str, "PONG") == 0) return LMR_OK;
       break;
     case LMR_JOB_DEL:
-      if (r.type == LMR_REPLY_INTEGER) {
+      if (job->swap && (r.type == LMR_REPLY_NIL || r.type == LMR_REPLY_BULK)) {
+        job->integer = r.type == LMR_REPLY_BULK;
+        return handle_swap(job, conn, &r);
+      }
+      if (!job->swap && r.type == LMR_REPLY_INTEGER) {
         job->integer = r.integer;
         return LMR_OK;
       }
@@ -440,7 +479,7 @@ static int64_t reply_limit(const lmr_key_job *job) {
 }
 
 static void count_sent(const lmr_key_job *job, lmr_conn *conn) {
-  if (job->kind != LMR_JOB_SET) return;
+  if (job->kind != LMR_JOB_SET || job->commit) return;
   const lmr_op *op = job->op;
   LMR__COUNT(conn->stats, bytes_sent,
              op->split && op->count >= 2 ? lmr_stripe_len(op->len, op->count, job->part)

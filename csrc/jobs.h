@@ -17,7 +17,7 @@ typedef enum {
   LMR_JOB_HEAD,    /* STRLEN key; GETRANGE key 0 head_len (head_len + 1 bytes) */
   LMR_JOB_PART,    /* GETRANGE of part `part` of op->layout, into its place */
   LMR_JOB_GET,     /* GET key into the op's buffer (a verbatim value) */
-  LMR_JOB_DEL,     /* DEL key */
+  LMR_JOB_DEL,     /* DEL key; with swap, GETDEL key (what it deleted kept) */
   LMR_JOB_CONFIG,  /* CONFIG GET <key>: a numeric server setting */
   LMR_JOB_PING,    /* PING (no key): the server answers +PONG */
 } lmr_job_kind;
@@ -65,6 +65,10 @@ typedef struct {
   lmr_op *op;
   lmr_job_kind kind;
   uint32_t part;       /* PART, and a split SET: the part's index */
+  int commit;          /* SET: of a split value's commit record, hdr(0) alone */
+  int swap;            /* SET ... GET (cluster): the reply, the string it
+                          replaced, is kept as a HEAD's is (head, head_n,
+                          stored_len: -1 for none) */
   const char *key;     /* the Redis key its commands name: op's, or a part key */
   size_t key_len;
   /* cluster: where the job goes (route.c) */

@@ -236,7 +236,8 @@ size_t lmr_drain(lmr_client *c, lmr_completion *out, size_t max);
  * with LMR_ECONN), and once no
  * worker touches its items or buffers any more it returns 1. Its
  * completion is still delivered (items cut short: LMR_ECANCELED; a set
- * may or may not have stored, whole). 0 when `id` has already completed
+ * may or may not have stored, whole; on a cluster, a value of several
+ * parts may be left with parts of two writes: it then reads as a miss). 0 when `id` has already completed
  * (or never existed). */
 int lmr_batch_cancel(lmr_client *c, uint64_t id);
 

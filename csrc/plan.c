@@ -7,7 +7,15 @@
 #include "plan.h"
 #include "slot.h"
 
-enum { S_DONE, S_SET, S_DEL, S_DEL_HEAD, S_HEAD, S_GET, S_PARTS, S_GUESS, S_PING };
+enum {
+  S_DONE, S_SET, S_DEL, S_DEL_HEAD, S_HEAD, S_GET, S_PARTS, S_GUESS, S_PING,
+  /* a cluster's split SET: its parts (and HEAD of what it replaces), then
+   * its part 0 under the key, then the replaced value's parts go; or, when
+   * it failed, its own parts go */
+  S_SET_PARTS, S_SET_COMMIT, S_SET_CLEAN, S_SET_UNDO,
+  /* a cluster's delete: GETDEL of the key, then the parts of what it held */
+  S_DEL_PARTS
+};
 
 /* What a HEAD job found under the key. */
 typedef enum { H_ABSENT, H_OTHER_TYPE, H_CHANGED, H_VERBATIM, H_ENCODED, H_BROKEN } head_kind;
@@ -77,10 +85,10 @@ static int reserve_parts(lmr_plan *p, uint32_t n, lmr_error *err) {
 /* Whether the op's value of `count` parts is split over part keys. */
 static int is_split(const lmr_plan *p, uint32_t count) { return p->op->split && count >= 2; }
 
-/* The part keys of a split value of `count` parts (1..count-1; part 0 is
- * the key itself), made once per count. */
-static int make_part_keys(lmr_plan *p, uint32_t count, lmr_error *err) {
-  if (p->names != NULL && p->names_count == count) return LMR_OK;
+/* Room for the part keys of a split value of `count` parts (1..count-1;
+ * part 0 is the key itself). */
+static int reserve_names(lmr_plan *p, uint32_t count, lmr_error *err) {
+  if (p->names != NULL && p->names_count >= count) return LMR_OK;
   free(p->names);
   p->name_stride = p->op->key_len + LMR__PART_KEY_EXTRA;
   p->names = malloc(p->name_stride * count);
@@ -89,25 +97,43 @@ static int make_part_keys(lmr_plan *p, uint32_t count, lmr_error *err) {
   return LMR_OK;
 }
 
-/* Points job (part `part` of `count`) at its key: the op's for part 0 or
- * a value not split, else its part key. */
-static void aim_at_part(lmr_plan *p, lmr_key_job *job, uint32_t part, uint32_t count) {
+/* Points job (part `part` of `count` of write `set_id`) at its key: the
+ * op's for a value not split, else the part's own key. */
+static void aim_at_part(lmr_plan *p, lmr_key_job *job, uint32_t part, uint32_t count,
+                        uint64_t set_id) {
   job->part = part;
-  if (!is_split(p, count) || part == 0) return;
+  if (!is_split(p, count)) return;
   char *name = p->names + p->name_stride * part;
   job->key = name;
-  job->key_len = lmr__part_key(p->op->key, p->op->key_len, part, count, name);
+  job->key_len = lmr__part_key(p->op->key, p->op->key_len, part, count, set_id, name);
+}
+
+/* A round, after `first` jobs, of one `kind` job per part of split value
+ * h, at its part keys. */
+static int split_round(lmr_plan *p, const lmr_stripe_hdr *h, uint32_t first, lmr_job_kind kind,
+                       int stage, lmr_error *err) {
+  int rc = reserve_parts(p, first + h->count, err);
+  if (rc == LMR_OK) rc = reserve_names(p, h->count, err);
+  if (rc != LMR_OK) return rc;
+  for (uint32_t i = 0; i < h->count; i++) {
+    lmr__key_job_init(&p->parts[first + i], p->op, kind);
+    aim_at_part(p, &p->parts[first + i], i, h->count, h->set_id);
+  }
+  p->jobs = p->parts;
+  p->njobs = (int)(first + h->count);
+  p->stage = stage;
+  return LMR_OK;
 }
 
 /* A round of one GETRANGE per part of layout h, after `first` jobs. */
 static int parts_round(lmr_plan *p, const lmr_stripe_hdr *h, uint32_t first, lmr_error *err) {
   int rc = reserve_parts(p, first + h->count, err);
-  if (rc == LMR_OK && is_split(p, h->count)) rc = make_part_keys(p, h->count, err);
+  if (rc == LMR_OK && is_split(p, h->count)) rc = reserve_names(p, h->count, err);
   if (rc != LMR_OK) return rc;
   p->op->layout = *h;
   for (uint32_t i = 0; i < h->count; i++) {
     lmr__key_job_init(&p->parts[first + i], p->op, LMR_JOB_PART);
-    aim_at_part(p, &p->parts[first + i], i, h->count);
+    aim_at_part(p, &p->parts[first + i], i, h->count, h->set_id);
   }
   p->jobs = p->parts;
   p->njobs = (int)(first + h->count);
@@ -244,8 +270,8 @@ static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *er
    * so that a reader tells "no value" from "empty value" by one GETRANGE. */
   if (op->len == 0) count = 1;  /* one header: nothing to read in parallel */
   else if (count == 1 && !lmr_stripe_has_magic(op->src, op->len)) count = 0;
-  /* What one key holds: the whole value, or a split value's first part
-   * (its longest). */
+  /* What one key holds at most: the whole value, or a split value's part
+   * 0 (its longest) with its header. */
   uint64_t stored = count == 0          ? op->len
                     : is_split(p, count) ? LMR_STRIPE_HDR_SIZE + lmr_stripe_len(op->len, count, 0)
                                          : lmr_stripe_stored_len(op->len, count);
@@ -267,42 +293,68 @@ static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *er
     }
     op->hdrs = p->hdrs;
   }
-  if (!is_split(p, count)) {
+  p->written = (lmr_stripe_hdr){.count = count, .total_len = op->len, .set_id = set_id};
+  if (!op->split) {
     one_job(p, S_SET, LMR_JOB_SET);
     return LMR_OK;
   }
-  int rc = reserve_parts(p, count, err);
-  if (rc == LMR_OK) rc = make_part_keys(p, count, err);
-  if (rc != LMR_OK) return rc;
-  for (uint32_t i = 0; i < count; i++) {
-    lmr__key_job_init(&p->parts[i], op, LMR_JOB_SET);
-    aim_at_part(p, &p->parts[i], i, count);
+  /* A cluster's SET swaps what the key holds (SET ... GET), to learn the
+   * split value it replaces, whose parts then go. A split value's parts
+   * come first, under keys named by its write id that no other write
+   * touches; its commit record under the key last. */
+  op->head_len = LMR_STRIPE_HDR_SIZE;  /* what a swap's reply keeps */
+  if (!is_split(p, count)) {
+    one_job(p, S_SET_COMMIT, LMR_JOB_SET);
+    p->one.swap = 1;
+    return LMR_OK;
   }
-  p->jobs = p->parts;
-  p->njobs = (int)count;
-  p->stage = S_SET;
+  return split_round(p, &p->written, 0, LMR_JOB_SET, S_SET_PARTS, err);
+}
+
+/* The write failed at some step (err): its own parts go, whatever was
+ * stored of them (unreferenced, they would stay until evicted or
+ * expired), then the call fails with err. */
+static int undo_set(lmr_plan *p, const lmr_error *err, lmr_error *out) {
+  if (!is_split(p, p->written.count)) return lmr__err_copy(out, err);
+  p->undo = *err;
+  int rc = split_round(p, &p->written, 0, LMR_JOB_DEL, S_SET_UNDO, out);
+  return rc == LMR_OK ? LMR_OK : lmr__err_copy(out, err);
+}
+
+static int after_set_parts(lmr_plan *p, lmr_error *err) {
+  for (int i = 0; i < p->njobs; i++)
+    if (p->jobs[i].base.status != LMR_OK) return undo_set(p, &p->jobs[i].base.err, err);
+  one_job(p, S_SET_COMMIT, LMR_JOB_SET);
+  p->one.commit = 1;
+  p->one.swap = 1;
   return LMR_OK;
 }
 
-/* A cluster's delete, after HEAD: the key, and the part keys of the split
- * value HEAD found (a value written meanwhile may leave its parts behind,
- * unreadable without its part 0, until evicted or expired). */
+/* The key holds the write now; the split value it replaced (the swap's
+ * reply), if any, goes: its parts are unreadable from here on. A failure
+ * of that leaves them until evicted or expired, and fails nothing. */
+static int after_set_commit(lmr_plan *p, lmr_error *err) {
+  if (p->one.base.status != LMR_OK) return undo_set(p, &p->one.base.err, err);
+  lmr_stripe_hdr old;
+  if (p->one.stored_len < 0 || classify_head(&p->one, &old) != H_ENCODED ||
+      !is_split(p, old.count) || old.set_id == p->written.set_id ||
+      split_round(p, &old, 0, LMR_JOB_DEL, S_SET_CLEAN, err) != LMR_OK)
+    done(p);
+  return LMR_OK;
+}
+
+/* A cluster's delete, after GETDEL of the key: a key of another type is
+ * deleted by DEL; the parts of the split value GETDEL removed go. */
 static int after_del_head(lmr_plan *p, lmr_error *err) {
-  lmr_stripe_hdr h;
-  if (classify_head(&p->one, &h) != H_ENCODED || !is_split(p, h.count)) {
+  if (p->one.wrongtype) {
     one_job(p, S_DEL, LMR_JOB_DEL);
     return LMR_OK;
   }
-  int rc = reserve_parts(p, h.count, err);
-  if (rc == LMR_OK) rc = make_part_keys(p, h.count, err);
-  if (rc != LMR_OK) return rc;
-  for (uint32_t i = 0; i < h.count; i++) {
-    lmr__key_job_init(&p->parts[i], p->op, LMR_JOB_DEL);
-    aim_at_part(p, &p->parts[i], i, h.count);
-  }
-  p->jobs = p->parts;
-  p->njobs = (int)h.count;
-  p->stage = S_DEL;
+  p->found = p->one.stored_len >= 0;
+  lmr_stripe_hdr h;
+  if (!p->found || classify_head(&p->one, &h) != H_ENCODED || !is_split(p, h.count) ||
+      split_round(p, &h, 0, LMR_JOB_DEL, S_DEL_PARTS, err) != LMR_OK)
+    done(p);
   return LMR_OK;
 }
 
@@ -319,11 +371,11 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
         one_job(p, S_DEL, LMR_JOB_DEL);
         return LMR_OK;
       }
+      /* GETDEL: the record it removes names the parts to delete, even
+       * when a write commits just before it. */
       op->head_len = LMR_STRIPE_HDR_SIZE;
-      one_job(p, S_DEL_HEAD, LMR_JOB_HEAD);
-      /* A replica may not have the value's last write yet: its parts
-       * would be missed, and left behind for good. */
-      p->one.master_only = 1;
+      one_job(p, S_DEL_HEAD, LMR_JOB_DEL);
+      p->one.swap = 1;
       return LMR_OK;
     case LMR_PLAN_PING:
       one_job(p, S_PING, LMR_JOB_PING);
@@ -346,6 +398,21 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
 }
 
 int lmr__plan_next(lmr_plan *p, lmr_error *err) {
+  switch (p->stage) {  /* the stages that judge their jobs' failures themselves */
+    case S_SET_PARTS:
+      return after_set_parts(p, err);
+    case S_SET_COMMIT:
+      return after_set_commit(p, err);
+    case S_SET_CLEAN:
+    case S_DEL_PARTS:  /* the value went with its record: a part left fails nothing */
+      done(p);
+      return LMR_OK;
+    case S_SET_UNDO:
+      done(p);
+      return lmr__err_copy(err, &p->undo);
+    default:
+      break;
+  }
   for (int i = 0; i < p->njobs; i++)
     if (p->jobs[i].base.status != LMR_OK) return lmr__err_copy(err, &p->jobs[i].base.err);
   switch (p->stage) {

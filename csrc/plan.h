@@ -23,10 +23,14 @@
  *   exists  HEAD alone: a whole value of this format (or verbatim) exists.
  *           In a cluster, of a split value: its part 0 (the others are
  *           only read by get).
- *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded;
- *           in a cluster, one per part key of a split value.
- *   delete  one DEL; in a cluster, HEAD first, then a DEL of the key and of
- *           every part key of the split value HEAD found.
+ *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded.
+ *           In a cluster the key's SET is a swap (SET ... GET), and a split
+ *           value's parts go first, a SET per part key (named by the
+ *           write's id), its commit record under the key last; then the
+ *           parts of the split value the swap replaced go (DEL), or, when
+ *           the write failed, its own.
+ *   delete  one DEL; in a cluster, GETDEL, then a DEL of every part key of
+ *           the split value it removed.
  *   ping    one PING (no key).
  */
 #ifndef LMR_PLAN_H
@@ -55,9 +59,12 @@ typedef struct {
   lmr_key_job *parts;    /* storage for a round of parts, when needed */
   uint32_t parts_cap;    /* jobs it holds */
   unsigned char *hdrs;   /* an encoded SET's headers */
-  char *names;           /* split: the part keys of names_count parts */
+  char *names;           /* split: room for the part keys of names_count parts */
   uint32_t names_count;
   size_t name_stride;    /* bytes between two of them */
+  lmr_stripe_hdr written;  /* split set: the write's layout and id */
+  lmr_stripe_hdr replaced; /* ... and the split value it replaces (count 0: none) */
+  lmr_error undo;          /* ... the error it fails with, once its parts went */
   uint32_t guess;        /* get: the guessed part count (0: none) */
   /* verdict */
   int found;             /* get: a hit; exists: a whole value; delete: a key went;

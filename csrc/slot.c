@@ -103,8 +103,9 @@ const char *lmr__slot_tag(uint16_t slot) {
   return slot_tags[slot & (LMR__SLOTS - 1)];
 }
 
-size_t lmr__part_key(const void *key, size_t key_len, uint32_t part, uint32_t count, char *out) {
-  assert(part >= 1 && part < count && count <= LMR__PART_COUNT_MAX);
+size_t lmr__part_key(const void *key, size_t key_len, uint32_t part, uint32_t count,
+                     uint64_t set_id, char *out) {
+  assert(part < count && count <= LMR__PART_COUNT_MAX);
   /* 64-bit product: part * 16384 overflows nothing, and the integer
    * division rounds down alike in every client that reads the format. */
   uint32_t target =
@@ -113,8 +114,11 @@ size_t lmr__part_key(const void *key, size_t key_len, uint32_t part, uint32_t co
   size_t tag_len = strlen(tag);
   if (key_len > 0) memcpy(out, key, key_len);
   size_t n = key_len;
-  memcpy(out + n, "#lmr{", 5);
+  memcpy(out + n, "#lmr:", 5);
   n += 5;
+  static const char hex[] = "0123456789abcdef";
+  for (int shift = 60; shift >= 0; shift -= 4) out[n++] = hex[(set_id >> shift) & 0xf];
+  out[n++] = '{';
   memcpy(out + n, tag, tag_len);
   n += tag_len;
   out[n++] = '}';

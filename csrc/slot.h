@@ -19,9 +19,12 @@
  * Length 3 covers all 16384 slots (tests/c/test_slot.c checks every one):
  * 62 tags have 1 character, 3448 have 2 and 12874 have 3. So "{T}" hashes to slot s.
  *
- * Part keys: part i (1 <= i < count) of a value stored under key K is
- *   K "#lmr{" T "}"   with T = lmr__slot_tag((slot(K) + i * 16384 / count) % 16384)
- * (part 0 stays under K). For a K without '{' the part key's slot is that
+ * Part keys: part i (0 <= i < count) of the write with id W of a value
+ * stored under key K is
+ *   K "#lmr:" W "{" T "}"   with T = lmr__slot_tag((slot(K) + i * 16384 / count) % 16384)
+ * and W the write id in 16 lowercase hex digits (K itself holds the
+ * write's commit record, stripe.h). A write's parts are its own: racing
+ * writers never overwrite each other's parts. For a K without '{' the part key's slot is that
  * target, so the parts of one value spread evenly over the slot space. A K
  * with its own hash tag pins every part key to K's slot. A K with a '{'
  * but no tag of its own ("a{b", "a{}b") makes part keys whose slots are
@@ -38,8 +41,8 @@
 /* Longest slot tag, in characters (the NUL not counted). The table needs
  * only 3; the format reserves one more. */
 #define LMR__SLOT_TAG_MAX 4
-/* Most bytes lmr__part_key adds to a key: "#lmr{" tag "}". */
-#define LMR__PART_KEY_EXTRA (5 + LMR__SLOT_TAG_MAX + 1)
+/* Most bytes lmr__part_key adds to a key: "#lmr:" id "{" tag "}". */
+#define LMR__PART_KEY_EXTRA (5 + 16 + 1 + LMR__SLOT_TAG_MAX + 1)
 /* Most parts of one value (and so the largest count of lmr__part_key). */
 #define LMR__PART_COUNT_MAX 256
 
@@ -55,9 +58,10 @@ uint16_t lmr__key_slot(const void *key, size_t n);
  * life. The table is built on the first call (thread-safe). */
 const char *lmr__slot_tag(uint16_t slot);
 
-/* Writes the part key of part `part` of key to out (room for
- * key_len + LMR__PART_KEY_EXTRA bytes; no NUL is written) and returns its
- * length. Requires 1 <= part < count <= LMR__PART_COUNT_MAX. */
-size_t lmr__part_key(const void *key, size_t key_len, uint32_t part, uint32_t count, char *out);
+/* Writes the part key of part `part` of the write `set_id` of key to out
+ * (room for key_len + LMR__PART_KEY_EXTRA bytes; no NUL is written) and
+ * returns its length. Requires part < count <= LMR__PART_COUNT_MAX. */
+size_t lmr__part_key(const void *key, size_t key_len, uint32_t part, uint32_t count,
+                     uint64_t set_id, char *out);
 
 #endif

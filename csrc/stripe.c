@@ -106,9 +106,8 @@ lmr_stored_kind lmr_stripe_classify(const unsigned char *head, size_t n, uint64_
   if (n < LMR_STRIPE_HDR_SIZE || lmr_stripe_hdr_decode(head, max_count, h) != 0 ||
       h->index != 0 || h->total_len > UINT64_MAX - (uint64_t)h->count * LMR_STRIPE_HDR_SIZE)
     return LMR_STORED_BROKEN;
-  uint64_t want = split && h->count >= 2
-                      ? LMR_STRIPE_HDR_SIZE + lmr_stripe_len(h->total_len, h->count, 0)
-                      : lmr_stripe_stored_len(h->total_len, h->count);
+  uint64_t want = split && h->count >= 2 ? LMR_STRIPE_HDR_SIZE  /* the header alone */
+                                         : lmr_stripe_stored_len(h->total_len, h->count);
   return want == stored_len ? LMR_STORED_ENCODED : LMR_STORED_BROKEN;
 }
 

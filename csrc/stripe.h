@@ -23,19 +23,21 @@
  * while the value stays one key that Redis evicts, expires and replaces whole.
  *
  * In a cluster ("split"): one key is one slot, served by one master, so a
- * value of C >= 2 parts is C keys, to be read from every master at once.
- * The key itself holds hdr(0) part(0); part i >= 1 is the string
- * hdr(i) part(i) under its part key (slot.h, lmr__part_key: the key, then
- * "#lmr{tag}", the tag placing it at a slot i/C of the way round the slot
- * space from the key's own, so the parts spread over masters that serve
- * ranges of slots; a key with its own hash tag keeps every part in its
- * slot). The headers are the same, so a reader still takes only the parts
- * of one write: a part missing (evicted, expired, on a failed master) or
- * of another write is a miss, never wrong data. What no longer holds is
- * "replaced and evicted whole": a replace writes C keys (readers still see
- * the old value or the new one, never a mix), an eviction may take one
- * part (the value then reads as a miss), and parts of a longer earlier
- * value than the last written stay behind until evicted or expired.
+ * value of C >= 2 parts is C + 1 keys, to be read from every master at
+ * once. Part i is the string hdr(i) part(i) under its part key (slot.h,
+ * lmr__part_key: the key, then "#lmr:", the write id, then "{tag}", the
+ * tag placing it at a slot i/C of the way round the slot space from the
+ * key's own, so the parts spread over masters that serve ranges of slots;
+ * a key with its own hash tag keeps every part in its slot). The key
+ * itself holds hdr(0) alone (32 bytes): the commit record, written last,
+ * with SET ... GET, which hands the writer the record it replaced, whose
+ * parts that writer then deletes. So of racing writers the last to commit
+ * wins whole (the others' parts are each deleted by the writer that
+ * replaced them), and a reader takes only the parts the record names, each
+ * checked against its header: a part missing (evicted, expired, on a
+ * failed master) reads as a miss, never wrong data. What no longer holds
+ * is "evicted whole": an eviction may take one part (the value then reads
+ * as a miss) or the record (its parts then stay until evicted).
  */
 #ifndef LMR_STRIPE_H
 #define LMR_STRIPE_H

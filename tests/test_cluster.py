@@ -58,8 +58,8 @@ def _value(nbytes: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
 
 
 def _part_pattern(key: str) -> str:
-    """The SCAN pattern of key's part keys (cluster-design: K#lmr{tag})."""
-    return key + "#lmr{*}"
+    """The SCAN pattern of key's part keys (slot.h: K#lmr:<write id>{tag})."""
+    return key + "#lmr:*"
 
 
 def _keys_of_value(cluster: RedisCluster, key: str) -> dict:
@@ -681,3 +681,51 @@ def test_cancel_and_close_are_prompt_while_a_down_cluster_is_retried(make_own_cl
             assert time.monotonic() - begun < 5.0
         finally:
             cluster.cont_node(stalled, wait=False)
+
+
+def test_racing_writers_leave_the_last_commit_whole_and_no_debris(redis_cluster, key) -> None:
+    # Writers of different sizes (so of different part counts) race on one
+    # key, with deletes among them. Once they stop, the key holds one whole
+    # value (the last to commit) or none (a delete came last), never parts
+    # of two writes for good; and no part key is left that the key's record
+    # does not name. Before commit records, a write's parts were at fixed
+    # keys: two racing writes could leave them mixed, and the key read as a
+    # miss until written again.
+    sizes = (3 * MiB, 5 * MiB + 7, 9 * MiB)
+    written: dict = {}
+    lock = threading.Lock()
+
+    def writer(n: int) -> None:
+        rng = np.random.default_rng(50 + n)
+        with RedisClient.from_url(redis_cluster.url, connections=2) as client:
+            for i in range(12):
+                if n == 0 and i % 4 == 3:
+                    client.delete(key)
+                    continue
+                size = sizes[(n + i) % len(sizes)]
+                tag = fresh_tag(rng)
+                with lock:
+                    written[tag] = size
+                client.set(key, make(tag, size))
+
+    for round_ in range(3):
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(HANG)
+        buf = np.empty(max(sizes), dtype=np.uint8)
+        with RedisClient.from_url(redis_cluster.url) as client:
+            got = client.get(key, buf)
+            parts = sum(len(k) for k in _keys_of_value(redis_cluster, key).values())
+            if got is None:
+                assert parts == 0, f"round {round_}: no value, yet {parts} of its keys are left"
+            else:
+                assert written.get(tag_of(buf, got)) == got, f"round {round_}: torn"
+                count = lmcache_redis.stripe_count(got, connections=2)  # the writers'
+                assert parts == 1 + count, (round_, parts, count)  # the record and its parts
+        print(f"racing round {round_}: {'a miss' if got is None else f'{got} bytes whole'}, "
+              f"{parts} keys")
+    with RedisClient.from_url(redis_cluster.url) as client:
+        client.delete(key)
+    assert not any(_keys_of_value(redis_cluster, key).values())

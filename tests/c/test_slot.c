@@ -126,24 +126,24 @@ TEST(part_keys_spread) {
   int seen[LMR__SLOTS] = {0};
   seen[base] = 1;
   for (uint32_t i = 1; i < 16; i++) {
-    size_t n = lmr__part_key(key, kn, i, 16, out);
+    size_t n = lmr__part_key(key, kn, i, 16, UINT64_C(0x0123456789abcdef), out);
     ASSERT(n <= kn + LMR__PART_KEY_EXTRA);
     ASSERT_MEM_EQ(out, key, kn);
-    ASSERT_MEM_EQ(out + kn, "#lmr{", 5);
+    ASSERT_MEM_EQ(out + kn, "#lmr:0123456789abcdef{", 22);
     ASSERT_EQ(out[n - 1], '}');
     uint16_t s = lmr__key_slot(out, n);
     ASSERT_EQ(s, (base + i * 1024) % 16384);
     ASSERT_EQ(seen[s], 0);
     seen[s] = 1;
-    /* The text is exactly key "#lmr{" tag "}". */
+    /* The text is exactly key "#lmr:" id "{" tag "}". */
     const char *tag = lmr__slot_tag(s);
-    ASSERT_EQ(n, kn + 5 + strlen(tag) + 1);
-    ASSERT_MEM_EQ(out + kn + 5, tag, strlen(tag));
+    ASSERT_EQ(n, kn + 22 + strlen(tag) + 1);
+    ASSERT_MEM_EQ(out + kn + 22, tag, strlen(tag));
   }
   /* Every count, every part: the target slot, computed as slot.h says. */
   for (uint32_t c = 2; c <= LMR__PART_COUNT_MAX; c++)
     for (uint32_t i = 1; i < c; i++) {
-      size_t n = lmr__part_key(key, kn, i, c, out);
+      size_t n = lmr__part_key(key, kn, i, c, c * 1000 + i, out);
       ASSERT_EQ(lmr__key_slot(out, n), (base + (uint64_t)i * 16384 / c) % 16384);
     }
   return 0;
@@ -152,14 +152,14 @@ TEST(part_keys_spread) {
 TEST(part_keys_known) {
   char out[64];
   /* slot("foo") = 12182; part 1 of 2 targets (12182 + 8192) % 16384 = 3990. */
-  size_t n = lmr__part_key("foo", 3, 1, 2, out);
-  char want[32];
-  int wn = snprintf(want, sizeof want, "foo#lmr{%s}", lmr__slot_tag(3990));
+  size_t n = lmr__part_key("foo", 3, 1, 2, 42, out);
+  char want[64];
+  int wn = snprintf(want, sizeof want, "foo#lmr:000000000000002a{%s}", lmr__slot_tag(3990));
   ASSERT_EQ(n, wn);
   ASSERT_MEM_EQ(out, want, n);
   ASSERT_EQ(lmr__key_slot(out, n), 3990);
   /* The empty key (slot 0). */
-  n = lmr__part_key("", 0, 3, 4, out);
+  n = lmr__part_key("", 0, 3, 4, UINT64_MAX, out);
   ASSERT_EQ(lmr__key_slot(out, n), 12288);
   return 0;
 }
@@ -167,7 +167,7 @@ TEST(part_keys_known) {
 TEST(part_keys_of_a_tagged_key) {
   char out[64];
   for (uint32_t i = 1; i < 16; i++) {
-    size_t n = lmr__part_key("a{x}b", 5, i, 16, out);
+    size_t n = lmr__part_key("a{x}b", 5, i, 16, i, out);
     ASSERT_EQ(lmr__key_slot(out, n), slot_of("x"));
   }
   return 0;
@@ -177,9 +177,9 @@ TEST(part_keys_of_a_tagged_key) {
  * (slot.h: route by the name sent). Pinned so that a change shows. */
 TEST(part_keys_of_an_unclosed_brace) {
   char out[64];
-  size_t n = lmr__part_key("a{b", 3, 1, 2, out);
+  size_t n = lmr__part_key("a{b", 3, 1, 2, 7, out);
   ASSERT_EQ(lmr__key_slot(out, n), lmr__crc16(out + 2, n - 3) & 16383);
-  n = lmr__part_key("a{}b", 4, 1, 2, out);
+  n = lmr__part_key("a{}b", 4, 1, 2, 7, out);
   ASSERT_EQ(lmr__key_slot(out, n), lmr__crc16(out, n) & 16383);
   return 0;
 }

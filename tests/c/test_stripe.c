@@ -169,20 +169,20 @@ static int check_classify_and_decode(uint64_t L, uint32_t C) {
   return 0;
 }
 
-/* A cluster's key holds hdr(0) part(0) alone for a value of 2+ parts: that
- * length is whole there, and only there; a value of one part is whole as
- * on one server. */
+/* A cluster's key holds hdr(0) alone (the commit record) for a value of 2+
+ * parts: that length is whole there, and only there; a value of one part
+ * is whole as on one server. */
 TEST(classify_split) {
   uint64_t L = 10;
   uint32_t C = 4;
   unsigned char value[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   unsigned char *enc = encode_value(value, L, C, 7);
-  uint64_t first = LMR_STRIPE_HDR_SIZE + lmr_stripe_len(L, C, 0);
+  uint64_t first = LMR_STRIPE_HDR_SIZE;
   lmr_stripe_hdr h;
   ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, first, 256, 1, &h), LMR_STORED_ENCODED);
   ASSERT_EQ(h.count, C);
   ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, first, 256, 0, &h), LMR_STORED_BROKEN);
-  /* The whole one-key encoding, met on a cluster: not a split value's part 0. */
+  /* The whole one-key encoding, met on a cluster: not a commit record. */
   ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, lmr_stripe_stored_len(L, C), 256, 1, &h),
             LMR_STORED_BROKEN);
   ASSERT_EQ(lmr_stripe_classify(enc, LMR_STRIPE_HDR_SIZE, first + 1, 256, 1, &h),

@@ -69,7 +69,7 @@ static int cluster_test(void) {
     for (size_t j = 0; j < len; j++) key[j] = chars[rand() % (int)(sizeof chars - 1)];
     if (k % 2 == 1) {  /* a part key of that key */
       uint32_t count = 2 + (uint32_t)(rand() % 255);
-      len = lmr__part_key(key, len, 1 + (uint32_t)rand() % (count - 1), count, key);
+      len = lmr__part_key(key, len, 1 + (uint32_t)rand() % (count - 1), count, (uint64_t)rand(), key);
     }
     key[len] = '\0';
     lmr__value *v;
