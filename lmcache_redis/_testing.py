@@ -545,10 +545,20 @@ class ClusterNode(RedisServer):
     """One node of a :class:`RedisCluster`: a :class:`RedisServer` with
     cluster mode on. Its port, bus port and ``nodes-<port>.conf`` (in its
     temp dir) survive :meth:`kill` and :meth:`restart`, so a restarted node
-    rejoins the cluster as the same node (with an empty data set)."""
+    rejoins the cluster as the same node (with an empty data set).
 
-    def __init__(self, node_timeout_ms: int, extra_args: Sequence[str] = ()) -> None:
-        super().__init__(extra_args=extra_args)
+    With ``tls``, as a TLS deployment runs: clients may use :attr:`tls_port`
+    (the plain port stays open for :meth:`command`), and the cluster bus
+    and replication are TLS too (``tls-cluster``, ``tls-replication``), so
+    the node announces its TLS port to the others. Bus peers always
+    present a client certificate (whatever ``tls-auth-clients`` says), and
+    the test server certificate is for serverAuth only: outgoing links use
+    the test client certificate (``tls-client-cert-file``).
+    """
+
+    def __init__(self, node_timeout_ms: int, extra_args: Sequence[str] = (),
+                 tls: Optional[TestCertificates] = None) -> None:
+        super().__init__(extra_args=extra_args, tls=tls)
         self._node_timeout_ms = node_timeout_ms
         self._bus_port: Optional[int] = None
         self._node_id: Optional[str] = None
@@ -557,6 +567,11 @@ class ClusterNode(RedisServer):
     def address(self) -> str:
         """``127.0.0.1:PORT``, as redis-cli and cluster URLs name a node."""
         return f"{_HOST}:{self.port}"
+
+    @property
+    def tls_address(self) -> str:
+        """``127.0.0.1:TLS_PORT`` (only with ``tls=``)."""
+        return f"{_HOST}:{self.tls_port}"
 
     @property
     def node_id(self) -> str:
@@ -585,6 +600,13 @@ class ClusterNode(RedisServer):
             "--cluster-node-timeout", str(self._node_timeout_ms),
             "--cluster-port", str(self._bus_port),
         ]
+        if self._tls is not None:
+            cluster_args += [
+                "--tls-cluster", "yes",
+                "--tls-replication", "yes",
+                "--tls-client-cert-file", self._tls.client_cert,
+                "--tls-client-key-file", self._tls.client_key,
+            ]
         argv = super()._argv()
         # Before the caller's extra_args, which come last so they win.
         at = len(argv) - len(self._extra_args)
@@ -681,6 +703,13 @@ class RedisCluster:
             ``["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]``.
         wait_timeout: seconds each wait (start, reshard, failover) may take
             before it raises RuntimeError saying what it last saw.
+        tls: TLS on every node (see :class:`ClusterNode`): the nodes talk
+            TLS among themselves and announce their TLS ports; clients use
+            :attr:`tls_url`. redis-cli (create, reshard, add-node) goes
+            over TLS, as it must: with ``tls-cluster`` a node's MIGRATE
+            connects with TLS to the port redis-cli names. The fixture's
+            own queries (:meth:`ClusterNode.command`, CLUSTER NODES) use
+            the plain ports, where the nodes name each other's plain ports.
     """
 
     def __init__(
@@ -690,6 +719,7 @@ class RedisCluster:
         node_timeout_ms: int = 1000,
         extra_args: Sequence[str] = (),
         wait_timeout: float = _CLUSTER_START_TIMEOUT,
+        tls: Optional[TestCertificates] = None,
     ) -> None:
         if masters < 1 or replicas < 0:
             raise ValueError("a cluster needs masters >= 1 and replicas >= 0")
@@ -711,6 +741,7 @@ class RedisCluster:
             *extra_args,
         ]
         self._wait_timeout = wait_timeout
+        self._tls = tls
         self._nodes: list[ClusterNode] = []
         self._stopped: set[int] = set()  # ports of SIGSTOPped nodes
 
@@ -735,6 +766,22 @@ class RedisCluster:
             raise RuntimeError("RedisCluster is not started")
         return "redis-cluster://" + ",".join(n.address for n in self._nodes)
 
+    @property
+    def tls_url(self) -> str:
+        """``rediss-cluster://127.0.0.1:t1,127.0.0.1:t2,...``: every node's
+        TLS port as a seed, in start order (only with ``tls=``; no CA file
+        in it)."""
+        if self._tls is None:
+            raise RuntimeError("RedisCluster was made without tls=")
+        if not self._nodes:
+            raise RuntimeError("RedisCluster is not started")
+        return "rediss-cluster://" + ",".join(n.tls_address for n in self._nodes)
+
+    @property
+    def tls(self) -> Optional[TestCertificates]:
+        """The certificates given as ``tls=``, or None."""
+        return self._tls
+
     def live_nodes(self) -> list[ClusterNode]:
         """The nodes that run and are not stopped (SIGSTOP)."""
         return [n for n in self._nodes if n.pid is not None and n.port not in self._stopped]
@@ -754,12 +801,12 @@ class RedisCluster:
             raise RuntimeError("RedisCluster is already started")
         try:
             for _ in range(self._masters * (1 + self._replicas)):
-                node = ClusterNode(self._node_timeout_ms, self._extra_args)
+                node = ClusterNode(self._node_timeout_ms, self._extra_args, tls=self._tls)
                 self._nodes.append(node)
                 node.start()
             if self._masters >= 3:
                 self._redis_cli(
-                    "--cluster", "create", *(n.address for n in self._nodes),
+                    "--cluster", "create", *(self._cli_address(n) for n in self._nodes),
                     "--cluster-replicas", str(self._replicas), "--cluster-yes",
                     timeout=self._wait_timeout)
             else:
@@ -962,7 +1009,7 @@ class RedisCluster:
         slots moved once every node agrees on their new owner."""
         before = set(self.slots_of(src))
         self._redis_cli(
-            "--cluster", "reshard", src.address,
+            "--cluster", "reshard", self._cli_address(src),
             "--cluster-from", src.node_id, "--cluster-to", dst.node_id,
             "--cluster-slots", str(slots), "--cluster-yes",
             "--cluster-pipeline", str(pipeline), "--cluster-timeout", str(timeout_ms),
@@ -1043,10 +1090,11 @@ class RedisCluster:
         (``redis-cli --cluster add-node``), as an operator growing the
         cluster does before resharding slots to it; returns it once every
         node knows it."""
-        node = ClusterNode(self._node_timeout_ms, self._extra_args)
+        node = ClusterNode(self._node_timeout_ms, self._extra_args, tls=self._tls)
         self._nodes.append(node)
         node.start()
-        self._redis_cli("--cluster", "add-node", node.address, self.masters()[0].address,
+        self._redis_cli("--cluster", "add-node", self._cli_address(node),
+                        self._cli_address(self.masters()[0]),
                         timeout=self._wait_timeout)
         self.wait_settled(f"the new master {node.address}")
         return node
@@ -1056,7 +1104,7 @@ class RedisCluster:
         (``redis-cli --cluster del-node``, which also shuts it down)."""
         if self.slots_of(node):
             raise RuntimeError(f"{node.address} still serves slots: reshard them away first")
-        self._redis_cli("--cluster", "del-node", self.masters()[0].address, node.node_id,
+        self._redis_cli("--cluster", "del-node", self._cli_address(self.masters()[0]), node.node_id,
                         timeout=self._wait_timeout)
         node.kill()
         node.stop()
@@ -1095,6 +1143,8 @@ class RedisCluster:
             node.command("CLUSTER", "ADDSLOTSRANGE", first, last)
             node.command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
         for node in self._nodes[1:]:
+            # The client port a node is met by is replaced by the one it
+            # announces (its TLS port under tls-cluster) at its first PING.
             self._nodes[0].command("CLUSTER", "MEET", _HOST, node.port, node._bus_port)
 
         def strangers() -> Optional[str]:
@@ -1109,8 +1159,17 @@ class RedisCluster:
         for i, replica in enumerate(replicas):
             replica.command("CLUSTER", "REPLICATE", masters[i % self._masters].node_id)
 
+    def _cli_address(self, node: ClusterNode) -> str:
+        """How redis-cli names ``node``: its TLS address on a TLS cluster
+        (redis-cli then connects with TLS, and tells the nodes TLS ports:
+        with tls-cluster, MIGRATE to a plain port would fail)."""
+        return node.tls_address if self._tls is not None else node.address
+
     def _redis_cli(self, *args: str, timeout: float) -> str:
         cli = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+        if self._tls is not None:
+            args = ("--tls", "--cacert", self._tls.ca_cert, "--cert", self._tls.client_cert,
+                    "--key", self._tls.client_key, *args)
         try:
             proc = subprocess.run([cli, *args], capture_output=True, text=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL)
