@@ -287,18 +287,21 @@ def add_ratios(rows: list) -> None:
 
 
 def table(rows: list) -> str:
-    lines = ["| setup | client | op | GB/s | x redis-py | client CPU s/GB | "
+    lines = ["| setup | client | op | GB/s | rounds' range | x redis-py | client CPU s/GB | "
              "servers CPU s/GB (sum) | per shard | keys per shard |",
-             "|---|---|---|---:|---:|---:|---:|---|---|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         if not r.get("row"):
             lines.append(f"| {r['setup']} | {r['client']} | not run: {r['not_run']} "
-                         "| | | | | | |")
+                         "| | | | | | | |")
             continue
         ratio = f"{r['x_redis_py']:.2f}x" if r.get("x_redis_py") else ""
         per = " / ".join(f"{c:.2f}" for c in r["per_shard_cpu_s_per_gb"])
         spread = " / ".join(map(str, r.get("keys_per_shard", []))) if r["op"] == "SET" else ""
-        lines.append(f"| {r['setup']} | {r['row']} | {r['op']} | {r['gbps']:.2f} | {ratio} | "
+        spread_gbps = r.get("gbps_rounds", [])
+        span = (f"{min(spread_gbps):.2f}–{max(spread_gbps):.2f}" if len(spread_gbps) > 1 else "")
+        lines.append(f"| {r['setup']} | {r['row']} | {r['op']} | {r['gbps']:.2f} | {span} | "
+                     f"{ratio} | "
                      f"{r['client_cpu_s_per_gb']:.2f} | {r['server_cpu_s_per_gb']:.2f} | "
                      f"{per} | {spread} |")
     return "\n".join(lines)
