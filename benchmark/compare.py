@@ -17,7 +17,7 @@ untimed, then the timed writes replace them (a full cache's steady state).
 Prints one table, and writes the rows as JSON and two plots (throughput
 against stripe count and against value size) as a PNG.
 
-    python benchmark/compare.py            # quick: about 5 min with the batch rows and bench l2
+    python benchmark/compare.py            # quick: about 6 min with the batch rows, the cluster rows and bench l2
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep (~25 min)
     python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
     python benchmark/compare.py --no-lmcache   # without LMCache's C++ client
