@@ -17,12 +17,15 @@ untimed, then the timed writes replace them (a full cache's steady state).
 Prints one table, and writes the rows as JSON and two plots (throughput
 against stripe count and against value size) as a PNG.
 
-    python benchmark/compare.py            # quick: about 5 min with the batch rows and bench l2
+    python benchmark/compare.py            # quick: about 6 min with the batch rows, the cluster rows and bench l2
     python benchmark/compare.py --full     # 50-key batches, all sizes, full sweep (~25 min)
     python benchmark/compare.py --malloc-conf none   # servers with jemalloc's defaults
     python benchmark/compare.py --no-lmcache   # without LMCache's C++ client
     python benchmark/compare.py --no-batches   # without the batch rows
     python benchmark/compare.py --no-l2        # without `lmcache bench l2`
+    python benchmark/compare.py --no-cluster   # without the Redis Cluster rows
+    python benchmark/compare.py --cluster      # the Redis Cluster rows alone: quick, ~1.5 min
+    python benchmark/compare.py --cluster --full   # 3 rounds of 24 values, ~5 min
     python benchmark/compare.py --batches      # the batch rows alone: quick, ~2 min
     python benchmark/compare.py --batches --full   # the whole batch matrix alone, ~13 min
 
@@ -31,6 +34,12 @@ GET, SET and EXISTS of n keys per call, ours (sync ``_many`` and asyncio)
 against LMCache's client's batches and redis-py's pipeline and asyncio, on
 a stock and a tuned server that it starts itself (its docstring says how);
 not with --host/--port.
+
+Then the Redis Cluster rows (benchmark/cluster_compare.py): clusters of
+1, 2 and 3 masters that it starts itself (and one plain server for
+reference), sequential and batched GET/SET of 32 MiB values, ours against
+redis-py's RedisCluster, with the client's and every shard's CPU per GB;
+not with --host/--port; --no-cluster leaves them out.
 
 Last comes LMCache's own benchmark, `lmcache bench l2`, driving ours (its
 native_plugin adapter) and LMCache's client (its resp adapter) on a stock
@@ -64,6 +73,7 @@ import local_redis  # noqa: E402  (tools/, put on the path above)
 sys.path.insert(0, str(BENCH))
 import batch_compare  # noqa: E402  (benchmark/, where this file is)
 import bench_common  # noqa: E402
+import cluster_compare  # noqa: E402
 import lmcache_l2  # noqa: E402
 import lmcache_venv  # noqa: E402
 
@@ -739,12 +749,28 @@ def main() -> None:
                               "server")
     batches.add_argument("--no-batches", action="store_true", help="leave the batch rows out")
     batch_compare.add_arguments(batches)
+    cluster = ap.add_argument_group(
+        "cluster", "the Redis Cluster rows (benchmark/cluster_compare.py), quick or --full")
+    cluster.add_argument("--cluster", action="store_true",
+                         help="only the Redis Cluster rows: 1, 2, 3 masters (and a single "
+                              "server), 32 MiB GET/SET, ours against redis-py's RedisCluster")
+    cluster.add_argument("--no-cluster", action="store_true",
+                         help="leave the Redis Cluster rows out")
     ap.add_argument("--no-l2", action="store_true",
                     help="leave out the last section, LMCache's own `lmcache bench l2` with ours "
                          "and with LMCache's client (benchmark/lmcache_l2.py; quick: ~2 min)")
     args = ap.parse_args()
     if args.batches and args.no_batches:
         ap.error("--batches runs only the batch rows, --no-batches leaves them out: pick one")
+    if args.cluster and args.no_cluster:
+        ap.error("--cluster runs only the cluster rows, --no-cluster leaves them out: pick one")
+    if args.cluster and args.batches:
+        ap.error("--cluster and --batches each run one section alone: pick one")
+    if args.cluster:
+        if args.host or args.port:
+            ap.error("--cluster starts its own clusters: no --host/--port")
+        run_cluster(args)
+        return
     if args.batches:
         if args.host or args.port:
             ap.error("--batches starts its own servers (it flushes them between rows): "
@@ -893,6 +919,10 @@ def main() -> None:
         print("\nbatches: GET/SET/EXISTS of n keys per call (--no-batches leaves them out)",
               flush=True)
         run_batches(args)
+    if not args.no_cluster and not args.host:
+        print("\nRedis Cluster: 1, 2 and 3 masters, 32 MiB GET/SET, ours against redis-py's "
+              "RedisCluster (--no-cluster leaves it out)", flush=True)
+        run_cluster(args)
     if not args.no_l2 and not args.host:
         print("\nLMCache's own benchmark, `lmcache bench l2`: ours against LMCache's client "
               "(--no-l2 leaves it out)", flush=True)
@@ -904,6 +934,11 @@ def run_batches(args: argparse.Namespace) -> None:
     clients = [c for c in args.clients if not (args.no_lmcache and c == "lmcache")]
     batch_compare.run(batch_compare.plan_from(args), args.servers, clients, args.out,
                       args.full, timeout=args.batch_timeout, lmcache_workers=args.lmcache_workers)
+
+
+def run_cluster(args: argparse.Namespace) -> None:
+    """The Redis Cluster rows (benchmark/cluster_compare.py), quick or --full."""
+    cluster_compare.run([1, 2, 3], quick=not args.full, out=args.out)
 
 
 def run_l2(args: argparse.Namespace) -> None:

@@ -32,7 +32,8 @@ _DESCRIPTION = """\
 Operator tool for values stored by lmcache_redis (README: "Stored format
 (version 2)" and "Operator tool"). URL: what RedisClient.from_url accepts,
 e.g. redis://[[user]:password@]host[:port][/db], rediss://host:port?ssl_ca_certs=/ca.pem,
-unix:///run/redis.sock?db=1. Not for a Redis Cluster (redis-cluster://) yet."""
+unix:///run/redis.sock?db=1. Not for a Redis Cluster yet: it refuses
+redis-cluster:// URLs, and a plain URL that reaches a cluster's node."""
 
 _EPILOG = """\
 exit status:
@@ -40,7 +41,7 @@ exit status:
      value or a key of another type; gc finished (also as a dry run)
   1  scan found broken values or format-1 debris; inspect: the key is
      missing, broken, format-1 debris, or an encoded value that is not whole
-  2  usage error (bad arguments or URL)
+  2  usage error (bad arguments or URL; a Redis Cluster, which it refuses)
   3  the server could not be used: unreachable, authentication, error reply"""
 
 

@@ -104,6 +104,7 @@ class AdminConnection:
         conn = cls(sock, where)
         try:
             conn._handshake(options)
+            conn._refuse_a_cluster_node()
         except BaseException:
             conn.close()
             raise
@@ -131,6 +132,28 @@ class AdminConnection:
                 raise AuthenticationError(f"{self.where}: the server wants a password "
                                           f"({exc})") from None
             raise
+
+    def _refuse_a_cluster_node(self) -> None:
+        """ValueError when the server is a node of a Redis Cluster (INFO
+        says ``cluster_enabled:1``), reached by a plain URL: the tool would
+        see only that node's keys, and take the part keys (``K#lmr{tag}``) a
+        cluster stores a value's parts under, and keys whose other parts
+        live on other nodes, for broken values, which ``gc --yes`` would
+        delete. A server that refuses INFO (an ACL without it) is taken for
+        a single server, as before this check."""
+        try:
+            info = self.command("INFO", "cluster")
+        except ResponseError:
+            return
+        if isinstance(info, bytes):
+            info = info.decode("utf-8", "replace")
+        if isinstance(info, str) and any(line.strip() == "cluster_enabled:1"
+                                          for line in info.splitlines()):
+            raise ValueError(
+                f"{self.where} is a node of a Redis Cluster (INFO: cluster_enabled:1): the "
+                "operator tool does not handle a Redis Cluster yet. It reads one server, and "
+                "a cluster stores a value's parts under several keys on several nodes, which "
+                "it would take for broken values (and gc --yes would delete)")
 
     def command(self, *args: Union[str, bytes, int]) -> Reply:
         """Sends one command; its reply (an error reply raised)."""

@@ -383,6 +383,35 @@ def test_ids_are_unique_ints(native):
 
 # ---- completions --------------------------------------------------------------
 
+def test_a_cluster_url(native, redis_cluster):
+    """A redis-cluster:// URL: 8 MiB chunks stored, read, checked and deleted
+    through a 3-master cluster, each chunk's parts spread over the masters;
+    the masks as on a single server, and nothing left behind."""
+    client, demux = native(url=redis_cluster.url, connections=2)
+    n, count = 8 * MiB, 4
+    keys = [f"t/model@0000010a@0@{i:064x}@cluster" for i in range(count)]
+    src = [lmcache_view(n, patterned(n, 20 + i), offset=i % 2) for i in range(count)]
+    assert demux.wait(demux.submit("set", keys, src))[1:] == (True, "", None)
+    masters = redis_cluster.masters()
+    assert all(redis_cluster.keys_on(m, "t/model@*@cluster*") for m in masters)
+    # The chunks, a missing key, and a chunk into a buffer of another size.
+    dst = [lmcache_view(n, offset=1 - i % 2) for i in range(count)]
+    views = dst + [lmcache_view(n), lmcache_view(n - 1)]
+    got = demux.wait(demux.submit("get", keys + ["absent", keys[0]], views))
+    assert got[1:] == (True, "", [True] * count + [False, False])
+    assert all(bytes(d) == patterned(n, 20 + i) for i, d in enumerate(dst))
+    assert demux.wait(demux.submit("exists", keys + ["absent"]))[1:] == \
+        (True, "", [True] * count + [False])
+    assert demux.wait(demux.submit("delete", [keys[0], "absent"]))[1:] == \
+        (True, "", [True, False])
+    assert demux.wait(demux.submit("exists", keys))[1:] == (True, "", [False] + [True] * 3)
+    got = demux.wait(demux.submit("get", keys[:2], [lmcache_view(n), lmcache_view(n)]))
+    assert got[1:] == (True, "", [False, True])
+    assert demux.wait(demux.submit("delete", keys[1:]))[1:] == (True, "", [True] * 3)
+    # delete removed every part key too.
+    assert not any(redis_cluster.keys_on(m, "t/model@*@cluster*") for m in masters)
+
+
 def test_get_mask_is_exact_size_only(native, redis_server):
     client, demux = native()
     src = lmcache_view(3 * MiB, patterned(3 * MiB, 1))

@@ -299,3 +299,39 @@ def test_help_documents_exit_codes() -> None:
     out = tool("--help", check_rc=0).stdout
     assert "exit status:" in out and "usage error" in out
     assert "dry run by default" in out
+
+
+def test_a_cluster_node_reached_by_a_plain_url_is_refused(redis_cluster) -> None:
+    """A plain redis:// URL that reaches a node of a Redis Cluster is refused
+    with the usage exit code before anything is read or removed: the tool
+    would take a split value's part keys (K#lmr{tag}) and the keys whose
+    parts live on other nodes for broken values, and gc --yes would delete
+    them."""
+    import numpy as np
+
+    from lmcache_redis import RedisClient
+
+    key = "optool:split"
+    value = np.random.default_rng(12).integers(0, 256, 8 << 20, dtype=np.uint8)
+
+    def stored() -> dict:
+        return {n.port: sorted(redis_cluster.keys_on(n, key + "*")) for n in redis_cluster.nodes}
+
+    with RedisClient.from_url(redis_cluster.url) as client:
+        client.set(key, value)
+        before = stored()
+        # Split: the value's parts are keys of their own, on more than one master.
+        masters = [n for n in redis_cluster.masters() if before[n.port]]
+        assert len(masters) >= 2
+        assert any(b"#lmr{" in k for keys in before.values() for k in keys)
+        first = f"redis://{redis_cluster.masters()[0].address}"
+        for args in [("scan", first), ("inspect", first, key), ("gc", first)] + \
+                [("gc", f"redis://{n.address}", "--yes") for n in redis_cluster.nodes]:
+            proc = tool(*args, check_rc=2)
+            assert "usage:" in proc.stderr, proc.stderr
+            assert "Redis Cluster" in proc.stderr and "cluster_enabled:1" in proc.stderr
+            assert proc.stdout == ""
+        assert stored() == before
+        out = np.empty_like(value)
+        assert client.get(key, out) == value.nbytes and np.array_equal(out, value)
+        client.delete(key)
