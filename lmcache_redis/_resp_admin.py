@@ -136,7 +136,7 @@ class AdminConnection:
     def _refuse_a_cluster_node(self) -> None:
         """ValueError when the server is a node of a Redis Cluster (INFO
         says ``cluster_enabled:1``), reached by a plain URL: the tool would
-        see only that node's keys, and take the part keys (``K#lmr{tag}``) a
+        see only that node's keys, and take the part keys (``K#lmr:<id>{tag}``) a
         cluster stores a value's parts under, and keys whose other parts
         live on other nodes, for broken values, which ``gc --yes`` would
         delete. A server that refuses INFO (an ACL without it) is taken for

@@ -304,7 +304,7 @@ def test_help_documents_exit_codes() -> None:
 def test_a_cluster_node_reached_by_a_plain_url_is_refused(redis_cluster) -> None:
     """A plain redis:// URL that reaches a node of a Redis Cluster is refused
     with the usage exit code before anything is read or removed: the tool
-    would take a split value's part keys (K#lmr{tag}) and the keys whose
+    would take a split value's part keys (K#lmr:<id>{tag}) and the keys whose
     parts live on other nodes for broken values, and gc --yes would delete
     them."""
     import numpy as np
@@ -323,7 +323,7 @@ def test_a_cluster_node_reached_by_a_plain_url_is_refused(redis_cluster) -> None
         # Split: the value's parts are keys of their own, on more than one master.
         masters = [n for n in redis_cluster.masters() if before[n.port]]
         assert len(masters) >= 2
-        assert any(b"#lmr{" in k for keys in before.values() for k in keys)
+        assert any(b"#lmr:" in k for keys in before.values() for k in keys)
         first = f"redis://{redis_cluster.masters()[0].address}"
         for args in [("scan", first), ("inspect", first, key), ("gc", first)] + \
                 [("gc", f"redis://{n.address}", "--yes") for n in redis_cluster.nodes]:
