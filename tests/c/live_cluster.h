@@ -54,23 +54,12 @@ static inline int live_cluster_node_of(int slot) {
 }
 
 static inline pid_t live_start_cluster_node(const char *dir, int port, int bus_port) {
-  char p[16], bp[16], conf[64];
-  snprintf(p, sizeof p, "%d", port);
+  char bp[16], conf[64];
   snprintf(bp, sizeof bp, "%d", bus_port);
   snprintf(conf, sizeof conf, "nodes-%d.conf", port);
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null = open("/dev/null", O_WRONLY);  /* its start-up banner is noise here */
-    if (null >= 0) {
-      dup2(null, STDOUT_FILENO);
-      dup2(null, STDERR_FILENO);
-    }
-    execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--loglevel", "warning", "--cluster-enabled", "yes",
-           "--cluster-port", bp, "--cluster-config-file", conf, "--dir", dir, (char *)NULL);
-    _exit(127);
-  }
-  return pid;
+  const char *more[] = {"--cluster-enabled", "yes", "--cluster-port", bp,
+                        "--cluster-config-file", conf, "--dir", dir, NULL};
+  return live_spawn_redis(port, more);
 }
 
 /* Connects, retrying for up to 5 s while the server starts. */

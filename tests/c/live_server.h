@@ -29,9 +29,16 @@ static inline int live_free_port(void) {
   return ntohs(a.sin_port);
 }
 
-static inline pid_t live_start_redis(int port) {
+/* Starts redis-server on port (no persistence, quiet), with up to 8 more
+ * arguments (NULL-terminated `more`, or NULL). */
+static inline pid_t live_spawn_redis(int port, const char *const *more) {
   char p[16];
   snprintf(p, sizeof p, "%d", port);
+  const char *argv[32] = {"redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
+                          "--appendonly", "no", "--loglevel", "warning"};
+  int argc = 11;
+  for (int i = 0; more != NULL && more[i] != NULL && argc < 30; i++) argv[argc++] = more[i];
+  argv[argc] = NULL;
   pid_t pid = fork();
   if (pid == 0) {
     int null = open("/dev/null", O_WRONLY);  /* its start-up banner is noise here */
@@ -39,12 +46,13 @@ static inline pid_t live_start_redis(int port) {
       dup2(null, STDOUT_FILENO);
       dup2(null, STDERR_FILENO);
     }
-    execlp("redis-server", "redis-server", "--port", p, "--bind", "127.0.0.1", "--save", "",
-           "--appendonly", "no", "--loglevel", "warning", (char *)NULL);
+    execvp("redis-server", (char *const *)argv);
     _exit(127);
   }
   return pid;
 }
+
+static inline pid_t live_start_redis(int port) { return live_spawn_redis(port, NULL); }
 
 static inline void live_stop_redis(pid_t pid, int sig) {
   kill(pid, sig);
