@@ -109,9 +109,17 @@ static void aim_at_part(lmr_plan *p, lmr_key_job *job, uint32_t part, uint32_t c
 }
 
 /* A round, after `first` jobs, of one `kind` job per part of split value
- * h, at its part keys. */
+ * h, at its part keys. A round of DELs is a cleanup (of a write that
+ * failed, of a value replaced or deleted): it gets LMR_PLAN_CLEANUP_NS from
+ * now even when the call's deadline is nearer or past, since a write that
+ * timed out is the commonest reason to clean up, and its DELs would
+ * otherwise all fail "timed out before DEL was sent". */
 static int split_round(lmr_plan *p, const lmr_stripe_hdr *h, uint32_t first, lmr_job_kind kind,
                        int stage, lmr_error *err) {
+  if (kind == LMR_JOB_DEL) {
+    int64_t until = lmr__now_ns() + LMR_PLAN_CLEANUP_NS;
+    if (p->op->deadline < until) p->op->deadline = until;
+  }
   int rc = reserve_parts(p, first + h->count, err);
   if (rc == LMR_OK) rc = reserve_names(p, h->count, err);
   if (rc != LMR_OK) return rc;

@@ -39,6 +39,8 @@
 #include "jobs.h"
 
 #define LMR_PLAN_READ_ATTEMPTS 3
+/* Time a cluster's cleanup round (DELs of part keys) gets at least. */
+#define LMR_PLAN_CLEANUP_NS (1000LL * 1000 * 1000)
 
 typedef enum {
   LMR_PLAN_GET,

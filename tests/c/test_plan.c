@@ -622,9 +622,37 @@ TEST(guess_of_two_writes_is_no_hit) {
   return 0;
 }
 
+
+/* A cluster's split write whose parts timed out (the call's deadline is
+ * past): the DELs of its own parts still get time to be sent, or every
+ * timed-out write would leave all its part keys behind. The same for the
+ * DELs of the parts of a value it replaced. */
+TEST(split_cleanup_outlives_the_deadline) {
+  unsigned char *v = pattern(300000, 3);
+  lmr_op op;
+  lmr_plan p;
+  lmr_error err;
+  lmr__op_init(&op, "k", 1, 0.0, 1 << 30, 1);  /* deadline: now */
+  op.split = 1;
+  op.src = v;
+  op.len = 300000;
+  ASSERT_EQ(lmr__plan_start(&p, LMR_PLAN_SET, &op, 4, 77, &err), LMR_OK);
+  ASSERT_EQ(p.njobs, 4);
+  for (int i = 0; i < p.njobs; i++)
+    p.jobs[i].base.status = lmr__err(&p.jobs[i].base.err, LMR_ETIMEDOUT, "timed out");
+  ASSERT_EQ(lmr__plan_next(&p, &err), LMR_OK);
+  ASSERT_EQ(p.njobs, 4);  /* the undo: a DEL per part */
+  ASSERT_EQ(p.jobs[0].kind, LMR_JOB_DEL);
+  ASSERT(op.deadline > lmr__now_ns() + LMR_PLAN_CLEANUP_NS / 2);
+  lmr__plan_destroy(&p);
+  free(v);
+  return 0;
+}
+
 TEST_MAIN(TEST_ENTRY(round_trips), TEST_ENTRY(magic_value_is_encoded),
           TEST_ENTRY(miss_and_other_types), TEST_ENTRY(broken_is_a_miss),
           TEST_ENTRY(too_small_buffer), TEST_ENTRY(replaced_between_rounds),
           TEST_ENTRY(gives_up), TEST_ENTRY(head_disagreement_reads_again), TEST_ENTRY(exists_and_delete), TEST_ENTRY(set_limits),
           TEST_ENTRY(no_buffer), TEST_ENTRY(ping), TEST_ENTRY(guess_right_is_one_round),
-          TEST_ENTRY(guess_wrong_reads_from_head), TEST_ENTRY(guess_of_two_writes_is_no_hit))
+          TEST_ENTRY(guess_wrong_reads_from_head), TEST_ENTRY(guess_of_two_writes_is_no_hit),
+          TEST_ENTRY(split_cleanup_outlives_the_deadline))
