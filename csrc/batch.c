@@ -121,8 +121,14 @@ static void key_finished(key_run *k, int rc) {
 static void round_done(lmr_group *g);
 
 /* Adds the key's current round to its group and to ptrs; returns how many. */
+/* The tag lmr_pool_cancel finds a key's round by: none for a cleanup
+ * round, which runs even when its call is cancelled (jobs.h). */
+static uint64_t round_tag(const key_run *k) {
+  return k->plan.njobs > 0 && k->plan.jobs[0].cleanup ? 0 : k->sub->id;
+}
+
 static int prepare_round(key_run *k, lmr_job **ptrs) {
-  lmr_group_init(&k->group, k->sub->id, round_done);
+  lmr_group_init(&k->group, round_tag(k), round_done);
   for (int i = 0; i < k->plan.njobs; i++) {
     lmr_group_add(&k->group, &k->plan.jobs[i].base);
     ptrs[i] = &k->plan.jobs[i].base;
@@ -148,7 +154,8 @@ static void queue_jobs(lmr__sub *s, lmr_job **ptrs, int n) {
   for (int i = 0; i < n; i++) {
     lmr_job *job = ptrs[i];
     pools[i] = NULL;
-    if (s->cancelled) job->status = lmr__err(&job->err, LMR_ECANCELED, "call was cancelled");
+    if (s->cancelled && !((lmr_key_job *)job)->cleanup)
+      job->status = lmr__err(&job->err, LMR_ECANCELED, "call was cancelled");
     else if ((pools[i] = lmr__route_job(s->c, (lmr_key_job *)job, &job->err)) == NULL)
       job->status = job->err.code;
     if (pools[i] == NULL) unqueued[nunqueued++] = job;
@@ -261,7 +268,7 @@ static int redirect_round(key_run *k) {
     ptrs[m++] = &job->base;
   }
   if (m == 0) return 0;
-  lmr_group_init(&k->group, k->sub->id, round_done);
+  lmr_group_init(&k->group, round_tag(k), round_done);
   for (int i = 0; i < m; i++) lmr_group_add(&k->group, ptrs[i]);
   queue_after(k->sub, ptrs, m, pause);
   return 1;

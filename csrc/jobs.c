@@ -429,8 +429,8 @@ static int handle_reply(lmr_key_job *job, lmr_conn *conn) {
   int rc = read_reply(job, conn, &r, err);
   if (rc != LMR_OK) return rc;
   if (job->kind == LMR_JOB_CONFIG) return handle_config(job, conn, &r);
-  if (is_wrongtype(&r) && job->kind == LMR_JOB_DEL && job->swap) {
-    job->wrongtype = 1;  /* GETDEL of another type: the plan DELs it */
+  if (is_wrongtype(&r) && job->swap) {
+    job->wrongtype = 1;  /* a swap or GETDEL of another type: the plan DELs it */
     return LMR_OK;
   }
   if (is_wrongtype(&r) && (job->kind == LMR_JOB_GET || job->kind == LMR_JOB_PART)) {
@@ -490,7 +490,7 @@ static void count_sent(const lmr_key_job *job, lmr_conn *conn) {
  * If not, it ends here with that status. */
 static int still_wanted(lmr_key_job *job) {
   lmr_job *base = &job->base;
-  if (atomic_load(&base->cancelled)) {
+  if (atomic_load(&base->cancelled) && !job->cleanup) {
     base->status = lmr__err(&base->err, LMR_ECANCELED, "call was cancelled");
     return 0;
   }

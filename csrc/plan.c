@@ -13,6 +13,9 @@ enum {
    * its part 0 under the key, then the replaced value's parts go; or, when
    * it failed, its own parts go */
   S_SET_PARTS, S_SET_COMMIT, S_SET_CLEAN, S_SET_UNDO,
+  /* ... a key of another type DELed before the commit goes again; a
+   * commit whose reply was lost, HEAD to see whether it ran */
+  S_SET_RETYPE, S_SET_VERIFY,
   /* a cluster's delete: GETDEL of the key, then the parts of what it held */
   S_DEL_PARTS
 };
@@ -85,8 +88,7 @@ static int reserve_parts(lmr_plan *p, uint32_t n, lmr_error *err) {
 /* Whether the op's value of `count` parts is split over part keys. */
 static int is_split(const lmr_plan *p, uint32_t count) { return p->op->split && count >= 2; }
 
-/* Room for the part keys of a split value of `count` parts (1..count-1;
- * part 0 is the key itself). */
+/* Room for the part keys of a split value of `count` parts. */
 static int reserve_names(lmr_plan *p, uint32_t count, lmr_error *err) {
   if (p->names != NULL && p->names_count >= count) return LMR_OK;
   free(p->names);
@@ -126,6 +128,8 @@ static int split_round(lmr_plan *p, const lmr_stripe_hdr *h, uint32_t first, lmr
   for (uint32_t i = 0; i < h->count; i++) {
     lmr__key_job_init(&p->parts[first + i], p->op, kind);
     aim_at_part(p, &p->parts[first + i], i, h->count, h->set_id);
+    /* A cancel must not strand what the call wrote or unlinked. */
+    p->parts[first + i].cleanup = kind == LMR_JOB_DEL;
   }
   p->jobs = p->parts;
   p->njobs = (int)(first + h->count);
@@ -271,6 +275,14 @@ static int after_guess(lmr_plan *p, lmr_error *err) {
   return after_head(p, err);
 }
 
+/* The SET ... GET of the key: a split write's record, or a value of one
+ * piece (p->written says which). */
+static void commit_round(lmr_plan *p) {
+  one_job(p, S_SET_COMMIT, LMR_JOB_SET);
+  p->one.commit = is_split(p, p->written.count);
+  p->one.swap = 1;
+}
+
 static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *err) {
   lmr_op *op = p->op;
   /* A value that begins with the magic is encoded, even when small, so that
@@ -312,8 +324,7 @@ static int start_set(lmr_plan *p, uint32_t count, uint64_t set_id, lmr_error *er
    * touches; its commit record under the key last. */
   op->head_len = LMR_STRIPE_HDR_SIZE;  /* what a swap's reply keeps */
   if (!is_split(p, count)) {
-    one_job(p, S_SET_COMMIT, LMR_JOB_SET);
-    p->one.swap = 1;
+    commit_round(p);
     return LMR_OK;
   }
   return split_round(p, &p->written, 0, LMR_JOB_SET, S_SET_PARTS, err);
@@ -332,17 +343,58 @@ static int undo_set(lmr_plan *p, const lmr_error *err, lmr_error *out) {
 static int after_set_parts(lmr_plan *p, lmr_error *err) {
   for (int i = 0; i < p->njobs; i++)
     if (p->jobs[i].base.status != LMR_OK) return undo_set(p, &p->jobs[i].base.err, err);
-  one_job(p, S_SET_COMMIT, LMR_JOB_SET);
-  p->one.commit = 1;
-  p->one.swap = 1;
+  commit_round(p);
   return LMR_OK;
+}
+
+/* Whether a write that failed with this error may still have run: its
+ * reply was lost (the connection, the timeout, a cancel that cut it). */
+static int may_have_run(int code) {
+  return code == LMR_ECONN || code == LMR_ETIMEDOUT || code == LMR_EPROTO || code == LMR_ECANCELED;
+}
+
+/* After a commit that may have run: the key holds this write's record
+ * (it ran: the write stands, the value it replaced is not known, its
+ * parts stay until evicted or expired), or not (its parts go, and the
+ * call fails); a HEAD that fails too leaves the parts, lest a record that
+ * did land be left naming parts that are gone. */
+static int after_set_verify(lmr_plan *p, lmr_error *err) {
+  lmr_stripe_hdr h;
+  if (p->one.base.status == LMR_OK && classify_head(&p->one, &h) == H_ENCODED &&
+      h.set_id == p->written.set_id) {
+    done(p);
+    return LMR_OK;
+  }
+  if (p->one.base.status == LMR_OK) return undo_set(p, &p->undo, err);
+  done(p);
+  return lmr__err_copy(err, &p->undo);
 }
 
 /* The key holds the write now; the split value it replaced (the swap's
  * reply), if any, goes: its parts are unreadable from here on. A failure
  * of that leaves them until evicted or expired, and fails nothing. */
 static int after_set_commit(lmr_plan *p, lmr_error *err) {
-  if (p->one.base.status != LMR_OK) return undo_set(p, &p->one.base.err, err);
+  lmr_key_job *j = &p->one;
+  if (j->base.status != LMR_OK && is_split(p, p->written.count) && may_have_run(j->base.status)) {
+    p->undo = j->base.err;
+    one_job(p, S_SET_VERIFY, LMR_JOB_HEAD);
+    p->one.master_only = 1;
+    p->one.cleanup = 1;  /* runs past a cancel, within the cleanup's time */
+    int64_t until = lmr__now_ns() + LMR_PLAN_CLEANUP_NS;
+    if (p->op->deadline < until) p->op->deadline = until;
+    return LMR_OK;
+  }
+  if (j->base.status != LMR_OK) return undo_set(p, &j->base.err, err);
+  if (j->wrongtype) {  /* SET ... GET refuses another type: DEL it, once */
+    if (p->retyped) {
+      lmr_error e;
+      lmr__err(&e, LMR_ERESPONSE, "SET: the key keeps holding another type than a string");
+      return undo_set(p, &e, err);
+    }
+    p->retyped = 1;
+    one_job(p, S_SET_RETYPE, LMR_JOB_DEL);
+    return LMR_OK;
+  }
   lmr_stripe_hdr old;
   if (p->one.stored_len < 0 || classify_head(&p->one, &old) != H_ENCODED ||
       !is_split(p, old.count) || old.set_id == p->written.set_id ||
@@ -397,7 +449,9 @@ int lmr__plan_start(lmr_plan *p, lmr_plan_kind kind, lmr_op *op, uint32_t count,
       size_t n = op->cap < LMR_HEAD_MAX ? op->cap : LMR_HEAD_MAX;
       op->head_len = n > LMR_STRIPE_HDR_SIZE ? n : LMR_STRIPE_HDR_SIZE;
       p->learned = LMR_PLAN_LEARNED_NONE;
-      if (count >= 2 && count <= LMR_MAX_STRIPES && op->cap > 0) return guess_round(p, count, err);
+      /* (A cluster's part keys are named by the record: never guessed.) */
+      if (count >= 2 && count <= LMR_MAX_STRIPES && op->cap > 0 && !op->split)
+        return guess_round(p, count, err);
       break;
     }
   }
@@ -411,6 +465,12 @@ int lmr__plan_next(lmr_plan *p, lmr_error *err) {
       return after_set_parts(p, err);
     case S_SET_COMMIT:
       return after_set_commit(p, err);
+    case S_SET_VERIFY:
+      return after_set_verify(p, err);
+    case S_SET_RETYPE:
+      if (p->one.base.status != LMR_OK) return undo_set(p, &p->one.base.err, err);
+      commit_round(p);
+      return LMR_OK;
     case S_SET_CLEAN:
     case S_DEL_PARTS:  /* the value went with its record: a part left fails nothing */
       done(p);

@@ -21,8 +21,8 @@
  *           write in between) reads again from HEAD; that guessed read
  *           counts as one of the reads.
  *   exists  HEAD alone: a whole value of this format (or verbatim) exists.
- *           In a cluster, of a split value: its part 0 (the others are
- *           only read by get).
+ *           In a cluster, of a split value: its commit record (the parts
+ *           are only read by get).
  *   set     one SET (PSETEX with a TTL) of the value, verbatim or encoded.
  *           In a cluster the key's SET is a swap (SET ... GET), and a split
  *           value's parts go first, a SET per part key (named by the
@@ -67,6 +67,7 @@ typedef struct {
   lmr_stripe_hdr written;  /* split set: the write's layout and id */
   lmr_stripe_hdr replaced; /* ... and the split value it replaces (count 0: none) */
   lmr_error undo;          /* ... the error it fails with, once its parts went */
+  int retyped;             /* ... a key of another type was DELed for it */
   uint32_t guess;        /* get: the guessed part count (0: none) */
   /* verdict */
   int found;             /* get: a hit; exists: a whole value; delete: a key went;

@@ -729,3 +729,23 @@ def test_racing_writers_leave_the_last_commit_whole_and_no_debris(redis_cluster,
     with RedisClient.from_url(redis_cluster.url) as client:
         client.delete(key)
     assert not any(_keys_of_value(redis_cluster, key).values())
+
+
+def test_a_set_replaces_a_key_of_another_type(redis_cluster, cluster_client, key) -> None:
+    # As on one server, a set replaces whatever the key holds; on a cluster
+    # the key's SET ... GET refuses another type, so the client DELs it and
+    # swaps again (seen failing first: "SET: WRONGTYPE ...").
+    owner = redis_cluster.node_for_key(key)
+    rng = np.random.default_rng(11)
+    for size in (1000, 9 * MiB):
+        owner.command("DEL", key)
+        owner.command("RPUSH", key, "x")
+        _, value = _value(size, rng)
+        cluster_client.set(key, value)
+        buf = np.empty(size, dtype=np.uint8)
+        assert cluster_client.get(key, buf) == size and np.array_equal(buf, value)
+    assert cluster_client.delete(key)
+    assert not any(_keys_of_value(redis_cluster, key).values())
+    owner.command("RPUSH", key, "x")
+    assert cluster_client.delete(key)  # a key of another type goes too
+    assert owner.command("EXISTS", key) == 0
