@@ -490,7 +490,7 @@ static void count_sent(const lmr_key_job *job, lmr_conn *conn) {
  * If not, it ends here with that status. */
 static int still_wanted(lmr_key_job *job) {
   lmr_job *base = &job->base;
-  if (atomic_load(&base->cancelled) && !job->cleanup) {
+  if (atomic_load(&base->cancelled)) {
     base->status = lmr__err(&base->err, LMR_ECANCELED, "call was cancelled");
     return 0;
   }

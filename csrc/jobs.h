@@ -75,7 +75,8 @@ typedef struct {
   void *node;          /* the node it was last queued to (route.c) */
   int pinned;          /* go to `node` again, not to its slot's (after an ASK) */
   int cleanup;         /* deletes what a write leaves behind: runs even when
-                          its call is cancelled (plan.c's split_round) */
+                          its call is cancelled (its round goes untagged, so
+                          lmr_pool_cancel never finds it: batch.c) */
   int master_only;     /* never to a replica (read_from_replicas): a delete's
                           HEAD, or after a replica could not serve it */
   int asking;          /* each command is preceded by ASKING (after an ASK) */

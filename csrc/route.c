@@ -344,6 +344,7 @@ int lmr__router_open(struct lmr_client *c, lmr_error *err) {
   pthread_mutex_lock(&r->mu);
   int rc = add_seeds(r, c, err);
   if (rc == LMR_OK && !c->cfg.cluster && node_pool(r->nodes[0], err) == NULL) rc = err->code;
+  if (rc == LMR_OK && !c->cfg.cluster) r->single = r->nodes[0];
   pthread_mutex_unlock(&r->mu);
   if (rc != LMR_OK || !c->cfg.cluster) return rc;
   r->owner = malloc(LMR__SLOTS * sizeof *r->owner);
@@ -404,6 +405,11 @@ void lmr__router_free(struct lmr_client *c) {
 
 lmr_pool *lmr__route_job(struct lmr_client *c, lmr_key_job *job, lmr_error *err) {
   lmr__router *r = &c->router;
+  if (r->single != NULL) {  /* no lock on a single server's hot path: its pool is
+                               fixed, and refuses jobs itself once closing */
+    job->node = r->single;
+    return r->single->pool;
+  }
   lmr_pool *pool = NULL;
   pthread_mutex_lock(&r->mu);
   if (r->closed) {
@@ -414,8 +420,6 @@ lmr_pool *lmr__route_job(struct lmr_client *c, lmr_key_job *job, lmr_error *err)
   lmr__node *n = NULL;
   if (job->pinned) {
     n = job->node;
-  } else if (r->owner == NULL) {
-    n = r->nodes[0];
   } else {
     int i = job->key_len == 0 ? -1 : r->owner[lmr__key_slot(job->key, job->key_len)];
     /* No key (PING, CONFIG), or a slot the map gives no master: any

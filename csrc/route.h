@@ -58,6 +58,8 @@ typedef struct {
   lmr__node **nodes;      /* every node met; grows only */
   int nnodes, cap;
   int16_t *owner;         /* cluster: the node serving each slot, -1: none */
+  lmr__node *single;      /* a single server's one node (set at open, then
+                             read without mu: every job goes there) */
   int closed;             /* no pool is made or found any more */
   /* the refresher (cluster only) */
   pthread_t thread;
