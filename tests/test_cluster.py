@@ -749,3 +749,36 @@ def test_a_set_replaces_a_key_of_another_type(redis_cluster, cluster_client, key
     owner.command("RPUSH", key, "x")
     assert cluster_client.delete(key)  # a key of another type goes too
     assert owner.command("EXISTS", key) == 0
+
+
+def test_a_full_noeviction_cluster_refuses_a_write_and_keeps_no_part_of_it(
+        make_own_cluster, key) -> None:
+    # Masters at maxmemory with noeviction refuse writes (OOM): the set
+    # fails with the server's error, the parts it did store go again (no
+    # record names them), and what was stored before still reads whole.
+    cluster = make_own_cluster(replicas=0, extra_args=["--maxmemory", "24mb",
+                                                       "--maxmemory-policy", "noeviction"])
+    rng = np.random.default_rng(21)
+    stored = {}
+    buf = np.empty(8 * MiB, dtype=np.uint8)
+    with RedisClient.from_url(cluster.url) as client:
+        for i in range(40):
+            k = f"{key}:{i}"
+            _, value = _value(8 * MiB, rng)
+            try:
+                client.set(k, value)
+            except lmcache_redis.ResponseError as exc:
+                assert "OOM" in str(exc), exc
+                refused = k
+                break
+            stored[k] = value
+        else:
+            pytest.fail("40 x 8 MiB fit in 3 x 24 MiB")
+        print(f"noeviction cluster: {len(stored)} values stored, then {refused!r} refused")
+        assert stored
+        assert not any(_keys_of_value(cluster, refused).values())  # no part left
+        assert client.get(refused, buf) is None
+        for k, value in stored.items():
+            assert client.get(k, buf) == value.size and np.array_equal(buf, value), k
+        expected = sum(1 + lmcache_redis.stripe_count(v.size) for v in stored.values())
+        assert sum(cluster.dbsize(m) for m in cluster.masters()) == expected
