@@ -33,27 +33,23 @@ static int abandon(lmr_conn *conn, int rc) {
   return rc;
 }
 
-static int copy_text(lmr__value *v, const char *s, size_t n, budget *b, lmr_conn *conn,
-                     lmr_error *err) {
+/* Room for a string of n bytes in v (NUL-terminated), within the budget. */
+static int alloc_text(lmr__value *v, uint64_t n, budget *b, lmr_conn *conn, lmr_error *err) {
   if (n > b->bytes)
     return abandon(conn, lmr__err(err, LMR_EPROTO, "reply too large (over %u bytes of strings)",
                                   LMR__VALUE_MAX_BYTES));
-  b->bytes -= n;
-  v->str = malloc(n + 1);
+  b->bytes -= (size_t)n;
+  v->str = malloc((size_t)n + 1);
   if (v->str == NULL) return abandon(conn, lmr__err(err, LMR_ENOMEM, "out of memory reading a reply"));
-  if (n > 0) memcpy(v->str, s, n);
   v->str[n] = '\0';
-  v->len = n;
+  v->len = (size_t)n;
   return LMR_OK;
 }
 
-/* Reads one value into *v (zeroed by the caller); depth: arrays around it.
- * On failure *v holds what was read, for value_clear. */
+/* Reads one value into *v (zeroed by the caller, and already counted in
+ * the budget's values); depth: arrays around it. On failure *v holds what
+ * was read, for value_clear. */
 static int read_value(lmr_conn *conn, lmr__value *v, int depth, budget *b, lmr_error *err) {
-  if (b->elems == 0)
-    return abandon(conn, lmr__err(err, LMR_EPROTO, "reply too large (over %u values)",
-                                  LMR__VALUE_MAX_ELEMS));
-  b->elems--;
   lmr_reply r;
   int rc = lmr__conn_read_reply(conn, &r, err);
   if (rc != LMR_OK) return rc;
@@ -68,33 +64,30 @@ static int read_value(lmr_conn *conn, lmr__value *v, int depth, budget *b, lmr_e
     case LMR_REPLY_STATUS:
     case LMR_REPLY_ERROR:
       v->type = r.type == LMR_REPLY_STATUS ? LMR__VALUE_STATUS : LMR__VALUE_ERROR;
-      return copy_text(v, r.str, r.len, b, conn, err);
-    case LMR_REPLY_BULK: {
+      if ((rc = alloc_text(v, r.len, b, conn, err)) != LMR_OK) return rc;
+      if (r.len > 0) memcpy(v->str, r.str, r.len);
+      return LMR_OK;
+    case LMR_REPLY_BULK:
       v->type = LMR__VALUE_STRING;
-      if (r.integer < 0 || (uint64_t)r.integer > b->bytes)
-        return abandon(conn, lmr__err(err, LMR_EPROTO, "reply too large (over %u bytes of strings)",
-                                      LMR__VALUE_MAX_BYTES));
-      size_t n = (size_t)r.integer;
-      b->bytes -= n;
-      v->str = malloc(n + 1);
-      if (v->str == NULL)
-        return abandon(conn, lmr__err(err, LMR_ENOMEM, "out of memory reading a reply"));
-      v->len = n;
-      v->str[n] = '\0';
-      rc = lmr__conn_read_payload(conn, v->str, n, NULL, err);
+      if ((rc = alloc_text(v, r.integer < 0 ? UINT64_MAX : (uint64_t)r.integer, b, conn, err)) !=
+          LMR_OK)
+        return rc;
+      rc = lmr__conn_read_payload(conn, v->str, v->len, NULL, err);
       if (rc == LMR_OK) rc = lmr__conn_end_bulk(conn, err);
       return rc;
-    }
     case LMR_REPLY_ARRAY: {
       v->type = LMR__VALUE_ARRAY;
       if (depth >= LMR__VALUE_MAX_DEPTH)
         return abandon(conn, lmr__err(err, LMR_EPROTO, "reply nested too deep (over %d arrays)",
                                       LMR__VALUE_MAX_DEPTH));
-      /* The count is checked before anything is allocated for it. */
+      /* The count is taken from the budget before anything is allocated
+       * for it: nested arrays that each claim the most cannot allocate
+       * more than one such claim between them. */
       if (r.integer < 0 || (uint64_t)r.integer > b->elems)
         return abandon(conn, lmr__err(err, LMR_EPROTO, "reply too large (over %u values)",
                                       LMR__VALUE_MAX_ELEMS));
       size_t n = (size_t)r.integer;
+      b->elems -= n;
       if (n == 0) return LMR_OK;
       v->elems = calloc(n, sizeof *v->elems);
       if (v->elems == NULL)
@@ -115,7 +108,7 @@ int lmr__value_read(lmr_conn *conn, lmr__value **out, lmr_error *err) {
   *out = NULL;
   lmr__value *v = calloc(1, sizeof *v);
   if (v == NULL) return abandon(conn, lmr__err(err, LMR_ENOMEM, "out of memory reading a reply"));
-  budget b = {LMR__VALUE_MAX_ELEMS, LMR__VALUE_MAX_BYTES};
+  budget b = {LMR__VALUE_MAX_ELEMS - 1, LMR__VALUE_MAX_BYTES};  /* less the top value */
   int rc = read_value(conn, v, 0, &b, err);
   if (rc != LMR_OK) {
     lmr__value_free(v);
