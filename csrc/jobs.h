@@ -77,8 +77,9 @@ typedef struct {
   int cleanup;         /* deletes what a write leaves behind: runs even when
                           its call is cancelled (its round goes untagged, so
                           lmr_pool_cancel never finds it: batch.c) */
-  int master_only;     /* never to a replica (read_from_replicas): a delete's
-                          HEAD, or after a replica could not serve it */
+  int master_only;     /* never to a replica (read_from_replicas): a split
+                          write's check of its own commit, or a read a
+                          replica could not serve (LOADING, MASTERDOWN) */
   int asking;          /* each command is preceded by ASKING (after an ASK) */
   int redirects;       /* times it was sent elsewhere */
   lmr_redirect_kind redirect;       /* what the node answered instead */
